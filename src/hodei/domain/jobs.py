@@ -1,0 +1,184 @@
+"""Jobs: the spec a user submits, the states a job goes through, and the transition rules."""
+
+from __future__ import annotations
+
+import re
+import secrets as _secrets
+import time
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from hodei.errors import ConflictError, ValidationError
+
+MAX_COMMAND_BYTES = 256 * 1024
+MAX_NAME = 200
+MAX_ENV = 256
+MAX_LABELS = 64
+MAX_ARGS = 4096
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT})
+ACTIVE = frozenset({JobState.ASSIGNED, JobState.RUNNING})
+
+# Declarative transition rules: the only legal moves. Retry re-queues a finished job.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.ASSIGNED, JobState.CANCELLED, JobState.FAILED}),
+    JobState.ASSIGNED: frozenset(
+        {JobState.RUNNING, JobState.QUEUED, JobState.CANCELLED, JobState.FAILED,
+         JobState.SUCCEEDED, JobState.TIMED_OUT}
+    ),
+    JobState.RUNNING: frozenset(
+        {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT,
+         JobState.QUEUED}
+    ),
+    JobState.SUCCEEDED: frozenset({JobState.QUEUED}),
+    JobState.FAILED: frozenset({JobState.QUEUED}),
+    JobState.CANCELLED: frozenset({JobState.QUEUED}),
+    JobState.TIMED_OUT: frozenset({JobState.QUEUED}),
+}
+
+
+def check_transition(current: JobState, target: JobState) -> None:
+    """Raise ConflictError unless current -> target is a legal move."""
+    if target not in TRANSITIONS[current]:
+        raise ConflictError(f"illegal transition {current} -> {target}")
+
+
+def new_job_id() -> str:
+    # Time-ordered prefix (ms, hex) so ids sort roughly by creation; random suffix for uniqueness.
+    return f"{int(time.time() * 1000):011x}{_secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What the user asked for. Secrets are names only: values never live in the job record."""
+
+    command: str
+    arguments: tuple[str, ...] = ()
+    name: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    cpu: float = 0.0
+    memory_bytes: int = 0
+    timeout_s: float = 0.0
+    max_retries: int = 0
+    priority: int = 0
+    queued_by: str = ""
+
+    @property
+    def is_script(self) -> bool:
+        """The seeds' rule: a multi-line command or one starting with #! runs as a script."""
+        return not self.arguments and ("\n" in self.command.strip() or
+                                       self.command.startswith("#!"))
+
+
+def validate_job_id(job_id: str) -> str:
+    if not _ID_RE.match(job_id):
+        raise ValidationError(
+            "job id must be 1-64 characters of letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return job_id
+
+
+def _check_map(kind: str, values: dict[str, str], key_re: re.Pattern[str], limit: int) -> None:
+    if len(values) > limit:
+        raise ValidationError(f"too many {kind} entries ({len(values)} > {limit})")
+    for key, value in values.items():
+        if not isinstance(key, str) or not key_re.match(key):
+            raise ValidationError(f"invalid {kind} key {key!r}")
+        if not isinstance(value, str) or len(value) > 32 * 1024 or "\x00" in value:
+            raise ValidationError(f"invalid {kind} value for {key!r}")
+
+
+def validate_spec(spec: JobSpec) -> JobSpec:
+    """Return the spec if it is acceptable, else raise ValidationError saying why."""
+    if not spec.command or not spec.command.strip():
+        raise ValidationError("command must not be empty")
+    if "\x00" in spec.command or any("\x00" in a for a in spec.arguments):
+        raise ValidationError("command and arguments must not contain NUL bytes")
+    size = len(spec.command.encode()) + sum(len(a.encode()) for a in spec.arguments)
+    if size > MAX_COMMAND_BYTES:
+        raise ValidationError(f"command too large ({size} bytes > {MAX_COMMAND_BYTES})")
+    if len(spec.arguments) > MAX_ARGS:
+        raise ValidationError(f"too many arguments ({len(spec.arguments)} > {MAX_ARGS})")
+    if len(spec.name) > MAX_NAME or "\x00" in spec.name:
+        raise ValidationError(f"name must be at most {MAX_NAME} characters without NUL")
+    _check_map("env", spec.env, _KEY_RE, MAX_ENV)
+    _check_map("label", spec.labels, _LABEL_KEY_RE, MAX_LABELS)
+    for name in spec.secrets:
+        if not _KEY_RE.match(name):
+            raise ValidationError(f"invalid secret name {name!r}")
+    if not 0 <= spec.cpu <= 1024:
+        raise ValidationError("cpu must be between 0 and 1024 cores")
+    if not 0 <= spec.memory_bytes <= 1 << 50:
+        raise ValidationError("memory must be between 0 and 1 PiB")
+    if not 0 <= spec.timeout_s <= 30 * 86400:
+        raise ValidationError("timeout must be between 0 and 30 days")
+    if not 0 <= spec.max_retries <= 100:
+        raise ValidationError("retries must be between 0 and 100")
+    if not -1_000_000 <= spec.priority <= 1_000_000:
+        raise ValidationError("priority must be between -1000000 and 1000000")
+    return spec
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    spec: JobSpec
+    state: JobState = JobState.QUEUED
+    exit_code: int | None = None
+    attempts: int = 0  # number of dispatches so far; the current attempt's number
+    worker_id: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    reason: str = ""  # why it waits, or why it failed
+    seq: int = 0  # store order (insertion), used for FIFO within a priority and for paging
+
+    def with_changes(self, **changes: object) -> Job:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '5m', '1h30m', '250ms' -> seconds."""
+    text = text.strip().lower()
+    if not text:
+        raise ValidationError("empty duration")
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    total = 0.0
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text):
+        total += float(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    if re.sub(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", "", text):
+        raise ValidationError(f"invalid duration {text!r} (use e.g. 30s, 5m, 1h30m)")
+    return total
+
+
+def parse_size(text: str) -> int:
+    """'512', '512M', '2Gi', '100k' -> bytes (K/M/G/T are powers of 1024)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", text.lower())
+    if not m:
+        raise ValidationError(f"invalid size {text!r} (use e.g. 512M, 2G)")
+    factor = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2)]
+    return int(float(m.group(1)) * factor)

@@ -1,0 +1,44 @@
+"""One root exception for everything Hodei raises on purpose.
+
+    HodeiError
+    ├── ValidationError        bad input: a job spec, a flag, a body (HTTP 400/422)
+    ├── NotFoundError          unknown job, secret or worker (HTTP 404)
+    ├── ConflictError          an illegal state transition or a lost compare-and-swap (HTTP 409)
+    ├── AuthError              a forged, expired or replayed credential (HTTP 401)
+    └── StoreError             the store failed (disk full, corrupt database) (HTTP 503)
+
+Adapters convert third-party errors into these at the edge, so callers never see sqlite3 or
+grpc exceptions.
+"""
+
+from __future__ import annotations
+
+
+class HodeiError(Exception):
+    """Root of every error Hodei raises on purpose."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ValidationError(HodeiError):
+    status = 400
+
+
+class NotFoundError(HodeiError):
+    status = 404
+
+
+class ConflictError(HodeiError):
+    status = 409
+
+
+class AuthError(HodeiError):
+    status = 401
+
+
+class StoreError(HodeiError):
+    status = 503

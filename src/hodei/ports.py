@@ -1,0 +1,118 @@
+"""Ports: the Protocols that infrastructure adapters implement.
+
+A port exists where there are (or will soon be) two adapters: JobStore (SQLite, PostgreSQL),
+LogStore (files, shared storage), WorkerProvider (local, docker, kubernetes, microvm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hodei.domain.jobs import Job, JobState
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRecord:
+    name: str
+    updated_at: float
+
+
+class JobStore(Protocol):
+    """Durable job records. Every write is committed (group commit) before its await returns."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def create_job(self, job: Job) -> Job:
+        """Insert a new job; returns it with `seq` set. ConflictError if the id exists."""
+        ...
+
+    async def get_job(self, job_id: str) -> Job:
+        """NotFoundError if there is no such job."""
+        ...
+
+    async def list_jobs(
+        self, state: JobState | None = None, limit: int = 100, cursor: int | None = None
+    ) -> tuple[list[Job], int | None]:
+        """Newest first. `cursor` is the `seq` below which to continue; returns (items, next)."""
+        ...
+
+    async def jobs_in_states(self, states: Collection[JobState]) -> list[Job]:
+        """Every job in one of `states`, oldest first (used at start-up to rebuild queues)."""
+        ...
+
+    async def transition(
+        self,
+        job_id: str,
+        expected: Collection[JobState],
+        target: JobState,
+        changes: Mapping[str, Any] | None = None,
+    ) -> Job:
+        """Compare-and-swap: set state=target (and the given Job fields) only if the current
+        state is in `expected`. Returns the updated job. ConflictError when the state was not in
+        `expected` (the message names the actual state), NotFoundError when there is no job."""
+        ...
+
+    async def put_secret(self, name: str, ciphertext: bytes) -> None: ...
+
+    async def get_secrets(self, names: Collection[str]) -> dict[str, bytes]:
+        """Ciphertexts of the named secrets that exist (missing names are simply absent)."""
+        ...
+
+    async def list_secrets(self) -> list[SecretRecord]: ...
+
+    async def delete_secret(self, name: str) -> None:
+        """NotFoundError if there is no such secret."""
+        ...
+
+
+class LogStore(Protocol):
+    """Append-only byte logs, one per (job, attempt). Offsets are byte positions."""
+
+    def append(self, job_id: str, attempt: int, data: bytes) -> int:
+        """Append and return the new end offset. The bytes survive a crash of the process."""
+        ...
+
+    def read(self, job_id: str, attempt: int, offset: int = 0, limit: int = -1) -> bytes:
+        """Bytes from `offset`, at most `limit` (-1: all). Empty when nothing is stored."""
+        ...
+
+    def size(self, job_id: str, attempt: int) -> int: ...
+
+    def seal(self, job_id: str, attempt: int) -> None:
+        """The attempt has ended: flush to stable storage and release open handles."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class WorkerLaunch:
+    """What a provider needs to start one worker that will register with `otp`."""
+
+    worker_id: str
+    otp: str
+    server_url: str
+    labels: dict[str, str] = field(default_factory=dict)
+    slots: int = 1
+
+
+class WorkerProvider(Protocol):
+    name: str
+
+    async def start(self) -> None:
+        """Reconcile: remove workers a previous server run left behind."""
+        ...
+
+    async def provision(self, launch: WorkerLaunch) -> None:
+        """Start one worker; returns once it is launched (it registers on its own)."""
+        ...
+
+    async def terminate(self, worker_id: str) -> None: ...
+
+    async def stop(self) -> None:
+        """Terminate every worker this provider started."""
+        ...
