@@ -41,12 +41,23 @@ ACTIVE = frozenset({JobState.ASSIGNED, JobState.RUNNING})
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.ASSIGNED, JobState.CANCELLED, JobState.FAILED}),
     JobState.ASSIGNED: frozenset(
-        {JobState.RUNNING, JobState.QUEUED, JobState.CANCELLED, JobState.FAILED,
-         JobState.SUCCEEDED, JobState.TIMED_OUT}
+        {
+            JobState.RUNNING,
+            JobState.QUEUED,
+            JobState.CANCELLED,
+            JobState.FAILED,
+            JobState.SUCCEEDED,
+            JobState.TIMED_OUT,
+        }
     ),
     JobState.RUNNING: frozenset(
-        {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT,
-         JobState.QUEUED}
+        {
+            JobState.SUCCEEDED,
+            JobState.FAILED,
+            JobState.CANCELLED,
+            JobState.TIMED_OUT,
+            JobState.QUEUED,
+        }
     ),
     JobState.SUCCEEDED: frozenset({JobState.QUEUED}),
     JobState.FAILED: frozenset({JobState.QUEUED}),
@@ -86,8 +97,9 @@ class JobSpec:
     @property
     def is_script(self) -> bool:
         """The seeds' rule: a multi-line command or one starting with #! runs as a script."""
-        return not self.arguments and ("\n" in self.command.strip() or
-                                       self.command.startswith("#!"))
+        return not self.arguments and (
+            "\n" in self.command.strip() or self.command.startswith("#!")
+        )
 
 
 def validate_job_id(job_id: str) -> str:
@@ -182,3 +194,14 @@ def parse_size(text: str) -> int:
         raise ValidationError(f"invalid size {text!r} (use e.g. 512M, 2G)")
     factor = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2)]
     return int(float(m.group(1)) * factor)
+
+
+def log_attempt(job: Job) -> int:
+    """The attempt whose log a follower should read: the coming one while the job is queued."""
+    return job.attempts + 1 if job.state is JobState.QUEUED else max(job.attempts, 1)
+
+
+def attempt_over(job: Job, attempt: int) -> bool:
+    """True once `attempt` of `job` can produce no more log bytes."""
+    current = log_attempt(job)
+    return attempt < current or (attempt == current and job.state.terminal)

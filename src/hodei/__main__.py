@@ -1,0 +1,3 @@
+from hodei.cli import main
+
+main()

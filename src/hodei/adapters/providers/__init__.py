@@ -1,0 +1,1 @@
+"""Worker providers: where on-demand workers come from."""

@@ -1,0 +1,1 @@
+"""Server modules: orchestrator, scheduler, worker sessions, log hub, gRPC and HTTP APIs."""

@@ -1,0 +1,292 @@
+"""The composition root: the only place that knows the concrete adapters.
+
+Builds the store, log store, bus, orchestrator, scheduler, provisioner and both APIs from the
+settings, runs gRPC (grpc.aio) and HTTP (uvicorn) in one event loop, and shuts down in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO
+
+import grpc
+import uvicorn
+from grpc_reflection.v1alpha import reflection
+
+from hodei._proto.hodei.v1 import jobs_pb2, jobs_pb2_grpc, worker_pb2, worker_pb2_grpc
+from hodei.adapters.logs.files import FileLogStore
+from hodei.adapters.providers.local import LocalProvider
+from hodei.adapters.store.sqlite import SqliteJobStore
+from hodei.config import ServerSettings, split_addr
+from hodei.domain.jobs import ACTIVE, JobState
+from hodei.errors import HodeiError
+from hodei.ports import JobStore
+from hodei.server.bus import EventBus
+from hodei.server.grpc_jobs import JobService
+from hodei.server.grpc_worker import WorkerService
+from hodei.server.http_api import create_http_app
+from hodei.server.loghub import LogHub
+from hodei.server.metrics import Metrics
+from hodei.server.orchestrator import Orchestrator
+from hodei.server.otp import OtpRegistry
+from hodei.server.provisioning import Provisioner
+from hodei.server.scheduler import Scheduler
+from hodei.server.service import JobsApi, LogPiece
+from hodei.server.vault import SecretVault, load_or_create_key
+from hodei.server.workers import WorkerRegistry
+
+log = logging.getLogger("hodei.server")
+
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    # Agents ping every 10 s; admit that rate so the server never answers with GOAWAY.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+@dataclass
+class Services:
+    settings: ServerSettings
+    store: JobStore
+    hub: LogHub
+    bus: EventBus
+    vault: SecretVault
+    otps: OtpRegistry
+    registry: WorkerRegistry
+    orchestrator: Orchestrator
+    scheduler: Scheduler
+    provisioner: Provisioner
+    api: JobsApi
+    metrics: Metrics
+
+
+def build(settings: ServerSettings, grpc_target: str) -> Services:
+    home = settings.home
+    store = SqliteJobStore(settings.sqlite_path)
+    hub = LogHub(FileLogStore(settings.log_dir))
+    bus = EventBus()
+    vault = SecretVault(store, load_or_create_key(home / "secret.key"))
+    otps = OtpRegistry()
+    registry = WorkerRegistry()
+    orch = Orchestrator(store, bus, vault)
+    scheduler = Scheduler(orch, registry, hub, cancel_grace_s=settings.cancel_grace_s)
+    provisioner_ref: list[Provisioner] = []
+    provider = LocalProvider(
+        home / "run", on_exit=lambda w, code: provisioner_ref[0].exited(w, code)
+    )
+    provisioner = Provisioner(
+        provider,
+        otps,
+        registry,
+        grpc_target,
+        settings.max_workers,
+        settings.worker_slots,
+        settings.worker_idle_s,
+        settings.otp_ttl_s,
+    )
+    provisioner_ref.append(provisioner)
+    scheduler.demand = provisioner.demand
+    metrics = Metrics()
+    metrics.gauge("hodei_jobs_queued", "Jobs waiting for a worker", lambda: scheduler.queued_count)
+    metrics.gauge("hodei_workers_connected", "Connected workers", lambda: len(registry))
+    bus.subscribe(scheduler.on_job_changed)
+    bus.subscribe(lambda e: hub.job_changed(e.job))
+    bus.subscribe(metrics.on_job_changed)
+    api = JobsApi(orch, scheduler, hub)
+    return Services(
+        settings, store, hub, bus, vault, otps, registry, orch, scheduler, provisioner, api, metrics
+    )
+
+
+async def recover(s: Services) -> None:
+    """Rebuild the queue from the store; attempts cut off by the last shutdown are settled."""
+    for job in await s.store.jobs_in_states((JobState.QUEUED, *ACTIVE)):
+        if job.state is JobState.QUEUED:
+            s.scheduler.enqueue(job)
+            continue
+        reason = "interrupted: the server stopped while it ran"
+        try:
+            if job.attempts <= job.spec.max_retries:
+                await s.orchestrator.requeue(job, reason=reason + "; retrying")
+            else:
+                await s.orchestrator.finish(job, JobState.FAILED, None, reason)
+        except HodeiError as exc:
+            log.warning("could not recover job %s: %s", job.id, exc.message)
+
+
+@contextlib.contextmanager
+def home_lock(settings: ServerSettings) -> Iterator[None]:
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock: IO[str] = open(settings.home / "server.lock", "w")  # noqa: SIM115
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise HodeiError(
+            f"another hodei server is already using {settings.home} (set HODEI_HOME to run a "
+            "second one)"
+        ) from None
+    try:
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+    finally:
+        lock.close()
+
+
+def listen_http(addr: str) -> socket.socket:
+    host, port = split_addr(addr, 8080)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise HodeiError(f"cannot listen for HTTP on {addr}: {exc.strerror}") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class _Uvicorn(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the server's own handlers stop everything in order
+
+
+def start_grpc(s: Services) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(
+        WorkerService(
+            s.otps,
+            s.registry,
+            s.scheduler,
+            s.hub,
+            s.provisioner,
+            int(s.settings.heartbeat_interval_s * 1000),
+        ),
+        server,
+    )
+    jobs_pb2_grpc.add_JobExecutionServiceServicer_to_server(JobService(s.api), server)
+    names = (
+        worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+        jobs_pb2.DESCRIPTOR.services_by_name["JobExecutionService"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(names, server)
+    host, port = split_addr(s.settings.grpc_addr, 50051)
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(target)
+    except RuntimeError as exc:
+        raise HodeiError(f"cannot listen for gRPC on {target}: {exc}") from None
+    if bound == 0:
+        raise HodeiError(f"cannot listen for gRPC on {target}")
+    return server, bound
+
+
+async def serve(settings: ServerSettings, ready: asyncio.Event | None = None) -> None:
+    started = time.time()
+    host, port = split_addr(settings.grpc_addr, 50051)
+    agent_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    s = build(settings, f"{agent_host}:{port}")
+    sock = listen_http(settings.http_addr)
+    await s.store.open()
+    grpc_server, grpc_port = start_grpc(s)
+    if port == 0:  # an ephemeral port (tests): tell agents the real one
+        s.provisioner.server_url = f"{agent_host}:{grpc_port}"
+    await s.provisioner.provider.start()
+    await recover(s)
+    await grpc_server.start()
+    s.scheduler.start()
+    s.provisioner.start()
+    app = create_http_app(s.api, s, s.metrics, started)
+    config = uvicorn.Config(
+        app, lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=2
+    )
+    web = _Uvicorn(config)
+    web_task = asyncio.create_task(web.serve(sockets=[sock]))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    http_port = sock.getsockname()[1]
+    print(
+        f"hodei server ready: http://{split_addr(settings.http_addr, 8080)[0]}:{http_port} "
+        f"grpc {agent_host}:{grpc_port} home {settings.home} "
+        f"({time.time() - started:.2f}s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    if ready is not None:
+        ready.set()
+    demo = asyncio.create_task(run_demo(s, http_port)) if settings.demo else None
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        if demo:
+            demo.cancel()
+        web.should_exit = True
+        await s.provisioner.stop()
+        await grpc_server.stop(grace=2)
+        await s.scheduler.stop()
+        await web_task
+        s.hub.close()
+        await s.store.close()
+
+
+async def run_demo(s: Services, http_port: int) -> None:
+    from hodei.server.demo import demo_job
+
+    job = await s.api.submit(demo_job())
+    out = sys.stdout.buffer
+    out.write(f"\n== demo job {job.id}: live logs ==\n".encode())
+    async for piece in s.api.follow(job.id, None, 0):
+        if isinstance(piece, LogPiece):
+            out.write(piece.data)
+            out.flush()
+        else:
+            out.write(
+                f"== demo job {piece.id} {piece.state.value} (exit code {piece.exit_code}) ==\n"
+                f"Try: hodei submit -f -- sh -c 'echo hello; exit 3'   (server on port "
+                f"{http_port}; Ctrl-C stops it)\n".encode()
+            )
+            out.flush()
+
+
+def run_server(settings: ServerSettings) -> int:
+    logging.basicConfig(
+        level=os.environ.get("HODEI_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run  # type: ignore[assignment]
+    try:
+        with home_lock(settings):
+            runner(serve(settings))
+    except HodeiError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,124 @@
+"""Log hub: appends agents' log chunks durably, dedups resends by sequence, and fans the bytes
+out to any number of live followers from an in-memory tail."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from hodei.domain.jobs import Job, attempt_over
+from hodei.ports import LogStore
+
+TAIL_BYTES = 1 << 20  # recent bytes kept in memory per live attempt
+READ_CHUNK = 64 * 1024
+
+
+@dataclass(slots=True)
+class LiveLog:
+    size: int
+    last_seq: int = 0
+    tail: bytearray = field(default_factory=bytearray)
+    tail_start: int = 0  # offset of tail[0]
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    followers: int = 0
+    over: bool = False  # the attempt can produce no more bytes
+
+    def wake(self) -> None:
+        # Replace the event so every current waiter wakes and later waits block again.
+        event, self.changed = self.changed, asyncio.Event()
+        event.set()
+
+
+class LogHub:
+    def __init__(self, store: LogStore) -> None:
+        self._store = store
+        self._live: dict[tuple[str, int], LiveLog] = {}
+
+    def _get(self, job_id: str, attempt: int) -> LiveLog:
+        key = (job_id, attempt)
+        live = self._live.get(key)
+        if live is None:
+            size = self._store.size(job_id, attempt)
+            live = LiveLog(size=size, tail_start=size)
+            self._live[key] = live
+        return live
+
+    def append(self, job_id: str, attempt: int, seq: int, data: bytes) -> bool:
+        """Store one chunk; False (and nothing stored) when `seq` was already stored."""
+        live = self._get(job_id, attempt)
+        if seq <= live.last_seq:
+            return False
+        if data:
+            live.size = self._store.append(job_id, attempt, data)
+            live.tail += data
+            excess = len(live.tail) - TAIL_BYTES
+            if excess > 0:
+                del live.tail[:excess]
+                live.tail_start += excess
+        live.last_seq = seq
+        live.wake()
+        return True
+
+    def last_seq(self, job_id: str, attempt: int) -> int:
+        live = self._live.get((job_id, attempt))
+        return live.last_seq if live else 0
+
+    def seal(self, job_id: str, attempt: int) -> None:
+        """The attempt ended: flush it, wake followers, drop the tail unless someone follows."""
+        self._store.seal(job_id, attempt)
+        live = self._live.pop((job_id, attempt), None)
+        if live is not None:
+            live.over = True
+            live.wake()
+            if live.followers:
+                self._live[(job_id, attempt)] = live
+
+    def read(self, job_id: str, attempt: int, offset: int = 0, limit: int = -1) -> bytes:
+        live = self._live.get((job_id, attempt))
+        if live is not None and offset >= live.tail_start:
+            start = offset - live.tail_start
+            end = len(live.tail) if limit < 0 else start + limit
+            return bytes(live.tail[start:end])
+        return self._store.read(job_id, attempt, offset, limit)
+
+    def size(self, job_id: str, attempt: int) -> int:
+        live = self._live.get((job_id, attempt))
+        return live.size if live is not None else self._store.size(job_id, attempt)
+
+    def job_changed(self, job: Job) -> None:
+        """Mark attempts of `job` that can produce no more bytes, and wake their followers."""
+        for (job_id, attempt), live in list(self._live.items()):
+            if job_id == job.id and not live.over and attempt_over(job, attempt):
+                live.over = True
+                live.wake()
+
+    def open(self, job_id: str, attempt: int) -> LiveLog:
+        """Register a follower before reading the job's state, so no end event is missed."""
+        live = self._get(job_id, attempt)
+        live.followers += 1
+        return live
+
+    async def follow(
+        self, job_id: str, attempt: int, live: LiveLog, offset: int, wait: bool
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        """Yield (end_offset, bytes) from `offset` on. With `wait`, keep waiting for new bytes
+        until the attempt is over and everything has been read. `live` comes from open()."""
+        try:
+            while True:
+                changed = live.changed
+                data = self.read(job_id, attempt, offset, READ_CHUNK)
+                if data:
+                    offset += len(data)
+                    yield offset, data
+                    continue
+                if not wait or live.over:
+                    return
+                await changed.wait()
+        finally:
+            live.followers -= 1
+            if live.followers == 0 and live.over:
+                self._live.pop((job_id, attempt), None)
+
+    def close(self) -> None:
+        self._store.close()

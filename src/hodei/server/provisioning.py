@@ -1,0 +1,150 @@
+"""Provisioning: asks the provider for workers when jobs wait for capacity, stops idle ones
+after a grace period, and tracks launches that never registered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from hodei.domain.jobs import Job
+from hodei.domain.scheduling import missing_labels
+from hodei.ports import WorkerLaunch, WorkerProvider
+from hodei.server.otp import OtpRegistry
+from hodei.server.workers import WorkerRegistry
+
+log = logging.getLogger(__name__)
+
+REGISTER_DEADLINE_S = 60.0  # a launched worker that has not registered by then is given up
+
+
+@dataclass(slots=True)
+class Launch:
+    worker_id: str
+    started: float = field(default_factory=time.monotonic)
+
+
+class Provisioner:
+    def __init__(
+        self,
+        provider: WorkerProvider,
+        otps: OtpRegistry,
+        registry: WorkerRegistry,
+        server_url: str,
+        max_workers: int,
+        slots: int,
+        idle_s: float,
+        otp_ttl_s: float = 600.0,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.otps = otps
+        self.registry = registry
+        self.server_url = server_url
+        self.max_workers = max_workers
+        self.slots = slots
+        self.idle_s = idle_s
+        self.otp_ttl_s = otp_ttl_s
+        self.labels = dict(labels or {})
+        self.launching: dict[str, Launch] = {}
+        self.owned: set[str] = set()  # launched by us and still alive
+        self.last_error = ""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+        self._backoff_until = 0.0
+        self._failures = 0
+
+    # ---- demand -----------------------------------------------------------------------------
+    def demand(self, waiting: list[Job]) -> str | None:
+        """Called by the scheduler with the jobs no current worker can take now."""
+        fits = [j for j in waiting if not missing_labels(j.spec.labels, self.labels)]
+        if not fits:
+            return None
+        wanted = math.ceil(len(fits) / self.slots) - len(self.launching)
+        room = self.max_workers - len(self.owned)
+        if wanted <= 0:
+            return "a worker is starting"
+        if room <= 0:
+            return f"worker cap reached ({self.max_workers} {self.provider.name} workers)"
+        if time.monotonic() < self._backoff_until:
+            return f"provisioning backing off after an error: {self.last_error}"
+        for _ in range(min(wanted, room)):
+            self._launch()
+        return "a worker is starting"
+
+    def _launch(self) -> None:
+        worker_id = f"{self.provider.name}-{secrets.token_hex(4)}"
+        otp = self.otps.issue(worker_id, self.otp_ttl_s, self.labels)
+        self.launching[worker_id] = Launch(worker_id)
+        self.owned.add(worker_id)
+        launch = WorkerLaunch(worker_id, otp, self.server_url, dict(self.labels), self.slots)
+        self._spawn(self._provision(launch))
+
+    async def _provision(self, launch: WorkerLaunch) -> None:
+        try:
+            await self.provider.provision(launch)
+        except Exception as exc:
+            log.error("provider %s failed to start a worker: %s", self.provider.name, exc)
+            self._failed(launch.worker_id, f"start failed: {exc}")
+
+    def _failed(self, worker_id: str, error: str) -> None:
+        self.launching.pop(worker_id, None)
+        self.owned.discard(worker_id)
+        self.otps.revoke_worker(worker_id)
+        self.last_error = error
+        self._failures += 1
+        self._backoff_until = time.monotonic() + min(30.0, 0.5 * 2 ** min(self._failures, 6))
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- lifecycle events -------------------------------------------------------------------
+    def registered(self, worker_id: str) -> None:
+        if self.launching.pop(worker_id, None) is not None:
+            self._failures = 0
+            self.last_error = ""
+
+    def exited(self, worker_id: str, code: int) -> None:
+        """The provider saw a worker process end."""
+        if worker_id in self.launching:
+            self._failed(worker_id, f"worker exited with code {code} before registering")
+        self.owned.discard(worker_id)
+
+    # ---- idle scale-down --------------------------------------------------------------------
+    def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap_loop(), name="idle-reaper")
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.idle_s / 2 or 1.0))
+            self.reap()
+
+    def reap(self) -> None:
+        now = time.monotonic()
+        for session in self.registry.sessions():
+            idle = not session.jobs and now - session.last_busy > self.idle_s
+            if session.id in self.owned and idle and session.view.accepting:
+                log.info("stopping idle worker %s", session.id)
+                session.send_shutdown("idle", grace_ms=0)
+                self._spawn(self._terminate_later(session.id, 5.0))
+        for launch in list(self.launching.values()):
+            if time.monotonic() - launch.started > REGISTER_DEADLINE_S:
+                self._failed(launch.worker_id, "worker did not register in time")
+                self._spawn(self.provider.terminate(launch.worker_id))
+
+    async def _terminate_later(self, worker_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self.provider.terminate(worker_id)
+
+    async def stop(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.provider.stop()

@@ -1,0 +1,310 @@
+"""Scheduler: an event-driven loop over the queue of pending jobs.
+
+A pass runs whenever something changes (a job queued, a worker registered or freed a slot);
+there is no polling sleep. Each pass places jobs in priority order on a snapshot of the workers
+(domain.scheduling.place), reserves the slot at once, then dispatches; jobs no worker can take
+ask the provisioner for workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from hodei._proto.hodei.v1 import worker_pb2 as pb
+from hodei.domain.jobs import Job, JobState
+from hodei.domain.scheduling import Placement, Policy, place, release, reserve
+from hodei.errors import ConflictError, HodeiError
+from hodei.server.bus import JobChanged
+from hodei.server.loghub import LogHub
+from hodei.server.orchestrator import Orchestrator
+from hodei.server.workers import HeldJob, WorkerRegistry, WorkerSession
+
+log = logging.getLogger(__name__)
+
+Demand = Callable[[list[Job]], str | None]  # jobs waiting for capacity -> reason text
+
+
+class Scheduler:
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        registry: WorkerRegistry,
+        hub: LogHub,
+        cancel_grace_s: float = 5.0,
+        policy: Policy = Policy.SPREAD,
+    ) -> None:
+        self.orch = orchestrator
+        self.registry = registry
+        self.hub = hub
+        self.cancel_grace_ms = int(cancel_grace_s * 1000)
+        self.policy = policy
+        self.demand: Demand = lambda jobs: None
+        self._heap: list[tuple[int, int, str]] = []
+        self._queued: dict[str, Job] = {}
+        self.reasons: dict[str, str] = {}
+        self._dirty = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # ---- queue ------------------------------------------------------------------------------
+    def on_job_changed(self, event: JobChanged) -> None:
+        job = event.job
+        if job.state is JobState.QUEUED:
+            self.enqueue(job)
+        elif job.id in self._queued and event.previous is JobState.QUEUED:
+            self._queued.pop(job.id, None)
+            self.reasons.pop(job.id, None)
+
+    def enqueue(self, job: Job) -> None:
+        self._queued[job.id] = job
+        heapq.heappush(self._heap, (-job.spec.priority, job.seq, job.id))
+        self.kick()
+
+    def kick(self) -> None:
+        self._dirty.set()
+
+    def pending_reason(self, job_id: str) -> str:
+        if job_id not in self._queued:
+            return ""
+        return self.reasons.get(job_id, "waiting for a free worker slot")
+
+    @property
+    def queued_count(self) -> int:
+        return len(self._queued)
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="scheduler")
+
+    async def stop(self) -> None:
+        if self._loop_task:
+            self._loop_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                self._pass()
+            except Exception:
+                log.exception("scheduling pass failed")
+            await asyncio.sleep(0)  # let dispatches and I/O run between passes
+
+    # ---- placement --------------------------------------------------------------------------
+    def _pass(self) -> None:
+        views = {v.id: v for v in self.registry.views()}
+        skipped: list[tuple[int, int, str]] = []
+        waiting: list[Job] = []
+        while self._heap:
+            if not any(v.free_slots > 0 for v in views.values()):
+                waiting.extend(
+                    job
+                    for e in self._heap
+                    if (job := self._queued.get(e[2])) is not None and job.seq == e[1]
+                )
+                break
+            entry = heapq.heappop(self._heap)
+            job = self._queued.get(entry[2])
+            if job is None or job.seq != entry[1]:
+                continue  # cancelled or re-pushed: a stale heap entry
+            outcome = place(job.spec, views.values(), self.policy)
+            if isinstance(outcome, Placement):
+                del self._queued[job.id]
+                self.reasons.pop(job.id, None)
+                worker = views[outcome.worker_id]
+                reserve(worker, job.spec)
+                session = self.registry.get(worker.id)
+                assert session is not None
+                self._spawn(self._dispatch(job, session))
+            else:
+                skipped.append(entry)
+                self.reasons[job.id] = "waiting for a worker: " + outcome.summary()
+                waiting.append(job)
+        for entry in skipped:
+            heapq.heappush(self._heap, entry)
+        if waiting:
+            note = self.demand(waiting)
+            if note:
+                for job in waiting:
+                    self.reasons[job.id] = f"{self.reasons.get(job.id, 'waiting')}; {note}"
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dispatch(self, job: Job, session: WorkerSession) -> None:
+        try:
+            secrets = await self.orch.vault.values(job.spec.secrets)
+            job = await self.orch.move(
+                job, JobState.ASSIGNED, worker_id=session.id, attempts=job.attempts + 1
+            )
+        except ConflictError:
+            release(session.view, job.spec)  # cancelled meanwhile
+            self.kick()
+            return
+        except HodeiError as exc:  # e.g. a secret deleted after submit
+            release(session.view, job.spec)
+            await self._fail_quietly(job, f"cannot dispatch: {exc.message}")
+            self.kick()
+            return
+        session.jobs[job.id] = HeldJob(job.id, job.attempts, job)
+        if session.closed:
+            await self._lose(session, session.jobs.pop(job.id))
+            return
+        session.send_assign(assign_message(job, secrets))
+
+    async def _fail_quietly(self, job: Job, reason: str) -> None:
+        try:
+            await self.orch.finish(job, JobState.FAILED, None, reason)
+        except HodeiError:
+            log.info("job %s moved on before it could be failed: %s", job.id, reason)
+
+    # ---- agent reports -----------------------------------------------------------------------
+    async def on_started(self, session: WorkerSession, update: pb.JobStatusUpdate) -> None:
+        held = session.jobs.get(update.job_id)
+        if held is None or held.attempt != update.attempt:
+            return
+        if held.job.state is JobState.ASSIGNED:
+            try:
+                held.job = await self.orch.move(
+                    held.job, JobState.RUNNING, started_at=self.orch.now()
+                )
+            except ConflictError as exc:
+                log.warning("start of %s refused: %s", held.job.id, exc)
+
+    async def on_result(self, session: WorkerSession, result: pb.JobResult) -> None:
+        held = session.jobs.get(result.job_id)
+        if held is None or held.attempt != result.attempt:
+            session.ack_result(result.job_id, result.attempt, False, "job not held by this worker")
+            return
+        del session.jobs[result.job_id]
+        await self._settle(held, result_target(result, held), result.exit_code, describe(result))
+        session.ack_result(result.job_id, result.attempt, True)
+        self._freed(session, held)
+
+    def _freed(self, session: WorkerSession, held: HeldJob) -> None:
+        release(session.view, held.job.spec)
+        if not session.jobs:
+            session.last_busy = time.monotonic()
+        self.kick()
+
+    async def _settle(
+        self, held: HeldJob, target: JobState, exit_code: int | None, reason: str
+    ) -> None:
+        """Record the end of an attempt: retry it when the policy allows, else finish the job."""
+        job = held.job
+        self.hub.seal(job.id, held.attempt)
+        try:
+            if target is JobState.FAILED and job.attempts <= job.spec.max_retries:
+                await self.orch.move(
+                    job,
+                    JobState.QUEUED,
+                    exit_code=exit_code,
+                    worker_id=None,
+                    reason=f"attempt {job.attempts} {reason}; retrying",
+                )
+            else:
+                await self.orch.finish(job, target, exit_code, reason)
+        except ConflictError as exc:
+            log.warning("result of %s attempt %d not applied: %s", job.id, held.attempt, exc)
+
+    async def on_worker_lost(self, session: WorkerSession) -> None:
+        session.close()
+        self.registry.remove(session)
+        held_jobs = list(session.jobs.values())
+        session.jobs.clear()
+        for held in held_jobs:
+            await self._lose(session, held)
+        self.kick()
+
+    async def _lose(self, session: WorkerSession, held: HeldJob) -> None:
+        if held.cancel_sent:
+            await self._settle(held, JobState.CANCELLED, None, "cancelled (worker gone)")
+        else:
+            await self._settle(held, JobState.FAILED, None, f"worker {session.id} lost")
+        release(session.view, held.job.spec)
+
+    # ---- user actions ------------------------------------------------------------------------
+    async def cancel(self, job_id: str) -> Job:
+        for _ in range(5):
+            job = await self.orch.store.get_job(job_id)
+            if job.state.terminal:
+                raise ConflictError(f"job {job_id} already ended ({job.state})")
+            try:
+                return await self._cancel(job)
+            except ConflictError:
+                continue  # it moved while we looked: look again
+        raise ConflictError(f"job {job_id} keeps changing state; try again")
+
+    async def _cancel(self, job: Job) -> Job:
+        if job.state is JobState.QUEUED:
+            return await self.orch.finish(job, JobState.CANCELLED, None, "cancelled by user")
+        session = self.registry.get(job.worker_id)
+        held = session.jobs.get(job.id) if session else None
+        if session is None or held is None:
+            return await self.orch.finish(job, JobState.CANCELLED, None, "cancelled by user")
+        if not held.cancel_sent:
+            held.cancel_sent = True
+            session.send_cancel(
+                pb.CancelJob(
+                    job_id=job.id,
+                    attempt=held.attempt,
+                    grace_ms=self.cancel_grace_ms,
+                    reason="cancelled by user",
+                )
+            )
+        return held.job
+
+    async def retry(self, job_id: str) -> Job:
+        job = await self.orch.store.get_job(job_id)
+        if not job.state.terminal:
+            raise ConflictError(f"job {job_id} is {job.state}; only a finished job can be retried")
+        return await self.orch.requeue(job, reason=f"retry of attempt {job.attempts}")
+
+    def held_job(self, job_id: str, worker_id: str | None) -> Job | None:
+        session = self.registry.get(worker_id)
+        held = session.jobs.get(job_id) if session else None
+        return held.job if held else None
+
+
+def result_target(result: pb.JobResult, held: HeldJob) -> JobState:
+    if result.cancelled or (held.cancel_sent and result.signal):
+        return JobState.CANCELLED
+    if result.timed_out:
+        return JobState.TIMED_OUT
+    return JobState.SUCCEEDED if result.exit_code == 0 and not result.error else JobState.FAILED
+
+
+def describe(result: pb.JobResult) -> str:
+    if result.error:
+        return result.error
+    if result.cancelled:
+        return "cancelled by user"
+    if result.timed_out:
+        return "timed out"
+    if result.signal:
+        return f"killed by signal {result.signal}"
+    return f"exited with code {result.exit_code}" if result.exit_code else ""
+
+
+def assign_message(job: Job, secrets: dict[str, str]) -> pb.AssignJob:
+    spec = job.spec
+    return pb.AssignJob(
+        job_id=job.id,
+        attempt=job.attempts,
+        name=spec.name,
+        command=spec.command,
+        arguments=list(spec.arguments),
+        environment=spec.env,
+        secrets=secrets,
+        resources={"cpu": spec.cpu, "memory_bytes": spec.memory_bytes},
+        timeout_ms=int(spec.timeout_s * 1000),
+    )

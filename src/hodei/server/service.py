@@ -1,0 +1,83 @@
+"""The job use cases both APIs (REST and gRPC) share: submit, read, list, cancel, retry, logs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from hodei.domain.jobs import Job, JobSpec, JobState, attempt_over, log_attempt
+from hodei.errors import ValidationError
+from hodei.server.loghub import LogHub
+from hodei.server.orchestrator import Orchestrator
+from hodei.server.scheduler import Scheduler
+
+
+@dataclass(frozen=True, slots=True)
+class LogPiece:
+    offset: int  # byte offset just after `data`
+    data: bytes
+
+
+class JobsApi:
+    def __init__(self, orchestrator: Orchestrator, scheduler: Scheduler, hub: LogHub) -> None:
+        self.orch = orchestrator
+        self.scheduler = scheduler
+        self.hub = hub
+
+    async def submit(self, spec: JobSpec, job_id: str | None = None) -> Job:
+        return await self.orch.submit(spec, job_id)
+
+    async def get(self, job_id: str) -> Job:
+        return await self.orch.store.get_job(job_id)
+
+    def reason(self, job: Job) -> str:
+        """Why a queued job waits (live, from the scheduler), else the stored reason."""
+        if job.state is JobState.QUEUED:
+            return self.scheduler.pending_reason(job.id) or job.reason
+        return job.reason
+
+    async def list(
+        self, state: str | None, limit: int, cursor: int | None
+    ) -> tuple[list[Job], int | None]:
+        return await self.orch.store.list_jobs(parse_state(state), limit, cursor)
+
+    async def cancel(self, job_id: str) -> Job:
+        return await self.scheduler.cancel(job_id)
+
+    async def retry(self, job_id: str) -> Job:
+        return await self.scheduler.retry(job_id)
+
+    async def resolve_attempt(self, job_id: str, attempt: int | None) -> tuple[Job, int]:
+        job = await self.get(job_id)
+        if attempt is None:
+            return job, log_attempt(job)
+        if not 1 <= attempt <= max(job.attempts, 1):
+            raise ValidationError(f"job {job_id} has no attempt {attempt}")
+        return job, attempt
+
+    async def read_log(self, job_id: str, attempt: int | None, offset: int = 0) -> bytes:
+        _, attempt = await self.resolve_attempt(job_id, attempt)
+        return self.hub.read(job_id, attempt, max(0, offset))
+
+    async def follow(
+        self, job_id: str, attempt: int | None, offset: int, wait: bool = True
+    ) -> AsyncIterator[LogPiece | Job]:
+        """Log pieces from `offset`, then the job as it stands once the attempt is over."""
+        _, attempt = await self.resolve_attempt(job_id, attempt)
+        live = self.hub.open(job_id, attempt)
+        job = await self.get(job_id)  # read after open(): no later change can be missed
+        if attempt_over(job, attempt):
+            live.over = True
+        async for end, data in self.hub.follow(job_id, attempt, live, max(0, offset), wait):
+            yield LogPiece(end, data)
+        yield await self.get(job_id)
+
+
+def parse_state(state: str | None) -> JobState | None:
+    if not state:
+        return None
+    try:
+        return JobState(state)
+    except ValueError:
+        names = ", ".join(s.value for s in JobState)
+        raise ValidationError(f"unknown state {state!r} (one of: {names})") from None

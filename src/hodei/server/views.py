@@ -1,0 +1,101 @@
+"""How jobs and workers look from outside: the REST JSON and the gRPC messages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from hodei._proto.hodei.v1 import jobs_pb2
+from hodei.domain.jobs import Job
+from hodei.server.workers import WorkerSession
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def job_to_dict(job: Job, reason: str | None = None) -> dict[str, Any]:
+    spec = job.spec
+    return {
+        "id": job.id,
+        "name": spec.name,
+        "state": job.state.value,
+        "exit_code": job.exit_code,
+        "attempts": job.attempts,
+        "labels": spec.labels,
+        "priority": spec.priority,
+        "worker_id": job.worker_id,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "command": spec.command,
+        "arguments": list(spec.arguments),
+        "env": spec.env,
+        "secrets": list(spec.secrets),
+        "cpu": spec.cpu,
+        "memory_bytes": spec.memory_bytes,
+        "timeout_s": spec.timeout_s,
+        "max_retries": spec.max_retries,
+        "reason": reason if reason is not None else job.reason,
+        "queued_by": spec.queued_by,
+    }
+
+
+def job_to_proto(job: Job, reason: str | None = None) -> jobs_pb2.Job:
+    spec = job.spec
+    return jobs_pb2.Job(
+        id=job.id,
+        name=spec.name,
+        state=job.state.value,
+        exit_code=job.exit_code or 0,
+        has_exit_code=job.exit_code is not None,
+        attempts=job.attempts,
+        labels=spec.labels,
+        priority=spec.priority,
+        worker_id=job.worker_id or "",
+        created_at=iso(job.created_at) or "",
+        started_at=iso(job.started_at) or "",
+        finished_at=iso(job.finished_at) or "",
+        command=spec.command,
+        arguments=list(spec.arguments),
+        reason=reason if reason is not None else job.reason,
+        queued_by=spec.queued_by,
+    )
+
+
+def worker_to_dict(session: WorkerSession) -> dict[str, Any]:
+    view = session.view
+    state = "busy" if session.jobs else ("draining" if not view.accepting else "idle")
+    return {
+        "id": session.id,
+        "state": state,
+        "hostname": session.hostname,
+        "provider": session.provider,
+        "labels": view.labels,
+        "capacity": {"cpus": view.cpus, "memory_bytes": view.memory_bytes, "slots": view.slots},
+        "usage": {
+            "cpu_percent": round(session.usage.cpu_percent, 1),
+            "memory_bytes": session.usage.memory_bytes,
+        },
+        "running_jobs": sorted(session.jobs),
+        "connected_at": iso(session.connected_at),
+        "last_heartbeat": iso(session.last_heartbeat),
+    }
+
+
+def launching_to_dict(worker_id: str, provider: str, error: str = "") -> dict[str, Any]:
+    return {
+        "id": worker_id,
+        "state": "provisioning",
+        "hostname": "",
+        "provider": provider,
+        "labels": {},
+        "capacity": {"cpus": 0, "memory_bytes": 0, "slots": 0},
+        "usage": {"cpu_percent": 0, "memory_bytes": 0},
+        "running_jobs": [],
+        "connected_at": None,
+        "last_heartbeat": None,
+        "error": error,
+    }

@@ -1,0 +1,122 @@
+"""Connected workers: one WorkerSession per agent stream, with a batching outbox, and the
+registry the scheduler reads its snapshot from."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from hodei._proto.hodei.v1 import worker_pb2 as pb
+from hodei.domain.jobs import Job
+from hodei.domain.scheduling import WorkerView
+
+
+@dataclass(slots=True)
+class HeldJob:
+    job_id: str
+    attempt: int
+    job: Job  # as last written by this server: the base of the next compare-and-swap
+    cancel_sent: bool = False
+
+
+@dataclass(slots=True)
+class WorkerSession:
+    view: WorkerView
+    hostname: str
+    provider: str  # "local", "static", ...
+    session_id: str
+    pid: int = 0
+    connected_at: float = field(default_factory=time.time)
+    last_heartbeat: float = field(default_factory=time.time)
+    last_busy: float = field(default_factory=time.monotonic)
+    usage: pb.ResourceUsage = field(default_factory=pb.ResourceUsage)
+    jobs: dict[str, HeldJob] = field(default_factory=dict)
+    closed: bool = False
+    _out: pb.ServerMessage = field(default_factory=pb.ServerMessage)
+    _has_out: bool = False
+    _log_acks: dict[tuple[str, int], int] = field(default_factory=dict)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def id(self) -> str:
+        return self.view.id
+
+    # ---- outbox: everything queued here leaves in the next ServerMessage -----------------------
+    def _kick(self) -> None:
+        self._has_out = True
+        self._wake.set()
+
+    def send_register_ack(self, heartbeat_ms: int) -> None:
+        self._out.register_ack.CopyFrom(
+            pb.RegisterAck(
+                worker_id=self.id, session_id=self.session_id, heartbeat_interval_ms=heartbeat_ms
+            )
+        )
+        self._kick()
+
+    def send_assign(self, assign: pb.AssignJob) -> None:
+        self._out.assignments.append(assign)
+        self._kick()
+
+    def send_cancel(self, cancel: pb.CancelJob) -> None:
+        self._out.cancels.append(cancel)
+        self._kick()
+
+    def ack_log(self, job_id: str, attempt: int, seq: int) -> None:
+        self._log_acks[(job_id, attempt)] = seq
+        self._kick()
+
+    def ack_result(self, job_id: str, attempt: int, accepted: bool, reason: str = "") -> None:
+        self._out.result_acks.append(
+            pb.ResultAck(job_id=job_id, attempt=attempt, accepted=accepted, reason=reason)
+        )
+        self._kick()
+
+    def send_shutdown(self, reason: str, grace_ms: int) -> None:
+        self.view.accepting = False
+        self._out.shutdown.CopyFrom(pb.Shutdown(reason=reason, grace_ms=grace_ms))
+        self._kick()
+
+    async def next_message(self) -> pb.ServerMessage | None:
+        """Wait for pending output and take all of it as one message; None once closed."""
+        while not self._has_out:
+            if self.closed:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+        msg, self._out = self._out, pb.ServerMessage()
+        for (job_id, attempt), seq in self._log_acks.items():
+            msg.log_acks.append(pb.LogAck(job_id=job_id, attempt=attempt, sequence=seq))
+        self._log_acks.clear()
+        self._has_out = False
+        return msg
+
+    def close(self) -> None:
+        self.closed = True
+        self.view.accepting = False
+        self._wake.set()
+
+
+class WorkerRegistry:
+    def __init__(self) -> None:
+        self._sessions: dict[str, WorkerSession] = {}
+
+    def add(self, session: WorkerSession) -> None:
+        self._sessions[session.id] = session
+
+    def remove(self, session: WorkerSession) -> None:
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
+
+    def get(self, worker_id: str | None) -> WorkerSession | None:
+        return self._sessions.get(worker_id) if worker_id else None
+
+    def sessions(self) -> list[WorkerSession]:
+        return list(self._sessions.values())
+
+    def views(self) -> list[WorkerView]:
+        return [s.view for s in self._sessions.values() if not s.closed]
+
+    def __len__(self) -> int:
+        return len(self._sessions)
