@@ -1,0 +1,1 @@
+"""Infrastructure adapters: implementations of the Protocols in `hodei.ports`."""

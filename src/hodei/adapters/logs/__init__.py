@@ -1,0 +1,1 @@
+"""LogStore adapters (see `hodei.ports.LogStore`)."""

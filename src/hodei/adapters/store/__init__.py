@@ -1,0 +1,1 @@
+"""JobStore adapters (see `hodei.ports.JobStore`)."""
