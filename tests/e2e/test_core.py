@@ -102,7 +102,7 @@ def test_cancel_kills_the_whole_process_group(server: RunningServer) -> None:
     assert out.returncode == 0, out.stderr.decode()
     job = server.wait_state(job_id, {"cancelled", "failed", "succeeded"}, timeout=15)
     assert job["state"] == "cancelled" and time.monotonic() - t0 < 10
-    gone, alive = psutil.wait_procs(family, timeout=5)
+    _, alive = psutil.wait_procs(family, timeout=5)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
     again = server.hodei("cancel", job_id)
     assert again.returncode == 1 and b"already ended" in again.stderr
