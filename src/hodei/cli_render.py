@@ -1,0 +1,230 @@
+"""Human output for the CLI: plain-text tables and detail views.
+
+Everything shown here may come from untrusted input (job names, labels, reasons, hostnames),
+so each value passes through `clean()`, which neutralises control characters, escape
+sequences and bidi overrides. Only log streams keep their bytes (and ANSI colours) as is.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+_MAX_CELL = 60
+
+
+def write_bytes(data: bytes) -> None:
+    """Write bytes to stdout untouched (log output keeps its ANSI colours)."""
+    sys.stdout.flush()
+    stream = getattr(sys.stdout, "buffer", None)
+    if stream is None:
+        sys.stdout.write(data.decode("utf-8", "replace"))
+        sys.stdout.flush()
+        return
+    stream.write(data)
+    stream.flush()
+
+
+def write_text(text: str) -> None:
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", "replace")
+    write_bytes(data)
+
+
+def write_json_verbatim(body: bytes) -> None:
+    write_bytes(body if body.endswith(b"\n") else body + b"\n")
+
+
+def clean(value: object) -> str:
+    """One-line, terminal-safe text: control and format characters become visible escapes."""
+    if value is None:
+        return "-"
+    text = value if isinstance(value, str) else str(value)
+    out: list[str] = []
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def clean_block(text: str, indent: str = "  ") -> str:
+    """Multi-line text (a script): each line cleaned and indented; tabs kept as spaces."""
+    lines = text.expandtabs(4).splitlines() or [""]
+    return "\n".join(indent + clean(line) for line in lines)
+
+
+def truncate(text: str, width: int = _MAX_CELL) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Left-aligned columns separated by two spaces; cells are cleaned and truncated."""
+    cells = [[truncate(clean(v)) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = [headers, *cells]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def when(value: object) -> str:
+    """ISO 8601 -> local 'YYYY-MM-DD HH:MM:SS'; anything else is shown cleaned."""
+    if not value:
+        return "-"
+    if isinstance(value, str):
+        try:
+            stamp = datetime.fromisoformat(value)
+        except ValueError:
+            return clean(value)
+        if stamp.tzinfo is not None:
+            stamp = stamp.astimezone()
+        return stamp.strftime("%Y-%m-%d %H:%M:%S")
+    return clean(value)
+
+
+def size(value: object) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        return "-"
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if amount < 1024 or unit == "TiB":
+            return f"{amount:.0f}{unit}" if unit == "B" else f"{amount:.1f}{unit}"
+        amount /= 1024
+    return "-"  # pragma: no cover
+
+
+def pairs(mapping: object) -> str:
+    if not isinstance(mapping, Mapping) or not mapping:
+        return "-"
+    return ",".join(f"{k}={v}" for k, v in mapping.items())
+
+
+def dash(value: object) -> object:
+    return "-" if value is None or value == "" else value
+
+
+def seconds(value: object) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        return "-"
+    return f"{value:g}s"
+
+
+def jobs_table(items: Sequence[Mapping[str, Any]]) -> str:
+    headers = ("ID", "NAME", "STATE", "EXIT", "ATTEMPTS", "WORKER", "CREATED")
+    rows = [
+        (
+            job.get("id"),
+            dash(job.get("name")),
+            job.get("state"),
+            dash(job.get("exit_code")),
+            dash(job.get("attempts")),
+            dash(job.get("worker_id")),
+            when(job.get("created_at")),
+        )
+        for job in items
+    ]
+    return table(headers, rows)
+
+
+def job_detail(job: Mapping[str, Any]) -> str:
+    """Every field of a job object, one per line; the command as a block when multi-line."""
+    fields: list[tuple[str, object]] = [
+        ("id", job.get("id")),
+        ("name", dash(job.get("name"))),
+        ("state", job.get("state")),
+        ("reason", dash(job.get("reason"))),
+        ("exit code", dash(job.get("exit_code"))),
+        ("attempts", dash(job.get("attempts"))),
+        ("max retries", dash(job.get("max_retries"))),
+        ("priority", dash(job.get("priority"))),
+        ("worker", dash(job.get("worker_id"))),
+        ("labels", pairs(job.get("labels"))),
+        ("cpu", dash(job.get("cpu")) if job.get("cpu") else "-"),
+        ("memory", size(job.get("memory_bytes"))),
+        ("timeout", seconds(job.get("timeout_s"))),
+        ("env", pairs(job.get("env"))),
+        ("secrets", ",".join(map(str, job.get("secrets") or [])) or "-"),
+        ("queued by", dash(job.get("queued_by"))),
+        ("created", when(job.get("created_at"))),
+        ("started", when(job.get("started_at"))),
+        ("finished", when(job.get("finished_at"))),
+    ]
+    known = {
+        "id",
+        "name",
+        "state",
+        "reason",
+        "exit_code",
+        "attempts",
+        "max_retries",
+        "priority",
+        "worker_id",
+        "labels",
+        "cpu",
+        "memory_bytes",
+        "timeout_s",
+        "env",
+        "secrets",
+        "queued_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "command",
+        "arguments",
+    }
+    fields += [(key, value) for key, value in job.items() if key not in known]
+    width = max(len(name) for name, _ in fields)
+    lines = [f"{name + ':':<{width + 1}} {clean(value)}" for name, value in fields]
+    lines.append(_command(job.get("command"), job.get("arguments")))
+    return "\n".join(lines)
+
+
+def _command(command: object, arguments: object) -> str:
+    text = command if isinstance(command, str) else ""
+    args = [str(a) for a in arguments] if isinstance(arguments, list) else []
+    if "\n" in text.strip():
+        return "command:\n" + clean_block(text)
+    if not args:
+        return "command: " + clean(text)
+    return "command: " + clean(" ".join(shlex.quote(part) for part in [text, *args]))
+
+
+def workers_table(items: Sequence[Mapping[str, Any]]) -> str:
+    headers = ("ID", "STATE", "HOST", "PROVIDER", "SLOTS", "CPU%", "MEMORY", "LABELS", "HEARTBEAT")
+    rows = []
+    for worker in items:
+        capacity = worker.get("capacity") or {}
+        usage = worker.get("usage") or {}
+        running = worker.get("running_jobs") or []
+        slots = capacity.get("slots")
+        cpu = usage.get("cpu_percent")
+        rows.append(
+            (
+                worker.get("id"),
+                worker.get("state"),
+                dash(worker.get("hostname")),
+                dash(worker.get("provider")),
+                f"{len(running)}/{slots if slots is not None else '?'}",
+                f"{cpu:.0f}" if isinstance(cpu, int | float) else "-",
+                f"{size(usage.get('memory_bytes'))}/{size(capacity.get('memory_bytes'))}",
+                pairs(worker.get("labels")),
+                when(worker.get("last_heartbeat")),
+            )
+        )
+    return table(headers, rows)
+
+
+def secrets_table(items: Sequence[Mapping[str, Any]]) -> str:
+    return table(("NAME", "UPDATED"), [(s.get("name"), when(s.get("updated_at"))) for s in items])
