@@ -27,6 +27,7 @@ class RunningServer:
     url: str = ""
     grpc: str = ""
     stderr: list[str] = field(default_factory=list)
+    pump: threading.Thread | None = None
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "HODEI_URL": self.url, "HODEI_HOME": str(self.home)}
@@ -95,7 +96,8 @@ def start_server(home: Path, *extra: str, timeout: float = 20) -> RunningServer:
                 server.url, server.grpc = match.group(1), match.group(2)
                 ready.set()
 
-    threading.Thread(target=pump, daemon=True).start()
+    server.pump = threading.Thread(target=pump, daemon=True)
+    server.pump.start()
     if not ready.wait(timeout):
         proc.kill()
         raise AssertionError("server did not start:\n" + "".join(server.stderr[-40:]))
@@ -110,6 +112,10 @@ def stop_server(server: RunningServer, sig: int = signal.SIGTERM) -> None:
         except subprocess.TimeoutExpired:
             server.proc.kill()
             server.proc.wait()
+    if server.pump is not None:
+        server.pump.join(10)
+    if server.proc.stderr is not None:
+        server.proc.stderr.close()
 
 
 @pytest.fixture

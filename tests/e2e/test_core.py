@@ -223,13 +223,19 @@ def test_static_agent_with_labels_takes_labelled_jobs(server: RunningServer) -> 
 
 def test_priority_orders_the_queue(server_factory: type) -> None:
     server = server_factory.start("--max-workers", "1")
-    blocker = submit(server, "--", "sleep", "1")
+    blocker = submit(server, "--", "sleep", "2")
     server.wait_state(blocker, {"running"})
-    low = [submit(server, "--priority", "0", "--", "true") for _ in range(3)]
-    high = submit(server, "--priority", "10", "--", "true")
-    for job_id in [*low, high]:
-        server.wait_state(job_id, {"succeeded"})
     with server.http() as client:
+
+        def post(priority: int) -> str:
+            body = {"command": "true", "priority": priority}
+            return str(client.post("/api/v1/jobs", json=body).json()["id"])
+
+        low = [post(0) for _ in range(3)]
+        high = post(10)
+        assert client.get(f"/api/v1/jobs/{blocker}").json()["state"] == "running"
+        for job_id in [*low, high]:
+            server.wait_state(job_id, {"succeeded"})
         started = {j: client.get(f"/api/v1/jobs/{j}").json()["started_at"] for j in [*low, high]}
     assert started[high] < min(started[j] for j in low)
 
