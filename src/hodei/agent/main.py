@@ -1,0 +1,32 @@
+"""Entry point of `hodei agent`: set up logging and the event loop, run one session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from hodei.agent.lifeline import tie_to_parent
+from hodei.agent.session import AgentSession
+
+
+def _setup_logging() -> None:
+    # The CLI may have configured logging already; otherwise concise lines on stderr.
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="hodei-agent: %(levelname)s %(message)s")
+
+
+def run_agent(
+    server_url: str, otp: str, labels: dict[str, str], slots: int, cancel_grace_s: float = 5.0
+) -> int:
+    """Run the agent until it stops; return the process exit code (0, 1 or 3)."""
+    _setup_logging()
+    # A provider that started this agent as its child asks, via HODEI_PARENT_PID, that the
+    # agent dies with it (the SIGTERM then stops the agent and its jobs cleanly).
+    tie_to_parent(os.environ.get("HODEI_PARENT_PID"))
+    session = AgentSession(server_url, otp, labels, slots, cancel_grace_s)
+    try:
+        import uvloop
+    except ImportError:  # optional: the default loop works, only slower
+        return asyncio.run(session.run())
+    return uvloop.run(session.run())

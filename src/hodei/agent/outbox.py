@@ -1,0 +1,257 @@
+"""Adaptive batching of everything the agent sends, and the record of what is not yet acked.
+
+A sender loop `while True: await call.write(await outbox.next_message())` sends at once when
+the stream is idle and batches while a write is in flight: whatever piles up meanwhile goes out
+in the next single AgentMessage. Logs are coalesced per job attempt into LogChunks of at most
+`chunk_size` bytes, numbered 1, 2, 3... per attempt; a job's result is sent only once all its
+logs are out (and in the same message, logs come before results, as HWP orders them), with
+`last_sequence` filled in here.
+
+Sent chunks and results stay until acked (LogAck, ResultAck), so a reconnect can resend them
+with `rewind()`. Memory is bounded per attempt (`max_job_bytes`, 64 MiB): past it the oldest
+sent-but-unacked chunks are forgotten first, then the oldest unsent bytes are replaced by a
+visible "[hodei: N bytes of output dropped]" line; `dropped_bytes` counts both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from hodei._proto.hodei.v1 import worker_pb2
+
+CHUNK_SIZE = 4 * 1024
+MAX_MESSAGE_LOG_BYTES = 1024 * 1024  # per message, well under the 16 MiB gRPC limit
+MAX_JOB_BYTES = 64 * 1024 * 1024
+
+Key = tuple[str, int]
+Phase: TypeAlias = worker_pb2.JobStatusUpdate.Phase
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """Log state of one job attempt."""
+
+    pending: bytearray = field(default_factory=bytearray)  # not yet cut into chunks
+    pending_ts: int = 0  # when the oldest pending byte arrived
+    resend: deque[worker_pb2.LogChunk] = field(default_factory=deque)  # rewound, to send again
+    unacked: deque[worker_pb2.LogChunk] = field(default_factory=deque)  # sent, not acked
+    unacked_bytes: int = 0  # in unacked and resend
+    dropped: int = 0
+    seq: int = 0  # last sequence handed out
+
+    def has_logs(self) -> bool:
+        return bool(self.pending or self.resend)
+
+
+class Outbox:
+    """See the module docstring. Single consumer: one task calls next_message()."""
+
+    def __init__(
+        self,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        max_message_bytes: int = MAX_MESSAGE_LOG_BYTES,
+        max_job_bytes: int = MAX_JOB_BYTES,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._chunk_size = chunk_size
+        self._max_message = max_message_bytes
+        self._max_job = max_job_bytes
+        self._clock = clock
+        self._jobs: dict[Key, _Attempt] = {}
+        self._ready: dict[Key, None] = {}  # attempts with logs to send, oldest first (ordered)
+        self._updates: list[worker_pb2.JobStatusUpdate] = []
+        self._results: dict[Key, worker_pb2.JobResult] = {}  # to send
+        self._sent_results: dict[Key, worker_pb2.JobResult] = {}  # sent, not acked
+        self._heartbeat: worker_pb2.Heartbeat | None = None
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self.dropped_bytes = 0
+
+    # ---- producers -----------------------------------------------------------------------
+
+    def add_log(self, job_id: str, attempt: int, data: bytes) -> None:
+        if not data:
+            return
+        job = self._jobs.setdefault((job_id, attempt), _Attempt())
+        if not job.pending:
+            job.pending_ts = self._clock()
+        job.pending += data
+        self._bound(job)
+        self._ready[(job_id, attempt)] = None
+        self._wake.set()
+
+    def add_update(self, job_id: str, attempt: int, phase: Phase, pid: int = 0) -> None:
+        self._updates.append(
+            worker_pb2.JobStatusUpdate(
+                job_id=job_id, attempt=attempt, phase=phase, pid=pid, timestamp_ns=self._clock()
+            )
+        )
+        self._wake.set()
+
+    def add_result(self, result: worker_pb2.JobResult) -> None:
+        """Queue a job's final result; it leaves after all of that attempt's logs."""
+        stored = worker_pb2.JobResult()
+        stored.CopyFrom(result)
+        if not stored.timestamp_ns:
+            stored.timestamp_ns = self._clock()
+        self._results[(stored.job_id, stored.attempt)] = stored
+        self._wake.set()
+
+    def set_heartbeat(self, usage: worker_pb2.ResourceUsage) -> None:
+        """Only the latest heartbeat matters: a newer one replaces one not yet sent."""
+        self._heartbeat = worker_pb2.Heartbeat(usage=usage, timestamp_ns=self._clock())
+        self._wake.set()
+
+    # ---- consumer ------------------------------------------------------------------------
+
+    def has_pending(self) -> bool:
+        return bool(self._heartbeat or self._updates or self._results or self._ready)
+
+    async def next_message(self) -> worker_pb2.AgentMessage:
+        """Wait until something is pending, then return one message carrying all of it."""
+        while not self.has_pending():
+            self._wake.clear()
+            await self._wake.wait()
+        return self.take()
+
+    def take(self) -> worker_pb2.AgentMessage:
+        """Everything pending now (logs up to the per-message budget), as one message."""
+        msg = worker_pb2.AgentMessage()
+        if self._heartbeat is not None:
+            msg.heartbeat.CopyFrom(self._heartbeat)
+            self._heartbeat = None
+        budget = self._max_message
+        for key in list(self._ready):
+            if budget <= 0:
+                break
+            job = self._jobs[key]
+            budget -= self._take_logs(key, job, msg, budget)
+            del self._ready[key]
+            if job.has_logs():  # over budget: to the back, so other jobs are not starved
+                self._ready[key] = None
+        msg.updates.extend(self._updates)
+        self._updates.clear()
+        for key in [k for k in self._results if not self._logs_waiting(k)]:
+            result = self._results.pop(key)
+            result.last_sequence = self._jobs[key].seq if key in self._jobs else 0
+            msg.results.append(result)
+            self._sent_results[key] = result
+        self._changed.set()
+        return msg
+
+    def _logs_waiting(self, key: Key) -> bool:
+        job = self._jobs.get(key)
+        return job is not None and job.has_logs()
+
+    def _take_logs(self, key: Key, job: _Attempt, msg: worker_pb2.AgentMessage, budget: int) -> int:
+        """Move this attempt's chunks into msg within the budget; return the bytes taken."""
+        taken = 0
+        while job.resend and taken < budget:
+            chunk = job.resend.popleft()
+            msg.logs.append(chunk)
+            job.unacked.append(chunk)
+            taken += len(chunk.data)
+        if job.resend:
+            return taken
+        size = min(len(job.pending), max(0, budget - taken))
+        for start in range(0, size, self._chunk_size):
+            job.seq += 1
+            # stream stays STDOUT (the default): a PTY merges stdout and stderr.
+            chunk = worker_pb2.LogChunk(
+                job_id=key[0],
+                attempt=key[1],
+                sequence=job.seq,
+                timestamp_ns=job.pending_ts,
+                data=bytes(job.pending[start : min(start + self._chunk_size, size)]),
+            )
+            msg.logs.append(chunk)
+            job.unacked.append(chunk)
+            job.unacked_bytes += len(chunk.data)
+        del job.pending[:size]
+        return taken + size
+
+    # ---- acks and resend -----------------------------------------------------------------
+
+    def ack_logs(self, job_id: str, attempt: int, sequence: int) -> None:
+        """The server persisted this attempt's chunks up to `sequence`: forget them."""
+        job = self._jobs.get((job_id, attempt))
+        if job is None:
+            return
+        while job.unacked and job.unacked[0].sequence <= sequence:
+            job.unacked_bytes -= len(job.unacked.popleft().data)
+        self._changed.set()
+
+    def ack_result(self, job_id: str, attempt: int) -> None:
+        """The server settled this attempt (accepted or refused): forget all of it."""
+        key = (job_id, attempt)
+        self._sent_results.pop(key, None)
+        self._results.pop(key, None)
+        self._jobs.pop(key, None)
+        self._ready.pop(key, None)
+        self._changed.set()
+
+    def unacked(self) -> worker_pb2.AgentMessage:
+        """A copy of what was sent and not yet acked (logs in order, then results)."""
+        msg = worker_pb2.AgentMessage()
+        for job in self._jobs.values():
+            msg.logs.extend(job.unacked)
+        msg.results.extend(self._sent_results.values())
+        return msg
+
+    def rewind(self) -> None:
+        """After a reconnect: send every unacked chunk and result again, before anything new."""
+        for key, job in self._jobs.items():
+            job.resend = job.unacked + job.resend
+            job.unacked = deque()
+            if job.has_logs():
+                self._ready[key] = None
+        self._results = {**self._sent_results, **self._results}
+        self._sent_results.clear()
+        if self.has_pending():
+            self._wake.set()
+
+    def settled(self) -> bool:
+        """Nothing left to send and no result awaiting its ack."""
+        return not self.has_pending() and not self._sent_results
+
+    async def wait_settled(self, limit_s: float) -> bool:
+        """Wait (at most limit_s seconds) until settled(); return whether it is."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        while not self.settled():
+            self._changed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return self.settled()
+        return True
+
+    # ---- memory bound --------------------------------------------------------------------
+
+    def _bound(self, job: _Attempt) -> None:
+        excess = job.unacked_bytes + len(job.pending) - self._max_job
+        for sent in (job.unacked, job.resend):  # oldest first: already sent at least once
+            while excess > 0 and sent:
+                size = len(sent.popleft().data)
+                job.unacked_bytes -= size
+                self._count_drop(job, size)
+                excess -= size
+        if excess > 0:
+            # Room for the note too; an earlier note at the front is cut away with the rest.
+            cut = min(len(job.pending), excess + 64)
+            del job.pending[:cut]
+            self._count_drop(job, cut)
+            job.pending[:0] = f"[hodei: {job.dropped} bytes of output dropped]\n".encode()
+
+    def _count_drop(self, job: _Attempt, size: int) -> None:
+        job.dropped += size
+        self.dropped_bytes += size

@@ -1,0 +1,383 @@
+"""The agent's session: dial out, register with the OTP, then run what the server assigns.
+
+One bidirectional HWP stream carries everything. Three tasks share it: the sender (drains the
+Outbox, so sends batch while a write is in flight), the receiver (assignments, cancels, acks,
+shutdown) and the heartbeat. Exit codes: 0 stopped on request (signal or Shutdown), 1 the
+connection failed or dropped, 3 the server refused the token (never retried: an OTP is
+single-use). A dropped stream kills the running jobs for now; `session_id` and the Outbox's
+unacked record are kept so that a reconnect can resume the session instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeAlias, cast
+
+import grpc
+
+import hodei
+from hodei._proto.hodei.v1 import worker_pb2, worker_pb2_grpc
+from hodei.agent.metrics import capacity, usage
+from hodei.agent.outbox import Key, Outbox
+from hodei.agent.runner import JobOutcome, run_job
+
+log = logging.getLogger("hodei.agent")
+
+EXIT_OK = 0
+EXIT_DISCONNECTED = 1
+EXIT_REFUSED = 3
+REGISTER_TIMEOUT_S = 30.0
+SETTLE_S = 5.0  # when stopping, how long results may take to be acked
+DEFAULT_HEARTBEAT_MS = 5000
+NOT_RUN = -1  # exit_code of a result for a job the agent did not run (error says why)
+MAX_MESSAGE = 16 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+]
+REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+# The Connect call as the agent holds it; read() gives a ServerMessage or EOF.
+Stream: TypeAlias = grpc.aio.StreamStreamCall[worker_pb2.AgentMessage, worker_pb2.ServerMessage]
+EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+
+
+def grpc_target(server_url: str) -> str:
+    """'host:port', 'http://host:port' or 'grpc://host:port/' -> 'host:port'."""
+    target = server_url.strip()
+    for scheme in ("grpc://", "http://", "https://"):
+        if target.startswith(scheme):
+            target = target[len(scheme) :]
+    return target.rstrip("/")
+
+
+@dataclass(slots=True)
+class _Job:
+    assign: worker_pb2.AssignJob
+    cancel: asyncio.Event
+    grace_s: float
+
+
+class AgentSession:
+    """One agent's life: see the module docstring."""
+
+    def __init__(
+        self,
+        server_url: str,
+        otp: str,
+        labels: dict[str, str],
+        slots: int,
+        cancel_grace_s: float = 5.0,
+        *,
+        handle_signals: bool = True,
+    ) -> None:
+        self.target = grpc_target(server_url)
+        self.session_id = ""  # from RegisterAck; a reconnect presents it again
+        self.worker_id = ""
+        self._otp = otp
+        self._labels = dict(labels)
+        self._slots = slots
+        self._grace = cancel_grace_s
+        self._handle_signals = handle_signals
+        self._outbox = Outbox()
+        self._jobs: dict[Key, _Job] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting = True
+        self._stop = asyncio.Event()
+        self._shutdown_grace_s: float | None = None  # set by a server Shutdown
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Connect, serve until told to stop or the stream drops; return the exit code."""
+        loop = asyncio.get_running_loop()
+        installed = self._install_signals(loop) if self._handle_signals else []
+        try:
+            async with grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS) as ch:
+                return await self._session(ch)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await self._kill_all()  # whatever happened, no job outlives the session
+
+    def request_stop(self) -> None:
+        """Stop as on SIGTERM: cancel running jobs, report their results, exit 0."""
+        self._stop.set()
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+        installed: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                continue
+            installed.append(sig)
+        return installed
+
+    def _on_signal(self, sig: int) -> None:
+        if self._stop.is_set():  # a second signal: no more grace
+            log.warning("%s again: killing running jobs now", signal.Signals(sig).name)
+            self._cancel_all(0.0)
+            return
+        log.info("%s: stopping (running jobs are cancelled)", signal.Signals(sig).name)
+        self._stop.set()
+
+    async def _session(self, channel: grpc.aio.Channel) -> int:
+        stub = worker_pb2_grpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
+        call: Stream = stub.Connect()
+        ack = await self._register(call)
+        if isinstance(ack, int):
+            return ack
+        self.session_id, self.worker_id = ack.session_id, ack.worker_id
+        log.info("registered with %s as worker %s", self.target, self.worker_id)
+        heartbeat_s = (ack.heartbeat_interval_ms or DEFAULT_HEARTBEAT_MS) / 1000
+        return await self._serve(call, heartbeat_s)
+
+    # ---- registration --------------------------------------------------------------------
+
+    def _register_message(self) -> worker_pb2.AgentMessage:
+        running = [worker_pb2.RunningJob(job_id=k[0], attempt=k[1]) for k in self._jobs]
+        return worker_pb2.AgentMessage(
+            register=worker_pb2.Register(
+                otp=self._otp,
+                hostname=socket.gethostname(),
+                labels=self._labels,
+                capacity=capacity(self._slots),
+                agent_version=hodei.__version__,
+                pid=os.getpid(),
+                session_id=self.session_id,
+                running=running,
+            )
+        )
+
+    async def _register(self, call: Stream) -> worker_pb2.RegisterAck | int:
+        """The RegisterAck, or the exit code when there is none."""
+        try:
+            await call.write(self._register_message())
+            reply = await self._read_unless_stopped(call)
+        except TimeoutError:
+            log.error("no answer from %s to registration in %.0fs", self.target, REGISTER_TIMEOUT_S)
+            return EXIT_DISCONNECTED
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            return self._failed(await call.code(), await call.details())
+        if reply is None:
+            return EXIT_OK
+        if reply is EOF:
+            return self._failed(await call.code(), await call.details())
+        if not reply.HasField("register_ack"):
+            log.error("protocol error: the server's first message is not a RegisterAck")
+            return EXIT_DISCONNECTED
+        return reply.register_ack
+
+    async def _read_unless_stopped(self, call: Stream) -> worker_pb2.ServerMessage | None:
+        """The next message (or EOF); None when asked to stop first; TimeoutError."""
+        read = asyncio.ensure_future(call.read())
+        stop = asyncio.ensure_future(self._stop.wait())
+        done, _ = await asyncio.wait(
+            {read, stop}, timeout=REGISTER_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        stop.cancel()
+        if read in done:
+            return cast(worker_pb2.ServerMessage, read.result())  # may be EOF
+        read.cancel()
+        call.cancel()
+        if stop not in done:
+            raise TimeoutError
+        return None
+
+    def _failed(self, code: grpc.StatusCode, details: str | None) -> int:
+        if code in REFUSED:
+            log.error(
+                "the server refused this agent's token (%s: %s); not retrying: a worker "
+                "token is single-use, start the agent with a fresh one",
+                code.name,
+                details,
+            )
+            return EXIT_REFUSED
+        log.error("connection to %s failed: %s %s", self.target, code.name, details or "")
+        return EXIT_DISCONNECTED
+
+    # ---- serving -------------------------------------------------------------------------
+
+    async def _serve(self, call: Stream, heartbeat_s: float) -> int:
+        sender = asyncio.create_task(self._send_loop(call), name="hwp-send")
+        receiver = asyncio.create_task(self._receive_loop(call), name="hwp-receive")
+        heart = asyncio.create_task(self._heartbeat_loop(heartbeat_s), name="hwp-heartbeat")
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {sender, receiver, stop}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if stop in done:
+                await self._wind_down(call, sender, receiver)
+                return EXIT_OK
+            self._report_drop(sender if sender in done else receiver)
+            return EXIT_DISCONNECTED
+        finally:
+            for task in (sender, receiver, heart, stop):
+                task.cancel()
+            await asyncio.gather(sender, receiver, heart, stop, return_exceptions=True)
+
+    async def _send_loop(self, call: Stream) -> None:
+        while True:
+            await call.write(await self._outbox.next_message())
+
+    async def _receive_loop(self, call: Stream) -> None:
+        while True:
+            msg = await call.read()
+            if msg is EOF:
+                return
+            self._dispatch(cast(worker_pb2.ServerMessage, msg))
+
+    async def _heartbeat_loop(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self._outbox.set_heartbeat(usage())
+
+    def _report_drop(self, task: asyncio.Task[None]) -> None:
+        exc = task.exception()
+        if isinstance(exc, grpc.aio.AioRpcError):
+            why = f"{exc.code().name} {exc.details() or ''}".strip()
+        else:
+            why = repr(exc) if exc else "the server closed the stream"
+        log.error(
+            "connection to %s lost (%s); killing %d running job(s)",
+            self.target,
+            why,
+            len(self._jobs),
+        )
+
+    async def _wind_down(
+        self, call: Stream, sender: asyncio.Task[None], receiver: asyncio.Task[None]
+    ) -> None:
+        """Stop taking jobs, let them finish (Shutdown grace) or cancel them, report, close."""
+        self._accepting = False
+        if self._shutdown_grace_s and self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self._shutdown_grace_s)
+        self._cancel_all(self._grace)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+        settle = asyncio.create_task(self._outbox.wait_settled(SETTLE_S))
+        await asyncio.wait({settle, sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        settle.cancel()
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await call.done_writing()
+        await asyncio.wait({receiver}, timeout=1.0)  # let the server end the stream cleanly
+        log.info("stopped")
+
+    # ---- server messages -----------------------------------------------------------------
+
+    def _dispatch(self, msg: worker_pb2.ServerMessage) -> None:
+        for assign in msg.assignments:
+            self._assign(assign)
+        for cancel in msg.cancels:
+            self._cancel(cancel)
+        for ack in msg.log_acks:
+            self._outbox.ack_logs(ack.job_id, ack.attempt, ack.sequence)
+        for rack in msg.result_acks:
+            if not rack.accepted:
+                log.warning("server refused the result of job %s: %s", rack.job_id, rack.reason)
+            self._outbox.ack_result(rack.job_id, rack.attempt)
+        if msg.HasField("shutdown"):
+            log.info("server asked to shut down: %s", msg.shutdown.reason or "no reason given")
+            self._shutdown_grace_s = msg.shutdown.grace_ms / 1000
+            self._stop.set()
+
+    def _assign(self, assign: worker_pb2.AssignJob) -> None:
+        key = (assign.job_id, assign.attempt)
+        if key in self._jobs:
+            log.warning("job %s attempt %d is already running here", *key)
+            return
+        if not self._accepting:
+            self._outbox.add_result(
+                worker_pb2.JobResult(
+                    job_id=assign.job_id,
+                    attempt=assign.attempt,
+                    exit_code=NOT_RUN,
+                    error="agent is shutting down; job not started",
+                )
+            )
+            return
+        if len(self._jobs) >= self._slots:
+            log.warning("job %s assigned beyond this agent's %d slots", assign.job_id, self._slots)
+        job = _Job(assign, asyncio.Event(), self._grace)
+        self._jobs[key] = job
+        task = asyncio.create_task(self._run_job(job), name=f"job-{assign.job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cancel(self, cancel: worker_pb2.CancelJob) -> None:
+        job = self._jobs.get((cancel.job_id, cancel.attempt))
+        if job is None:  # already finished: its result is on its way
+            return
+        if cancel.grace_ms:  # 0 means the agent's default grace
+            job.grace_s = cancel.grace_ms / 1000
+        log.info("cancelling job %s: %s", cancel.job_id, cancel.reason or "requested")
+        job.cancel.set()
+
+    def _cancel_all(self, grace_s: float) -> None:
+        for job in self._jobs.values():
+            job.grace_s = min(job.grace_s, grace_s)
+            job.cancel.set()
+
+    async def _kill_all(self) -> None:
+        self._cancel_all(0.0)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    # ---- running a job -------------------------------------------------------------------
+
+    async def _run_job(self, job: _Job) -> None:
+        a = job.assign
+        key = (a.job_id, a.attempt)
+        started: Callable[[int], None] = partial(self._started, a.job_id, a.attempt)
+        try:
+            outcome = await run_job(
+                a,
+                partial(self._outbox.add_log, a.job_id, a.attempt),
+                job.cancel,
+                grace=lambda: job.grace_s,
+                on_started=started,
+            )
+        except Exception as exc:  # a bug here must still give the server a result
+            log.exception("job %s failed in the agent", a.job_id)
+            outcome = JobOutcome(exit_code=NOT_RUN, error=f"agent error: {exc!r}")
+        finally:
+            self._jobs.pop(key, None)
+        log.debug(
+            "job %s finished: exit %d%s",
+            a.job_id,
+            outcome.exit_code,
+            " (cancelled)" if outcome.cancelled else " (timed out)" if outcome.timed_out else "",
+        )
+        self._outbox.add_result(
+            worker_pb2.JobResult(
+                job_id=a.job_id,
+                attempt=a.attempt,
+                exit_code=outcome.exit_code,
+                signal=outcome.signal,
+                cancelled=outcome.cancelled,
+                timed_out=outcome.timed_out,
+                error=outcome.error,
+                timestamp_ns=time.time_ns(),
+            )
+        )
+
+    def _started(self, job_id: str, attempt: int, pid: int) -> None:
+        log.debug("job %s started: pid %d", job_id, pid)
+        self._outbox.add_update(job_id, attempt, worker_pb2.JobStatusUpdate.STARTED, pid)
