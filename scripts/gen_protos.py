@@ -35,14 +35,22 @@ def generate(out: Path) -> list[Path]:
     generated = sorted(p for p in out.rglob("*") if p.suffix in {".py", ".pyi"})
     for path in generated:
         # protoc writes absolute imports of the proto package; ours lives under hodei._proto.
-        text = re.sub(r"^from hodei\.v1 import", "from hodei._proto.hodei.v1 import",
-                      path.read_text(), flags=re.M)
+        text = re.sub(
+            r"^from hodei\.v1 import",
+            "from hodei._proto.hodei.v1 import",
+            path.read_text(),
+            flags=re.M,
+        )
         path.write_text(text)
     for pkg in {out, *(p.parent for p in generated)}:
         while pkg != out.parent:
             (pkg / "__init__.py").touch()
             pkg = pkg.parent
     return generated
+
+
+def _same(fresh: Path, committed: Path) -> bool:
+    return committed.exists() and filecmp.cmp(fresh, committed, shallow=False)
 
 
 def main() -> int:
@@ -59,10 +67,7 @@ def main() -> int:
         stale = [
             str(p.relative_to(fresh))
             for p in fresh.rglob("*")
-            if p.is_file()
-            and not (OUT_DIR / p.relative_to(fresh)).exists()
-            or p.is_file()
-            and not filecmp.cmp(p, OUT_DIR / p.relative_to(fresh), shallow=False)
+            if p.is_file() and not _same(p, OUT_DIR / p.relative_to(fresh))
         ]
     if stale:
         print("stale generated code, run scripts/gen_protos.py:", *stale, file=sys.stderr)
