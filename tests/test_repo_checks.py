@@ -35,3 +35,14 @@ def test_ruff_is_clean(args: list[str]) -> None:
         check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_mypy_strict_is_clean() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "src/hodei"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -52,7 +52,7 @@ REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 # The Connect call as the agent holds it; read() gives a ServerMessage or EOF.
 Stream: TypeAlias = grpc.aio.StreamStreamCall[worker_pb2.AgentMessage, worker_pb2.ServerMessage]
-EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+EOF: object = grpc.aio.EOF
 
 
 def grpc_target(server_url: str) -> str:

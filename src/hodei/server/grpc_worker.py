@@ -47,7 +47,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         self.provisioner = provisioner
         self.heartbeat_ms = heartbeat_ms
 
-    async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
+    async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         first = await context.read()
         if first is grpc.aio.EOF or not first.HasField("register"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must be Register")
@@ -68,7 +68,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
     async def _register(
         self,
         reg: pb.Register,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
     ) -> WorkerSession:
         try:
             grant = self.otps.redeem(reg.otp)
@@ -112,7 +112,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
     async def _write_loop(
         self,
         session: WorkerSession,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
     ) -> None:
         try:
             while (msg := await session.next_message()) is not None:

@@ -26,6 +26,7 @@ from hodei.server.workers import HeldJob, WorkerRegistry, WorkerSession
 
 log = logging.getLogger(__name__)
 
+NOT_RUN = -1  # JobResult.exit_code of an attempt the agent never started
 Demand = Callable[[list[Job]], str | None]  # jobs waiting for capacity -> reason text
 
 
@@ -186,9 +187,23 @@ class Scheduler:
             session.ack_result(result.job_id, result.attempt, False, "job not held by this worker")
             return
         del session.jobs[result.job_id]
-        await self._settle(held, result_target(result, held), result.exit_code, describe(result))
+        if result.exit_code == NOT_RUN and not held.cancel_sent:
+            await self._requeue_unrun(held, result.error)
+        else:
+            reason = describe(result)
+            if self.hub.last_seq(held.job_id, held.attempt) < result.last_sequence:
+                reason = f"{reason} (log incomplete: the server could not store all of it)"
+            await self._settle(held, result_target(result, held), result.exit_code, reason)
         session.ack_result(result.job_id, result.attempt, True)
         self._freed(session, held)
+
+    async def _requeue_unrun(self, held: HeldJob, error: str) -> None:
+        """The agent never started this attempt (e.g. it was shutting down): queue it again."""
+        self.hub.seal(held.job_id, held.attempt)
+        try:
+            await self.orch.requeue(held.job, reason=f"not run by its worker: {error}")
+        except ConflictError as exc:
+            log.warning("could not requeue %s: %s", held.job_id, exc)
 
     def _freed(self, session: WorkerSession, held: HeldJob) -> None:
         release(session.view, held.job.spec)
