@@ -190,7 +190,7 @@ class Scheduler:
         if result.exit_code == NOT_RUN and not held.cancel_sent:
             await self._requeue_unrun(held, result.error)
         else:
-            reason = describe(result)
+            reason = describe(result, held.cancel_sent)
             if self.hub.last_seq(held.job_id, held.attempt) < result.last_sequence:
                 reason = f"{reason} (log incomplete: the server could not store all of it)"
             await self._settle(held, result_target(result, held), result.exit_code, reason)
@@ -291,18 +291,22 @@ class Scheduler:
 
 
 def result_target(result: pb.JobResult, held: HeldJob) -> JobState:
-    if result.cancelled or (held.cancel_sent and result.signal):
+    if held.cancel_sent and (result.cancelled or result.signal):
         return JobState.CANCELLED
+    if (
+        result.cancelled
+    ):  # the agent stopped on its own (e.g. its host shut down): not a user cancel
+        return JobState.FAILED
     if result.timed_out:
         return JobState.TIMED_OUT
     return JobState.SUCCEEDED if result.exit_code == 0 and not result.error else JobState.FAILED
 
 
-def describe(result: pb.JobResult) -> str:
+def describe(result: pb.JobResult, held_cancelled: bool = True) -> str:
     if result.error:
         return result.error
     if result.cancelled:
-        return "cancelled by user"
+        return "cancelled by user" if held_cancelled else "stopped with its worker"
     if result.timed_out:
         return "timed out"
     if result.signal:

@@ -1,0 +1,211 @@
+"""Scheduler and orchestrator on a real SQLite store, with worker sessions driven directly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hodei._proto.hodei.v1 import worker_pb2 as pb
+from hodei.adapters.logs.files import FileLogStore
+from hodei.adapters.store.sqlite import SqliteJobStore
+from hodei.domain.jobs import Job, JobSpec, JobState
+from hodei.domain.scheduling import WorkerView
+from hodei.errors import ConflictError, ValidationError
+from hodei.server.bus import EventBus
+from hodei.server.loghub import LogHub
+from hodei.server.orchestrator import Orchestrator
+from hodei.server.scheduler import Scheduler
+from hodei.server.vault import SecretVault, load_or_create_key
+from hodei.server.workers import WorkerRegistry, WorkerSession
+
+
+@dataclass
+class World:
+    store: SqliteJobStore
+    orch: Orchestrator
+    scheduler: Scheduler
+    registry: WorkerRegistry
+    hub: LogHub
+    waiting: list[list[Job]]
+
+    def worker(self, worker_id: str, slots: int = 1, **labels: str) -> WorkerSession:
+        session = WorkerSession(
+            view=WorkerView(worker_id, labels, slots),
+            hostname="h",
+            provider="test",
+            session_id="s",
+        )
+        self.registry.add(session)
+        self.scheduler.kick()
+        return session
+
+    async def job(self, job_id: str) -> Job:
+        return await self.store.get_job(job_id)
+
+    async def until(self, job_id: str, *states: JobState) -> Job:
+        for _ in range(400):
+            job = await self.job(job_id)
+            if job.state in states:
+                return job
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"{job_id} is {job.state}, not {states}")
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    store = SqliteJobStore(tmp_path / "db.sqlite")
+    await store.open()
+    bus = EventBus()
+    hub = LogHub(FileLogStore(tmp_path / "logs"))
+    orch = Orchestrator(store, bus, SecretVault(store, load_or_create_key(tmp_path / "key")))
+    registry = WorkerRegistry()
+    scheduler = Scheduler(orch, registry, hub, cancel_grace_s=1)
+    waiting: list[list[Job]] = []
+    scheduler.demand = lambda jobs: waiting.append(list(jobs)) or None
+    bus.subscribe(scheduler.on_job_changed)
+    bus.subscribe(lambda e: hub.job_changed(e.job))
+    scheduler.start()
+    yield World(store, orch, scheduler, registry, hub, waiting)
+    await scheduler.stop()
+    hub.close()
+    await store.close()
+
+
+async def assigned(session: WorkerSession) -> list[pb.AssignJob]:
+    """The assignments of the next message that carries any."""
+    while True:
+        msg = await asyncio.wait_for(session.next_message(), 2)
+        assert msg is not None
+        if msg.assignments:
+            return list(msg.assignments)
+
+
+def result(a: pb.AssignJob, code: int = 0, **kw: object) -> pb.JobResult:
+    return pb.JobResult(job_id=a.job_id, attempt=a.attempt, exit_code=code, **kw)  # type: ignore[arg-type]
+
+
+async def test_queued_job_is_dispatched_to_an_idle_worker_and_finishes(world: World) -> None:
+    session = world.worker("w1")
+    job = await world.orch.submit(JobSpec(command="echo hi"))
+    (a,) = await assigned(session)
+    assert a.job_id == job.id and a.attempt == 1 and a.command == "echo hi"
+    await world.scheduler.on_started(session, pb.JobStatusUpdate(job_id=job.id, attempt=1))
+    assert (await world.job(job.id)).state is JobState.RUNNING
+    world.hub.append(job.id, 1, 1, b"hi\n")
+    await world.scheduler.on_result(session, result(a, 0, last_sequence=1))
+    done = await world.job(job.id)
+    assert done.state is JobState.SUCCEEDED and done.exit_code == 0 and done.finished_at
+    assert world.hub.read(job.id, 1) == b"hi\n"
+    assert not session.jobs and session.view.free_slots == 1
+
+
+async def test_a_result_for_a_job_not_held_is_refused(world: World) -> None:
+    session = world.worker("w1")
+    job = await world.orch.submit(JobSpec(command="true"))
+    (a,) = await assigned(session)
+    stale = pb.JobResult(job_id=job.id, attempt=7, exit_code=0)
+    await world.scheduler.on_result(session, stale)
+    msg = await asyncio.wait_for(session.next_message(), 2)
+    assert msg is not None and not msg.result_acks[0].accepted
+    assert (await world.job(job.id)).state is JobState.ASSIGNED
+    other = world.worker("w2")
+    await world.scheduler.on_result(other, result(a))
+    assert (await world.job(job.id)).state is JobState.ASSIGNED
+
+
+async def test_failed_attempts_are_retried_up_to_max_retries(world: World) -> None:
+    session = world.worker("w1")
+    job = await world.orch.submit(JobSpec(command="false", max_retries=1))
+    (a1,) = await assigned(session)
+    await world.scheduler.on_result(session, result(a1, 1))
+    (a2,) = await assigned(session)
+    assert a2.attempt == 2
+    await world.scheduler.on_result(session, result(a2, 2))
+    final = await world.until(job.id, JobState.FAILED)
+    assert final.attempts == 2 and final.exit_code == 2 and "exited with code 2" in final.reason
+
+
+async def test_priority_first_and_labels_respected(world: World) -> None:
+    low = await world.orch.submit(JobSpec(command="true", priority=1))
+    high = await world.orch.submit(JobSpec(command="true", priority=9))
+    gpu = await world.orch.submit(JobSpec(command="true", priority=99, labels={"gpu": "1"}))
+    await asyncio.sleep(0.02)
+    assert world.waiting  # nothing connected: the provisioner was asked
+    session = world.worker("w1")
+    (first,) = await assigned(session)
+    assert first.job_id == high.id
+    reason = world.scheduler.pending_reason(gpu.id)
+    assert "missing labels gpu=1" in reason
+    await world.scheduler.on_result(session, result(first))
+    (second,) = await assigned(session)
+    assert second.job_id == low.id
+
+
+async def test_cancel_of_a_queued_job_and_of_a_running_one(world: World) -> None:
+    queued = await world.orch.submit(JobSpec(command="sleep 9"))
+    cancelled = await world.scheduler.cancel(queued.id)
+    assert cancelled.state is JobState.CANCELLED
+    with pytest.raises(ConflictError, match="already ended"):
+        await world.scheduler.cancel(queued.id)
+    session = world.worker("w1")
+    job = await world.orch.submit(JobSpec(command="sleep 9"))
+    (a,) = await assigned(session)
+    still = await world.scheduler.cancel(job.id)
+    assert still.state is JobState.ASSIGNED
+    msg = await asyncio.wait_for(session.next_message(), 2)
+    assert msg is not None and msg.cancels[0].job_id == job.id
+    await world.scheduler.on_result(session, result(a, 143, signal=15, cancelled=True))
+    assert (await world.job(job.id)).state is JobState.CANCELLED
+
+
+async def test_cancel_racing_completion_ends_in_exactly_one_state(world: World) -> None:
+    session = world.worker("w1")
+    job = await world.orch.submit(JobSpec(command="true"))
+    (a,) = await assigned(session)
+    outcomes = await asyncio.gather(
+        world.scheduler.cancel(job.id),
+        world.scheduler.on_result(session, result(a, 0)),
+        return_exceptions=True,
+    )
+    assert not isinstance(outcomes[1], BaseException)
+    assert not isinstance(outcomes[0], BaseException) or isinstance(outcomes[0], ConflictError)
+    final = await world.job(job.id)
+    assert final.state is JobState.SUCCEEDED  # finished before the kill: the result wins
+    with pytest.raises(ConflictError):
+        await world.scheduler.cancel(job.id)
+
+
+async def test_a_lost_worker_fails_its_jobs_and_an_unrun_attempt_is_requeued(
+    world: World,
+) -> None:
+    lost = await world.orch.submit(JobSpec(command="sleep 9"))
+    unrun = await world.orch.submit(JobSpec(command="true"))
+    session = world.worker("w1", slots=2)
+    batch = await assigned(session)
+    if len(batch) < 2:
+        batch += await assigned(session)
+    by_id = {a.job_id: a for a in batch}
+    await world.scheduler.on_result(
+        session, result(by_id[unrun.id], -1, error="agent is shutting down")
+    )
+    again = await world.job(unrun.id)
+    assert again.state in (JobState.QUEUED, JobState.ASSIGNED)
+    assert "not run by its worker" in again.reason or again.state is JobState.ASSIGNED
+    await world.scheduler.on_worker_lost(session)
+    gone = await world.job(lost.id)
+    assert gone.state is JobState.FAILED and "lost" in gone.reason
+
+
+async def test_retry_only_of_finished_jobs_and_unknown_secrets_refused(world: World) -> None:
+    job = await world.orch.submit(JobSpec(command="true"))
+    with pytest.raises(ConflictError, match="only a finished job"):
+        await world.scheduler.retry(job.id)
+    await world.scheduler.cancel(job.id)
+    again = await world.scheduler.retry(job.id)
+    assert again.state is JobState.QUEUED
+    with pytest.raises(ValidationError, match="unknown secret"):
+        await world.orch.submit(JobSpec(command="true", secrets=("NOPE",)))
