@@ -210,6 +210,14 @@ def server(
     worker_idle: Annotated[
         str, typer.Option(envvar="HODEI_WORKER_IDLE", help="Stop idle provisioned workers after.")
     ] = "30s",
+    heartbeat_interval: Annotated[
+        str,
+        typer.Option(envvar="HODEI_HEARTBEAT_INTERVAL", help="How often agents report usage."),
+    ] = "5s",
+    cancel_grace: Annotated[
+        str,
+        typer.Option(envvar="HODEI_CANCEL_GRACE", help="SIGTERM -> SIGKILL delay on cancel."),
+    ] = "5s",
     demo: Annotated[
         bool, typer.Option("--demo", help="Submit a demo job and print its log live.")
     ] = False,
@@ -230,6 +238,8 @@ def server(
         max_workers=max_workers,
         worker_slots=worker_slots,
         worker_idle_s=idle,
+        heartbeat_interval_s=parse_opt(parse_duration, heartbeat_interval, "--heartbeat-interval"),
+        cancel_grace_s=parse_opt(parse_duration, cancel_grace, "--cancel-grace"),
         demo=demo,
     )
     if home:

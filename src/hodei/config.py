@@ -69,5 +69,9 @@ class ServerSettings:
             )
         if self.max_workers < 0 or self.worker_slots < 1:
             raise ValidationError("max workers must be >= 0 and worker slots >= 1")
+        if not 0.05 <= self.heartbeat_interval_s <= 3600:
+            raise ValidationError("heartbeat interval must be between 50ms and 1h")
+        if not 0 <= self.cancel_grace_s <= 3600:
+            raise ValidationError("cancel grace must be between 0 and 1h")
         _ = self.sqlite_path
         return self

@@ -263,3 +263,18 @@ def test_workers_are_provisioned_on_demand_and_none_outlive_the_server(
     stop_server(server, signal.SIGKILL)
     _, alive = psutil.wait_procs(agents, timeout=10)
     assert not alive  # agents die with the server, even after kill -9
+
+
+def test_workers_report_usage_in_heartbeats(server_factory: type) -> None:
+    server = server_factory.start("--heartbeat-interval", "100ms")
+    job_id = submit(server, "--", "sleep", "1")
+    server.wait_state(job_id, {"running"})
+    deadline = time.monotonic() + 10
+    with server.http() as client:
+        while time.monotonic() < deadline:
+            (worker,) = client.get("/api/v1/workers").json()["items"]
+            if worker["usage"]["memory_bytes"] > 0:
+                break
+            time.sleep(0.05)
+    assert worker["usage"]["memory_bytes"] > 0 and worker["running_jobs"] == [job_id]
+    assert worker["capacity"]["slots"] == 1 and worker["capacity"]["cpus"] > 0
