@@ -25,12 +25,12 @@ from grpc_reflection.v1alpha import reflection
 
 from hodei._proto.hodei.v1 import jobs_pb2, jobs_pb2_grpc, worker_pb2, worker_pb2_grpc
 from hodei.adapters.logs.files import FileLogStore
-from hodei.adapters.providers.local import LocalProvider
+from hodei.adapters.providers.local import ExitHandler, LocalProvider
 from hodei.adapters.store.sqlite import SqliteJobStore
 from hodei.config import ServerSettings, split_addr
 from hodei.domain.jobs import ACTIVE, JobState
 from hodei.errors import HodeiError
-from hodei.ports import JobStore
+from hodei.ports import JobStore, WorkerProvider
 from hodei.server.bus import EventBus
 from hodei.server.grpc_jobs import JobService
 from hodei.server.grpc_worker import WorkerService
@@ -74,6 +74,13 @@ class Services:
     metrics: Metrics
 
 
+def make_provider(settings: ServerSettings, on_exit: ExitHandler) -> WorkerProvider:
+    """The worker provider named by the settings (`on_exit(worker_id, code)` when one ends)."""
+    if settings.provider == "local":
+        return LocalProvider(settings.home / "run", on_exit=on_exit)
+    raise HodeiError(f"unknown provider {settings.provider!r}")
+
+
 def build(settings: ServerSettings, grpc_target: str) -> Services:
     home = settings.home
     store = SqliteJobStore(settings.sqlite_path)
@@ -85,9 +92,7 @@ def build(settings: ServerSettings, grpc_target: str) -> Services:
     orch = Orchestrator(store, bus, vault)
     scheduler = Scheduler(orch, registry, hub, cancel_grace_s=settings.cancel_grace_s)
     provisioner_ref: list[Provisioner] = []
-    provider = LocalProvider(
-        home / "run", on_exit=lambda w, code: provisioner_ref[0].exited(w, code)
-    )
+    provider = make_provider(settings, lambda w, code: provisioner_ref[0].exited(w, code))
     provisioner = Provisioner(
         provider,
         otps,
