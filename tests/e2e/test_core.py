@@ -10,7 +10,7 @@ import uuid
 import httpx
 import psutil
 import pytest
-from conftest import RunningServer, stop_server
+from harness import RunningServer, stop_server
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import READY, RunningServer
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from harness import READY, RunningServer
 
 from hodei._proto.hodei.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
 
