@@ -98,6 +98,8 @@ class WorkerLaunch:
     server_url: str
     labels: dict[str, str] = field(default_factory=dict)
     slots: int = 1
+    cpu: float = 0.0  # the resources of the job it is started for (0 = no request); container
+    memory_bytes: int = 0  # providers turn them into limits
 
 
 class WorkerProvider(Protocol):

@@ -20,9 +20,10 @@ import struct
 import subprocess
 import tempfile
 import termios
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 import psutil
 
@@ -37,6 +38,20 @@ WINSIZE = (50, 200)  # rows, columns: wide, so tools do not wrap log lines at 80
 log = logging.getLogger("hodei.agent")
 
 Grace = float | Callable[[], float]
+
+
+class Executor(Protocol):
+    """How the agent runs one job: `run_job` for real; a benchmark may plug in another."""
+
+    def __call__(
+        self,
+        assign: worker_pb2.AssignJob,
+        on_output: Callable[[bytes], None],
+        cancel: asyncio.Event,
+        *,
+        grace: Grace = ...,
+        on_started: Callable[[int], None] | None = ...,
+    ) -> Awaitable[JobOutcome]: ...
 
 
 @dataclass(slots=True)

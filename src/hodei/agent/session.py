@@ -28,7 +28,7 @@ import hodei
 from hodei._proto.hodei.v1 import worker_pb2, worker_pb2_grpc
 from hodei.agent.metrics import capacity, usage
 from hodei.agent.outbox import Key, Outbox
-from hodei.agent.runner import JobOutcome, run_job
+from hodei.agent.runner import Executor, JobOutcome, run_job
 
 log = logging.getLogger("hodei.agent")
 
@@ -83,6 +83,7 @@ class AgentSession:
         cancel_grace_s: float = 5.0,
         *,
         handle_signals: bool = True,
+        executor: Executor = run_job,
     ) -> None:
         self.target = grpc_target(server_url)
         self.session_id = ""  # from RegisterAck; a reconnect presents it again
@@ -92,6 +93,7 @@ class AgentSession:
         self._slots = slots
         self._grace = cancel_grace_s
         self._handle_signals = handle_signals
+        self._execute = executor
         self._outbox = Outbox()
         self._jobs: dict[Key, _Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -347,7 +349,7 @@ class AgentSession:
         key = (a.job_id, a.attempt)
         started: Callable[[int], None] = partial(self._started, a.job_id, a.attempt)
         try:
-            outcome = await run_job(
+            outcome = await self._execute(
                 a,
                 partial(self._outbox.add_log, a.job_id, a.attempt),
                 job.cancel,

@@ -71,16 +71,25 @@ class Provisioner:
             return f"worker cap reached ({self.max_workers} {self.provider.name} workers)"
         if time.monotonic() < self._backoff_until:
             return f"provisioning backing off after an error: {self.last_error}"
-        for _ in range(min(wanted, room)):
-            self._launch()
+        # Each new worker is sized for the next waiting jobs, highest priority first.
+        for job in fits[len(self.launching) * self.slots :][:: self.slots][: min(wanted, room)]:
+            self._launch(job)
         return "a worker is starting"
 
-    def _launch(self) -> None:
+    def _launch(self, job: Job) -> None:
         worker_id = f"{self.provider.name}-{secrets.token_hex(4)}"
         otp = self.otps.issue(worker_id, self.otp_ttl_s, self.labels)
         self.launching[worker_id] = Launch(worker_id)
         self.owned.add(worker_id)
-        launch = WorkerLaunch(worker_id, otp, self.server_url, dict(self.labels), self.slots)
+        launch = WorkerLaunch(
+            worker_id,
+            otp,
+            self.server_url,
+            dict(self.labels),
+            self.slots,
+            cpu=job.spec.cpu,
+            memory_bytes=job.spec.memory_bytes,
+        )
         self._spawn(self._provision(launch))
 
     async def _provision(self, launch: WorkerLaunch) -> None:
