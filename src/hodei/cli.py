@@ -218,6 +218,12 @@ def server(
         str,
         typer.Option(envvar="HODEI_CANCEL_GRACE", help="SIGTERM -> SIGKILL delay on cancel."),
     ] = "5s",
+    worker_grace: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_WORKER_GRACE", help="How long a disconnected worker may come back."
+        ),
+    ] = "30s",
     demo: Annotated[
         bool, typer.Option("--demo", help="Submit a demo job and print its log live.")
     ] = False,
@@ -240,6 +246,7 @@ def server(
         worker_idle_s=idle,
         heartbeat_interval_s=parse_opt(parse_duration, heartbeat_interval, "--heartbeat-interval"),
         cancel_grace_s=parse_opt(parse_duration, cancel_grace, "--cancel-grace"),
+        worker_grace_s=parse_opt(parse_duration, worker_grace, "--worker-grace"),
         demo=demo,
     )
     if home:

@@ -40,6 +40,7 @@ class ServerSettings:
     worker_slots: int = 1  # jobs each provisioned agent runs at once
     worker_idle_s: float = 30.0  # idle provisioned workers stop after this long
     cancel_grace_s: float = 5.0  # SIGTERM -> SIGKILL
+    worker_grace_s: float = 30.0  # a dropped worker may reconnect this long before it is lost
     heartbeat_interval_s: float = 5.0
     otp_ttl_s: float = 600.0
     demo: bool = False
@@ -71,6 +72,8 @@ class ServerSettings:
             raise ValidationError("max workers must be >= 0 and worker slots >= 1")
         if not 0.05 <= self.heartbeat_interval_s <= 3600:
             raise ValidationError("heartbeat interval must be between 50ms and 1h")
+        if not 0 <= self.worker_grace_s <= 86400:
+            raise ValidationError("worker grace must be between 0 and 1 day")
         if not 0 <= self.cancel_grace_s <= 3600:
             raise ValidationError("cancel grace must be between 0 and 1h")
         _ = self.sqlite_path

@@ -95,7 +95,7 @@ async def test_queued_job_is_dispatched_to_an_idle_worker_and_finishes(world: Wo
     assert a.job_id == job.id and a.attempt == 1 and a.command == "echo hi"
     await world.scheduler.on_started(session, pb.JobStatusUpdate(job_id=job.id, attempt=1))
     assert (await world.job(job.id)).state is JobState.RUNNING
-    world.hub.append(job.id, 1, 1, b"hi\n")
+    world.hub.append(job.id, 1, 1, 0, b"hi\n")
     await world.scheduler.on_result(session, result(a, 0, last_sequence=1))
     done = await world.job(job.id)
     assert done.state is JobState.SUCCEEDED and done.exit_code == 0 and done.finished_at

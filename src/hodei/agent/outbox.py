@@ -43,6 +43,7 @@ class _Attempt:
     unacked_bytes: int = 0  # in unacked and resend
     dropped: int = 0
     seq: int = 0  # last sequence handed out
+    offset: int = 0  # output bytes cut into chunks so far (the next chunk's offset)
 
     def has_logs(self) -> bool:
         return bool(self.pending or self.resend)
@@ -168,8 +169,10 @@ class Outbox:
                 attempt=key[1],
                 sequence=job.seq,
                 timestamp_ns=job.pending_ts,
+                offset=job.offset,
                 data=bytes(job.pending[start : min(start + self._chunk_size, size)]),
             )
+            job.offset += len(chunk.data)
             msg.logs.append(chunk)
             job.unacked.append(chunk)
             job.unacked_bytes += len(chunk.data)
@@ -215,6 +218,10 @@ class Outbox:
         self._sent_results.clear()
         if self.has_pending():
             self._wake.set()
+
+    def held(self) -> list[Key]:
+        """Attempts with output or a result the server has not acked yet."""
+        return list({**dict.fromkeys(self._jobs), **self._results, **self._sent_results})
 
     def settled(self) -> bool:
         """Nothing left to send and no result awaiting its ack."""

@@ -3,9 +3,14 @@
 One bidirectional HWP stream carries everything. Three tasks share it: the sender (drains the
 Outbox, so sends batch while a write is in flight), the receiver (assignments, cancels, acks,
 shutdown) and the heartbeat. Exit codes: 0 stopped on request (signal or Shutdown), 1 the
-connection failed or dropped, 3 the server refused the token (never retried: an OTP is
-single-use). A dropped stream kills the running jobs for now; `session_id` and the Outbox's
-unacked record are kept so that a reconnect can resume the session instead.
+connection failed (first connect, or no reconnect within the grace period), 3 the server
+refused the token (never retried: an OTP is single-use).
+
+When an established stream drops, the jobs keep running: the agent reconnects with exponential
+backoff and jitter, presenting the session's resume token (from RegisterAck) and the attempts it
+holds, then resends every unacked log chunk and result (the server drops what it already has,
+by offset). If it cannot get back within the server's grace period it kills its jobs itself, so
+no job runs unseen; the server has requeued or failed them by then.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import time
@@ -38,6 +44,9 @@ EXIT_REFUSED = 3
 REGISTER_TIMEOUT_S = 30.0
 SETTLE_S = 5.0  # when stopping, how long results may take to be acked
 DEFAULT_HEARTBEAT_MS = 5000
+DEFAULT_GRACE_MS = 30_000
+BACKOFF_MIN_S = 0.2
+BACKOFF_MAX_S = 5.0
 NOT_RUN = -1  # exit_code of a result for a job the agent did not run (error says why)
 MAX_MESSAGE = 16 * 1024 * 1024
 CHANNEL_OPTIONS = [
@@ -100,6 +109,8 @@ class AgentSession:
         self._accepting = True
         self._stop = asyncio.Event()
         self._shutdown_grace_s: float | None = None  # set by a server Shutdown
+        self._resume_token = ""  # from RegisterAck: reconnects without the (spent) OTP
+        self._grace_period_s = DEFAULT_GRACE_MS / 1000
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -138,23 +149,73 @@ class AgentSession:
         self._stop.set()
 
     async def _session(self, channel: grpc.aio.Channel) -> int:
+        """Register, serve, and after a drop reconnect (with backoff and jitter) and resume the
+        session, jobs still running, until the server's grace period runs out."""
         stub = worker_pb2_grpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
-        call: Stream = stub.Connect()
-        ack = await self._register(call)
-        if isinstance(ack, int):
-            return ack
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None  # when set: be back by then, or kill the jobs
+        backoff = BACKOFF_MIN_S
+        while True:
+            resuming = bool(self._resume_token)
+            call: Stream = stub.Connect()
+            ack = await self._register(call)
+            if isinstance(ack, int):
+                if ack == EXIT_OK or deadline is None:
+                    return ack
+                if ack == EXIT_REFUSED:
+                    log.error("the server no longer knows this session; killing its jobs")
+                    return EXIT_DISCONNECTED
+            else:
+                self._adopt(ack.register_ack, resuming)
+                self._dispatch(ack)  # what the server queued while we were away came along
+                deadline, backoff = None, BACKOFF_MIN_S
+                beat_ms = ack.register_ack.heartbeat_interval_ms or DEFAULT_HEARTBEAT_MS
+                code = await self._serve(call, beat_ms / 1000)
+                if code == EXIT_OK or not self._resume_token:
+                    return code
+                deadline = loop.time() + self._grace_period_s
+                log.warning(
+                    "reconnecting to %s; %d job(s) keep running for up to %.0fs",
+                    self.target,
+                    len(self._jobs),
+                    self._grace_period_s,
+                )
+            if not await self._pause(
+                min(backoff * (0.5 + random.random()), deadline - loop.time())
+            ):
+                return EXIT_OK  # asked to stop while disconnected
+            if loop.time() >= deadline:
+                log.error("could not reach %s within the grace period; killing jobs", self.target)
+                return EXIT_DISCONNECTED
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _adopt(self, ack: worker_pb2.RegisterAck, resumed: bool) -> None:
         self.session_id, self.worker_id = ack.session_id, ack.worker_id
-        log.info("registered with %s as worker %s", self.target, self.worker_id)
-        heartbeat_s = (ack.heartbeat_interval_ms or DEFAULT_HEARTBEAT_MS) / 1000
-        return await self._serve(call, heartbeat_s)
+        self._resume_token = ack.resume_token
+        self._grace_period_s = (ack.grace_ms or DEFAULT_GRACE_MS) / 1000
+        if resumed:
+            self._outbox.rewind()  # what was not acked goes again, in order, before new output
+            log.info("resumed session with %s as worker %s", self.target, self.worker_id)
+        else:
+            log.info("registered with %s as worker %s", self.target, self.worker_id)
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep, unless asked to stop first (then False)."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), max(0.0, seconds))
+        except TimeoutError:
+            return True
+        return False
 
     # ---- registration --------------------------------------------------------------------
 
     def _register_message(self) -> worker_pb2.AgentMessage:
-        running = [worker_pb2.RunningJob(job_id=k[0], attempt=k[1]) for k in self._jobs]
+        held = {**dict.fromkeys(self._jobs), **dict.fromkeys(self._outbox.held())}
+        running = [worker_pb2.RunningJob(job_id=k[0], attempt=k[1]) for k in held]
         return worker_pb2.AgentMessage(
             register=worker_pb2.Register(
-                otp=self._otp,
+                otp="" if self._resume_token else self._otp,
+                resume_token=self._resume_token,
                 hostname=socket.gethostname(),
                 labels=self._labels,
                 capacity=capacity(self._slots),
@@ -165,8 +226,8 @@ class AgentSession:
             )
         )
 
-    async def _register(self, call: Stream) -> worker_pb2.RegisterAck | int:
-        """The RegisterAck, or the exit code when there is none."""
+    async def _register(self, call: Stream) -> worker_pb2.ServerMessage | int:
+        """The server's first message (it carries the RegisterAck), or the exit code."""
         try:
             await call.write(self._register_message())
             reply = await self._read_unless_stopped(call)
@@ -182,7 +243,7 @@ class AgentSession:
         if not reply.HasField("register_ack"):
             log.error("protocol error: the server's first message is not a RegisterAck")
             return EXIT_DISCONNECTED
-        return reply.register_ack
+        return reply
 
     async def _read_unless_stopped(self, call: Stream) -> worker_pb2.ServerMessage | None:
         """The next message (or EOF); None when asked to stop first; TimeoutError."""
@@ -255,12 +316,7 @@ class AgentSession:
             why = f"{exc.code().name} {exc.details() or ''}".strip()
         else:
             why = repr(exc) if exc else "the server closed the stream"
-        log.error(
-            "connection to %s lost (%s); killing %d running job(s)",
-            self.target,
-            why,
-            len(self._jobs),
-        )
+        log.error("connection to %s lost (%s)", self.target, why)
 
     async def _wind_down(
         self, call: Stream, sender: asyncio.Task[None], receiver: asyncio.Task[None]

@@ -28,7 +28,7 @@ from hodei.adapters.logs.files import FileLogStore
 from hodei.adapters.providers.local import ExitHandler, LocalProvider
 from hodei.adapters.store.sqlite import SqliteJobStore
 from hodei.config import ServerSettings, split_addr
-from hodei.domain.jobs import ACTIVE, JobState
+from hodei.domain.jobs import JobState
 from hodei.errors import HodeiError
 from hodei.ports import JobStore, WorkerProvider
 from hodei.server.bus import EventBus
@@ -38,8 +38,9 @@ from hodei.server.http_api import create_http_app
 from hodei.server.loghub import LogHub
 from hodei.server.metrics import Metrics
 from hodei.server.orchestrator import Orchestrator
-from hodei.server.otp import OtpRegistry
+from hodei.server.otp import OtpRegistry, ResumeTokens
 from hodei.server.provisioning import Provisioner
+from hodei.server.recovery import Recovery
 from hodei.server.scheduler import Scheduler
 from hodei.server.service import JobsApi, LogPiece
 from hodei.server.vault import SecretVault, load_or_create_key
@@ -66,9 +67,11 @@ class Services:
     bus: EventBus
     vault: SecretVault
     otps: OtpRegistry
+    tokens: ResumeTokens
     registry: WorkerRegistry
     orchestrator: Orchestrator
     scheduler: Scheduler
+    recovery: Recovery
     provisioner: Provisioner
     api: JobsApi
     metrics: Metrics
@@ -86,13 +89,19 @@ def build(settings: ServerSettings, grpc_target: str) -> Services:
     store = SqliteJobStore(settings.sqlite_path)
     hub = LogHub(FileLogStore(settings.log_dir))
     bus = EventBus()
-    vault = SecretVault(store, load_or_create_key(home / "secret.key"))
+    key = load_or_create_key(home / "secret.key")
+    vault = SecretVault(store, key)
     otps = OtpRegistry()
     registry = WorkerRegistry()
     orch = Orchestrator(store, bus, vault)
     scheduler = Scheduler(orch, registry, hub, cancel_grace_s=settings.cancel_grace_s)
-    provisioner_ref: list[Provisioner] = []
-    provider = make_provider(settings, lambda w, code: provisioner_ref[0].exited(w, code))
+    recovery = Recovery(scheduler, registry, settings.worker_grace_s)
+
+    def worker_exited(worker_id: str, code: int) -> None:
+        provisioner.exited(worker_id, code)
+        recovery.process_exited(worker_id)
+
+    provider = make_provider(settings, worker_exited)
     provisioner = Provisioner(
         provider,
         otps,
@@ -103,7 +112,6 @@ def build(settings: ServerSettings, grpc_target: str) -> Services:
         settings.worker_idle_s,
         settings.otp_ttl_s,
     )
-    provisioner_ref.append(provisioner)
     scheduler.demand = provisioner.demand
     metrics = Metrics()
     metrics.gauge("hodei_jobs_queued", "Jobs waiting for a worker", lambda: scheduler.queued_count)
@@ -113,24 +121,29 @@ def build(settings: ServerSettings, grpc_target: str) -> Services:
     bus.subscribe(metrics.on_job_changed)
     api = JobsApi(orch, scheduler, hub)
     return Services(
-        settings, store, hub, bus, vault, otps, registry, orch, scheduler, provisioner, api, metrics
+        settings,
+        store,
+        hub,
+        bus,
+        vault,
+        otps,
+        ResumeTokens(key),
+        registry,
+        orch,
+        scheduler,
+        recovery,
+        provisioner,
+        api,
+        metrics,
     )
 
 
 async def recover(s: Services) -> None:
-    """Rebuild the queue from the store; attempts cut off by the last shutdown are settled."""
-    for job in await s.store.jobs_in_states((JobState.QUEUED, *ACTIVE)):
-        if job.state is JobState.QUEUED:
-            s.scheduler.enqueue(job)
-            continue
-        reason = "interrupted: the server stopped while it ran"
-        try:
-            if job.attempts <= job.spec.max_retries:
-                await s.orchestrator.requeue(job, reason=reason + "; retrying")
-            else:
-                await s.orchestrator.finish(job, JobState.FAILED, None, reason)
-        except HodeiError as exc:
-            log.warning("could not recover job %s: %s", job.id, exc.message)
+    """Rebuild the queue from the store; attempts running when the server stopped wait for
+    their workers to reconnect (see server.recovery)."""
+    for job in await s.store.jobs_in_states((JobState.QUEUED,)):
+        s.scheduler.enqueue(job)
+    await s.recovery.after_restart(provider_prefix=f"{s.provisioner.provider.name}-")
 
 
 @contextlib.contextmanager
@@ -179,8 +192,10 @@ def start_grpc(s: Services) -> tuple[grpc.aio.Server, int]:
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(
         WorkerService(
             s.otps,
+            s.tokens,
             s.registry,
             s.scheduler,
+            s.recovery,
             s.hub,
             s.provisioner,
             int(s.settings.heartbeat_interval_s * 1000),
@@ -250,6 +265,7 @@ async def serve(settings: ServerSettings, ready: asyncio.Event | None = None) ->
         web.should_exit = True
         await s.provisioner.stop()
         await grpc_server.stop(grace=2)
+        await s.recovery.stop()
         await s.scheduler.stop()
         await web_task
         s.hub.close()

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -20,8 +20,9 @@ from hodei._proto.hodei.v1 import worker_pb2_grpc
 from hodei.domain.scheduling import WorkerView
 from hodei.errors import AuthError, HodeiError
 from hodei.server.loghub import LogHub
-from hodei.server.otp import OtpRegistry
+from hodei.server.otp import OtpRegistry, ResumeTokens
 from hodei.server.provisioning import Provisioner
+from hodei.server.recovery import Recovery
 from hodei.server.scheduler import Scheduler
 from hodei.server.workers import WorkerRegistry, WorkerSession
 
@@ -34,15 +35,19 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
     def __init__(
         self,
         otps: OtpRegistry,
+        tokens: ResumeTokens,
         registry: WorkerRegistry,
         scheduler: Scheduler,
+        recovery: Recovery,
         hub: LogHub,
         provisioner: Provisioner,
         heartbeat_ms: int,
     ) -> None:
         self.otps = otps
+        self.tokens = tokens
         self.registry = registry
         self.scheduler = scheduler
+        self.recovery = recovery
         self.hub = hub
         self.provisioner = provisioner
         self.heartbeat_ms = heartbeat_ms
@@ -51,8 +56,13 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         first = await context.read()
         if first is grpc.aio.EOF or not first.HasField("register"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must be Register")
-        session = await self._register(first.register, context)
-        writer = asyncio.create_task(self._write_loop(session, context))
+        reg = first.register
+        session = await (
+            self._resume(reg, context) if reg.resume_token else self._register(reg, context)
+        )
+        generation = session.generation
+        session.send_register_ack(self.heartbeat_ms, int(self.recovery.grace_s * 1000))
+        writer = asyncio.create_task(self._write_loop(session, context, generation))
         self.scheduler.kick()
         try:
             while True:
@@ -62,60 +72,86 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                 await self.handle(session, msg)
         finally:
             writer.cancel()
-            log.info("worker %s disconnected", session.id)
-            await self.scheduler.on_worker_lost(session)
+            if session.generation == generation:  # not already taken over by a resumed stream
+                log.info("worker %s stream ended", session.id)
+                self.recovery.stream_ended(session)
 
-    async def _register(
-        self,
-        reg: pb.Register,
-        context: grpc.aio.ServicerContext,
-    ) -> WorkerSession:
+    async def _refuse(self, context: grpc.aio.ServicerContext, why: str) -> NoReturn:
+        log.warning("refused worker from %s: %s", context.peer(), why)
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, why)
+        raise AssertionError("abort returns only by raising")
+
+    async def _register(self, reg: pb.Register, context: grpc.aio.ServicerContext) -> WorkerSession:
         try:
             grant = self.otps.redeem(reg.otp)
         except AuthError as exc:
-            peer = context.peer()
-            log.warning("refused worker registration from %s: %s", peer, exc.message)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
-            raise  # abort raises; this keeps type checkers aware
+            await self._refuse(context, exc.message)
         if len(reg.labels) > MAX_LABELS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "too many labels")
-        labels = {**dict(reg.labels), **grant.labels}  # the grant's labels win
+        session = self._new_session(reg, grant.worker_id, secrets.token_hex(8), grant.labels)
+        old = self.registry.get(session.id)
+        if old is not None:
+            old.close()
+            await self.scheduler.on_worker_lost(old)
+        self.registry.add(session)
+        self.provisioner.registered(session.id)
+        log.info(
+            "worker %s registered (%s, %d slot(s))",
+            session.id,
+            session.hostname,
+            session.view.slots,
+        )
+        return session
+
+    async def _resume(self, reg: pb.Register, context: grpc.aio.ServicerContext) -> WorkerSession:
+        try:
+            worker_id, session_id = self.tokens.verify(reg.resume_token)
+        except AuthError as exc:
+            await self._refuse(context, exc.message)
+        if session_id in self.recovery.expired:
+            await self._refuse(context, "session expired: its jobs were requeued or settled")
+        session = self.registry.get(worker_id)
+        if session is not None and session.session_id == session_id:
+            await self.recovery.reattach(session, reg.running)
+            log.info("worker %s resumed its session", worker_id)
+            return session
+        if session is not None:
+            await self._refuse(context, "this worker has a newer session")
+        # Unknown here: the server restarted since. Take the worker and its jobs back.
+        session = self._new_session(reg, worker_id, session_id, {})
+        self.registry.add(session)
+        await self.recovery.adopt(session, reg.running)
+        log.info("worker %s reconnected after a server restart", worker_id)
+        return session
+
+    def _new_session(
+        self, reg: pb.Register, worker_id: str, session_id: str, grant_labels: dict[str, str]
+    ) -> WorkerSession:
         cap = reg.capacity
         view = WorkerView(
-            id=grant.worker_id,
-            labels=labels,
+            id=worker_id,
+            labels={**dict(reg.labels), **grant_labels},  # the grant's labels win
             slots=max(1, min(cap.slots or 1, 1024)),
             cpus=cap.cpus,
             memory_bytes=cap.memory_bytes,
         )
         provider = (
-            self.provisioner.provider.name
-            if grant.worker_id in self.provisioner.owned
-            else "static"
+            self.provisioner.provider.name if worker_id in self.provisioner.owned else "static"
         )
-        session = WorkerSession(
+        return WorkerSession(
             view=view,
             hostname=reg.hostname[:255],
             provider=provider,
-            session_id=secrets.token_hex(8),
+            session_id=session_id,
             pid=reg.pid,
+            resume_token=self.tokens.issue(worker_id, session_id),
         )
-        old = self.registry.get(session.id)
-        if old is not None:
-            await self.scheduler.on_worker_lost(old)
-        self.registry.add(session)
-        self.provisioner.registered(session.id)
-        session.send_register_ack(self.heartbeat_ms)
-        log.info("worker %s registered (%s, %d slot(s))", session.id, session.hostname, view.slots)
-        return session
 
     async def _write_loop(
-        self,
-        session: WorkerSession,
-        context: grpc.aio.ServicerContext,
+        self, session: WorkerSession, context: grpc.aio.ServicerContext, generation: int
     ) -> None:
         try:
-            while (msg := await session.next_message()) is not None:
+            while (msg := await session.next_message(generation)) is not None:
                 await context.write(msg)
         except (asyncio.CancelledError, grpc.aio.AioRpcError, grpc.RpcError):
             pass
@@ -152,7 +188,9 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             if held is None or held.attempt != chunk.attempt:
                 continue  # not this worker's job (or a stale attempt): never stored
             try:
-                self.hub.append(chunk.job_id, chunk.attempt, chunk.sequence, chunk.data)
+                self.hub.append(
+                    chunk.job_id, chunk.attempt, chunk.sequence, chunk.offset, chunk.data
+                )
             except HodeiError as exc:
                 log.error("log of job %s not stored: %s", chunk.job_id, exc.message)
                 break  # unacked: the agent keeps the bytes and sends them again

@@ -4,11 +4,14 @@ out to any number of live followers from an in-memory tail."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from hodei.domain.jobs import Job, attempt_over
 from hodei.ports import LogStore
+
+log = logging.getLogger(__name__)
 
 TAIL_BYTES = 1 << 20  # recent bytes kept in memory per live attempt
 READ_CHUNK = 64 * 1024
@@ -17,6 +20,7 @@ READ_CHUNK = 64 * 1024
 @dataclass(slots=True)
 class LiveLog:
     size: int
+    agent_end: int = 0  # end offset, in the agent's numbering, of the bytes stored
     last_seq: int = 0
     tail: bytearray = field(default_factory=bytearray)
     tail_start: int = 0  # offset of tail[0]
@@ -40,23 +44,35 @@ class LogHub:
         live = self._live.get(key)
         if live is None:
             size = self._store.size(job_id, attempt)
-            live = LiveLog(size=size, tail_start=size)
+            live = LiveLog(size=size, agent_end=size, tail_start=size)
             self._live[key] = live
         return live
 
-    def append(self, job_id: str, attempt: int, seq: int, data: bytes) -> bool:
-        """Store one chunk; False (and nothing stored) when `seq` was already stored."""
+    def append(self, job_id: str, attempt: int, seq: int, offset: int, data: bytes) -> bool:
+        """Store one chunk that starts at `offset` of the attempt's output. What is already
+        stored (a resend after a reconnect or a server restart) is skipped by offset, so the
+        log has no duplicate; returns whether any byte was new."""
         live = self._get(job_id, attempt)
-        if seq <= live.last_seq:
+        live.last_seq = max(live.last_seq, seq)
+        end = offset + len(data)
+        if end <= live.agent_end:
             return False
-        if data:
-            live.size = self._store.append(job_id, attempt, data)
-            live.tail += data
-            excess = len(live.tail) - TAIL_BYTES
-            if excess > 0:
-                del live.tail[:excess]
-                live.tail_start += excess
-        live.last_seq = seq
+        if offset < live.agent_end:
+            data = data[live.agent_end - offset :]
+        elif offset > live.agent_end:
+            log.warning(
+                "log of %s attempt %d: %d byte(s) never arrived (the agent dropped them)",
+                job_id,
+                attempt,
+                offset - live.agent_end,
+            )
+        live.size = self._store.append(job_id, attempt, data)
+        live.agent_end = end
+        live.tail += data
+        excess = len(live.tail) - TAIL_BYTES
+        if excess > 0:
+            del live.tail[:excess]
+            live.tail_start += excess
         live.wake()
         return True
 

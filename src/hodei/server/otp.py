@@ -60,3 +60,30 @@ class OtpRegistry:
         now = self._now()
         for key in [k for k, g in self._grants.items() if g.expires_at < now]:
             del self._grants[key]
+
+
+class ResumeTokens:
+    """Session resume tokens: `worker.session.mac`, an HMAC under a key of this server's home.
+
+    Stateless, so they stay valid across a server restart: an agent whose stream dropped, or
+    whose server was restarted, proves it is the worker it was (the OTP was spent already)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = hashlib.sha256(b"hodei-resume-token\0" + key).digest()
+
+    def _mac(self, worker_id: str, session_id: str) -> str:
+        msg = f"{worker_id}\0{session_id}".encode()
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
+
+    def issue(self, worker_id: str, session_id: str) -> str:
+        return f"{worker_id}.{session_id}.{self._mac(worker_id, session_id)}"
+
+    def verify(self, token: str) -> tuple[str, str]:
+        """(worker id, session id) of a genuine token; AuthError otherwise."""
+        parts = token.split(".")
+        if len(parts) != 3 or not all(parts):
+            raise AuthError("invalid session resume token")
+        worker_id, session_id, mac = parts
+        if not hmac.compare_digest(mac, self._mac(worker_id, session_id)):
+            raise AuthError("invalid session resume token")
+        return worker_id, session_id

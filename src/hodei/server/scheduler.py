@@ -197,6 +197,15 @@ class Scheduler:
         session.ack_result(result.job_id, result.attempt, True)
         self._freed(session, held)
 
+    async def requeue_unrun(self, session: WorkerSession, held: HeldJob, why: str) -> None:
+        """An attempt its worker never got (lost in a dropped stream): queue the job again."""
+        await self._requeue_unrun(held, why)
+        self._freed(session, held)
+
+    async def settle_lost(self, job: Job, why: str) -> None:
+        """An attempt no worker holds any more (after a restart): the retry policy decides."""
+        await self._settle(HeldJob(job.id, job.attempts, job), JobState.FAILED, None, why)
+
     async def _requeue_unrun(self, held: HeldJob, error: str) -> None:
         """The agent never started this attempt (e.g. it was shutting down): queue it again."""
         self.hub.seal(held.job_id, held.attempt)
@@ -232,6 +241,7 @@ class Scheduler:
             log.warning("result of %s attempt %d not applied: %s", job.id, held.attempt, exc)
 
     async def on_worker_lost(self, session: WorkerSession) -> None:
+        """The worker is gone for good: settle its attempts by the retry policy."""
         session.close()
         self.registry.remove(session)
         held_jobs = list(session.jobs.values())
@@ -268,15 +278,16 @@ class Scheduler:
             return await self.orch.finish(job, JobState.CANCELLED, None, "cancelled by user")
         if not held.cancel_sent:
             held.cancel_sent = True
-            session.send_cancel(
-                pb.CancelJob(
-                    job_id=job.id,
-                    attempt=held.attempt,
-                    grace_ms=self.cancel_grace_ms,
-                    reason="cancelled by user",
-                )
-            )
+            session.send_cancel(self.cancel_message(held))
         return held.job
+
+    def cancel_message(self, held: HeldJob) -> pb.CancelJob:
+        return pb.CancelJob(
+            job_id=held.job_id,
+            attempt=held.attempt,
+            grace_ms=self.cancel_grace_ms,
+            reason="cancelled by user",
+        )
 
     async def retry(self, job_id: str) -> Job:
         job = await self.orch.store.get_job(job_id)

@@ -32,7 +32,12 @@ class WorkerSession:
     last_busy: float = field(default_factory=time.monotonic)
     usage: pb.ResourceUsage = field(default_factory=pb.ResourceUsage)
     jobs: dict[str, HeldJob] = field(default_factory=dict)
-    closed: bool = False
+    closed: bool = False  # no stream attached (dropped, or gone for good)
+    resume_token: str = ""
+    shutdown_sent: bool = False
+    process_gone: bool = False  # its provider saw the process end: it cannot come back
+    grace_timer: asyncio.TimerHandle | None = None  # set while a dropped session may resume
+    generation: int = 0  # which attached stream is current (a resumed one replaces the old)
     _out: pb.ServerMessage = field(default_factory=pb.ServerMessage)
     _has_out: bool = False
     _log_acks: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -47,10 +52,14 @@ class WorkerSession:
         self._has_out = True
         self._wake.set()
 
-    def send_register_ack(self, heartbeat_ms: int) -> None:
+    def send_register_ack(self, heartbeat_ms: int, grace_ms: int) -> None:
         self._out.register_ack.CopyFrom(
             pb.RegisterAck(
-                worker_id=self.id, session_id=self.session_id, heartbeat_interval_ms=heartbeat_ms
+                worker_id=self.id,
+                session_id=self.session_id,
+                heartbeat_interval_ms=heartbeat_ms,
+                resume_token=self.resume_token,
+                grace_ms=grace_ms,
             )
         )
         self._kick()
@@ -73,15 +82,20 @@ class WorkerSession:
         )
         self._kick()
 
+    def drop_queued_assignments(self) -> None:
+        del self._out.assignments[:]
+
     def send_shutdown(self, reason: str, grace_ms: int) -> None:
         self.view.accepting = False
+        self.shutdown_sent = True
         self._out.shutdown.CopyFrom(pb.Shutdown(reason=reason, grace_ms=grace_ms))
         self._kick()
 
-    async def next_message(self) -> pb.ServerMessage | None:
-        """Wait for pending output and take all of it as one message; None once closed."""
-        while not self._has_out:
-            if self.closed:
+    async def next_message(self, generation: int = 0) -> pb.ServerMessage | None:
+        """Wait for pending output and take all of it as one message; None once closed or
+        once a resumed stream (a newer `generation`) has taken over."""
+        while not self._has_out or self.generation != generation:
+            if self.closed or self.generation != generation:
                 return None
             self._wake.clear()
             await self._wake.wait()
@@ -93,9 +107,20 @@ class WorkerSession:
         return msg
 
     def close(self) -> None:
+        """Detach the stream: the writer stops; queued output waits for a resumed stream."""
         self.closed = True
         self.view.accepting = False
         self._wake.set()
+
+    def reattach(self) -> None:
+        """A resumed stream: send what was queued meanwhile and take jobs again."""
+        if self.grace_timer is not None:
+            self.grace_timer.cancel()
+            self.grace_timer = None
+        self.closed = False
+        self.view.accepting = not self.shutdown_sent
+        self.generation += 1
+        self._wake.set()  # an old writer still waiting sees the new generation and ends
 
 
 class WorkerRegistry:

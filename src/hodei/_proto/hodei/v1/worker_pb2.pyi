@@ -23,7 +23,7 @@ class AgentMessage(_message.Message):
     def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., logs: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ..., updates: _Optional[_Iterable[_Union[JobStatusUpdate, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[JobResult, _Mapping]]] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("otp", "hostname", "labels", "capacity", "agent_version", "pid", "session_id", "running")
+    __slots__ = ("otp", "hostname", "labels", "capacity", "agent_version", "pid", "session_id", "running", "resume_token")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class Register(_message.Message):
     PID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     otp: str
     hostname: str
     labels: _containers.ScalarMap[str, str]
@@ -47,7 +48,8 @@ class Register(_message.Message):
     pid: int
     session_id: str
     running: _containers.RepeatedCompositeFieldContainer[RunningJob]
-    def __init__(self, otp: _Optional[str] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., agent_version: _Optional[str] = ..., pid: _Optional[int] = ..., session_id: _Optional[str] = ..., running: _Optional[_Iterable[_Union[RunningJob, _Mapping]]] = ...) -> None: ...
+    resume_token: str
+    def __init__(self, otp: _Optional[str] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., agent_version: _Optional[str] = ..., pid: _Optional[int] = ..., session_id: _Optional[str] = ..., running: _Optional[_Iterable[_Union[RunningJob, _Mapping]]] = ..., resume_token: _Optional[str] = ...) -> None: ...
 
 class RunningJob(_message.Message):
     __slots__ = ("job_id", "attempt")
@@ -94,20 +96,22 @@ class ResourceUsage(_message.Message):
     def __init__(self, cpu_percent: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., rx_bytes: _Optional[int] = ..., tx_bytes: _Optional[int] = ..., disk_io_bytes: _Optional[int] = ...) -> None: ...
 
 class LogChunk(_message.Message):
-    __slots__ = ("job_id", "attempt", "data", "stream", "sequence", "timestamp_ns")
+    __slots__ = ("job_id", "attempt", "data", "stream", "sequence", "timestamp_ns", "offset")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_NS_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     data: bytes
     stream: _common_pb2.StreamType
     sequence: int
     timestamp_ns: int
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., data: _Optional[bytes] = ..., stream: _Optional[_Union[_common_pb2.StreamType, str]] = ..., sequence: _Optional[int] = ..., timestamp_ns: _Optional[int] = ...) -> None: ...
+    offset: int
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., data: _Optional[bytes] = ..., stream: _Optional[_Union[_common_pb2.StreamType, str]] = ..., sequence: _Optional[int] = ..., timestamp_ns: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class JobStatusUpdate(_message.Message):
     __slots__ = ("job_id", "attempt", "phase", "timestamp_ns", "pid")
@@ -168,14 +172,18 @@ class ServerMessage(_message.Message):
     def __init__(self, register_ack: _Optional[_Union[RegisterAck, _Mapping]] = ..., assignments: _Optional[_Iterable[_Union[AssignJob, _Mapping]]] = ..., cancels: _Optional[_Iterable[_Union[CancelJob, _Mapping]]] = ..., log_acks: _Optional[_Iterable[_Union[LogAck, _Mapping]]] = ..., result_acks: _Optional[_Iterable[_Union[ResultAck, _Mapping]]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ...) -> None: ...
 
 class RegisterAck(_message.Message):
-    __slots__ = ("worker_id", "session_id", "heartbeat_interval_ms")
+    __slots__ = ("worker_id", "session_id", "heartbeat_interval_ms", "resume_token", "grace_ms")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    GRACE_MS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     session_id: str
     heartbeat_interval_ms: int
-    def __init__(self, worker_id: _Optional[str] = ..., session_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
+    resume_token: str
+    grace_ms: int
+    def __init__(self, worker_id: _Optional[str] = ..., session_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., resume_token: _Optional[str] = ..., grace_ms: _Optional[int] = ...) -> None: ...
 
 class AssignJob(_message.Message):
     __slots__ = ("job_id", "attempt", "name", "command", "arguments", "environment", "secrets", "resources", "timeout_ms", "working_dir")
