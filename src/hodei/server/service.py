@@ -33,7 +33,10 @@ class JobsApi:
     def reason(self, job: Job) -> str:
         """Why a queued job waits (live, from the scheduler), else the stored reason."""
         if job.state is JobState.QUEUED:
-            return self.scheduler.pending_reason(job.id) or job.reason
+            waiting = self.scheduler.pending_reason(job.id)
+            if waiting and job.reason:  # e.g. why the last attempt ended, then why it waits
+                return f"{job.reason}; {waiting}"
+            return waiting or job.reason
         return job.reason
 
     async def list(
