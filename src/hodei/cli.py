@@ -218,6 +218,19 @@ def server(
         str,
         typer.Option(envvar="HODEI_CANCEL_GRACE", help="SIGTERM -> SIGKILL delay on cancel."),
     ] = "5s",
+    scheduling_policy: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_SCHEDULING_POLICY", help="spread (least-loaded first) or binpack."
+        ),
+    ] = "spread",
+    priority_aging: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_PRIORITY_AGING",
+            help="Waiting this long is worth one priority point (0 turns aging off).",
+        ),
+    ] = "60s",
     worker_grace: Annotated[
         str,
         typer.Option(
@@ -247,6 +260,8 @@ def server(
         heartbeat_interval_s=parse_opt(parse_duration, heartbeat_interval, "--heartbeat-interval"),
         cancel_grace_s=parse_opt(parse_duration, cancel_grace, "--cancel-grace"),
         worker_grace_s=parse_opt(parse_duration, worker_grace, "--worker-grace"),
+        scheduling_policy=scheduling_policy,
+        priority_aging_s=parse_opt(parse_duration, priority_aging, "--priority-aging"),
         demo=demo,
     )
     if home:

@@ -40,6 +40,8 @@ class ServerSettings:
     worker_slots: int = 1  # jobs each provisioned agent runs at once
     worker_idle_s: float = 30.0  # idle provisioned workers stop after this long
     cancel_grace_s: float = 5.0  # SIGTERM -> SIGKILL
+    scheduling_policy: str = "spread"  # or "binpack"
+    priority_aging_s: float = 60.0  # waiting this long is worth one priority point (0: off)
     worker_grace_s: float = 30.0  # a dropped worker may reconnect this long before it is lost
     heartbeat_interval_s: float = 5.0
     otp_ttl_s: float = 600.0
@@ -72,6 +74,10 @@ class ServerSettings:
             raise ValidationError("max workers must be >= 0 and worker slots >= 1")
         if not 0.05 <= self.heartbeat_interval_s <= 3600:
             raise ValidationError("heartbeat interval must be between 50ms and 1h")
+        if self.scheduling_policy not in ("spread", "binpack"):
+            raise ValidationError("scheduling policy must be spread or binpack")
+        if self.priority_aging_s < 0:
+            raise ValidationError("priority aging must not be negative")
         if not 0 <= self.worker_grace_s <= 86400:
             raise ValidationError("worker grace must be between 0 and 1 day")
         if not 0 <= self.cancel_grace_s <= 3600:

@@ -11,6 +11,7 @@ from hodei.domain.scheduling import (
     place,
     release,
     reserve,
+    unschedulable,
 )
 
 
@@ -60,3 +61,29 @@ def test_reserve_and_release_slots() -> None:
 def test_no_workers_is_a_rejection_with_a_summary() -> None:
     outcome = place(JobSpec(command="x"), [])
     assert isinstance(outcome, Rejection) and outcome.summary() == "no worker connected"
+
+
+def test_unschedulable_names_every_reason_and_the_providers() -> None:
+    known = workers()[:2]  # c reports no memory: it is not ruled out
+    assert unschedulable(JobSpec(command="x", memory_bytes=64 << 30), workers(), str) is None
+    never = unschedulable(
+        JobSpec(command="x", memory_bytes=64 << 30), known, lambda spec: "at most 8 GiB"
+    )
+    assert never is not None and never.startswith("unschedulable:")
+    assert "only 8192 MiB memory" in never and "only 4096 MiB memory" in never
+    assert "provider: at most 8 GiB" in never
+    # A worker that could take it when idle, or a provider that could make one: not never.
+    assert unschedulable(JobSpec(command="x", cpu=3), workers(), lambda s: "no") is None
+    assert unschedulable(JobSpec(command="x", cpu=64), workers(), lambda s: None) is None
+
+
+def test_aging_lets_an_old_low_priority_job_overtake() -> None:
+    from hodei.domain.jobs import Job
+    from hodei.server.scheduler import queue_rank
+
+    old_low = Job(id="a", spec=JobSpec(command="x", priority=0), created_at=1000.0)
+    new_high = Job(id="b", spec=JobSpec(command="x", priority=5), created_at=1000.0 + 400)
+    fresh_high = Job(id="c", spec=JobSpec(command="x", priority=5), created_at=1000.0 + 200)
+    assert queue_rank(old_low, 60) < queue_rank(new_high, 60)  # waited 400 s > 5 points
+    assert queue_rank(fresh_high, 60) < queue_rank(old_low, 60)  # 200 s < 5 points
+    assert queue_rank(new_high, 0) < queue_rank(old_low, 0)  # aging off: priority only

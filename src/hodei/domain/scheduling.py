@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -108,3 +108,35 @@ def release(worker: WorkerView, spec: JobSpec) -> None:
     worker.running = max(0, worker.running - 1)
     worker.reserved_cpu = max(0.0, worker.reserved_cpu - spec.cpu)
     worker.reserved_memory = max(0, worker.reserved_memory - spec.memory_bytes)
+
+
+def never_fits(spec: JobSpec, worker: WorkerView) -> str | None:
+    """Why `worker` could not take `spec` even when idle (labels, total capacity)."""
+    missing = missing_labels(spec.labels, worker.labels)
+    if missing:
+        return "missing labels " + ",".join(missing)
+    if worker.cpus and spec.cpu > worker.cpus:
+        return f"only {worker.cpus:g} cpu"
+    if worker.memory_bytes and spec.memory_bytes > worker.memory_bytes:
+        return f"only {worker.memory_bytes >> 20} MiB memory"
+    return None
+
+
+def unschedulable(
+    spec: JobSpec,
+    workers: Iterable[WorkerView],
+    ceiling: Callable[[JobSpec], str | None],
+) -> str | None:
+    """A reason when no connected worker could ever take `spec` and the provider cannot make
+    one that could (`ceiling` says why not, or None when it can); else None."""
+    reasons = {}
+    for worker in workers:
+        why = never_fits(spec, worker)
+        if why is None:
+            return None
+        reasons[worker.id] = why
+    provider = ceiling(spec)
+    if provider is None:
+        return None
+    connected = Rejection(reasons).summary() if reasons else "no worker connected"
+    return f"unschedulable: {connected}; provider: {provider}"

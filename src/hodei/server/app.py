@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import IO
 
 import grpc
+import psutil
 import uvicorn
 from grpc_reflection.v1alpha import reflection
 
@@ -29,6 +30,7 @@ from hodei.adapters.providers.local import ExitHandler, LocalProvider
 from hodei.adapters.store.sqlite import SqliteJobStore
 from hodei.config import ServerSettings, split_addr
 from hodei.domain.jobs import JobState
+from hodei.domain.scheduling import Policy
 from hodei.errors import HodeiError
 from hodei.ports import JobStore, WorkerProvider
 from hodei.server.bus import EventBus
@@ -94,7 +96,14 @@ def build(settings: ServerSettings, grpc_target: str) -> Services:
     otps = OtpRegistry()
     registry = WorkerRegistry()
     orch = Orchestrator(store, bus, vault)
-    scheduler = Scheduler(orch, registry, hub, cancel_grace_s=settings.cancel_grace_s)
+    scheduler = Scheduler(
+        orch,
+        registry,
+        hub,
+        cancel_grace_s=settings.cancel_grace_s,
+        policy=Policy(settings.scheduling_policy),
+        aging_s=settings.priority_aging_s,
+    )
     recovery = Recovery(scheduler, registry, settings.worker_grace_s)
 
     def worker_exited(worker_id: str, code: int) -> None:
@@ -111,8 +120,12 @@ def build(settings: ServerSettings, grpc_target: str) -> Services:
         settings.worker_slots,
         settings.worker_idle_s,
         settings.otp_ttl_s,
+        # Providers here start workers on this host: no worker can be bigger than it.
+        max_cpus=float(psutil.cpu_count() or 0),
+        max_memory=psutil.virtual_memory().total,
     )
     scheduler.demand = provisioner.demand
+    scheduler.ceiling = provisioner.ceiling
     metrics = Metrics()
     metrics.gauge("hodei_jobs_queued", "Jobs waiting for a worker", lambda: scheduler.queued_count)
     metrics.gauge("hodei_workers_connected", "Connected workers", lambda: len(registry))

@@ -10,7 +10,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from hodei.domain.jobs import Job
+from hodei.domain.jobs import Job, JobSpec
 from hodei.domain.scheduling import missing_labels
 from hodei.ports import WorkerLaunch, WorkerProvider
 from hodei.server.otp import OtpRegistry
@@ -39,6 +39,8 @@ class Provisioner:
         idle_s: float,
         otp_ttl_s: float = 600.0,
         labels: dict[str, str] | None = None,
+        max_cpus: float = 0.0,
+        max_memory: int = 0,
     ) -> None:
         self.provider = provider
         self.otps = otps
@@ -49,6 +51,8 @@ class Provisioner:
         self.idle_s = idle_s
         self.otp_ttl_s = otp_ttl_s
         self.labels = dict(labels or {})
+        self.max_cpus = max_cpus  # the largest worker the provider can make (0 = unknown)
+        self.max_memory = max_memory
         self.launching: dict[str, Launch] = {}
         self.owned: set[str] = set()  # launched by us and still alive
         self.last_error = ""
@@ -56,6 +60,19 @@ class Provisioner:
         self._reaper: asyncio.Task[None] | None = None
         self._backoff_until = 0.0
         self._failures = 0
+
+    def ceiling(self, spec: JobSpec) -> str | None:
+        """Why no worker this provider can start would ever take `spec`; None when one would."""
+        if self.max_workers <= 0:
+            return "provisioning is off (max workers 0)"
+        missing = missing_labels(spec.labels, self.labels)
+        if missing:
+            return f"its workers do not carry {','.join(missing)}"
+        if self.max_cpus and spec.cpu > self.max_cpus:
+            return f"at most {self.max_cpus:g} cpu"
+        if self.max_memory and spec.memory_bytes > self.max_memory:
+            return f"at most {self.max_memory >> 20} MiB memory"
+        return None
 
     # ---- demand -----------------------------------------------------------------------------
     def demand(self, waiting: list[Job]) -> str | None:

@@ -16,8 +16,15 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
-from hodei.domain.jobs import Job, JobState
-from hodei.domain.scheduling import Placement, Policy, place, release, reserve
+from hodei.domain.jobs import Job, JobSpec, JobState
+from hodei.domain.scheduling import (
+    Placement,
+    Policy,
+    place,
+    release,
+    reserve,
+    unschedulable,
+)
 from hodei.errors import ConflictError, HodeiError
 from hodei.server.bus import JobChanged
 from hodei.server.loghub import LogHub
@@ -38,14 +45,17 @@ class Scheduler:
         hub: LogHub,
         cancel_grace_s: float = 5.0,
         policy: Policy = Policy.SPREAD,
+        aging_s: float = 60.0,
     ) -> None:
         self.orch = orchestrator
         self.registry = registry
         self.hub = hub
         self.cancel_grace_ms = int(cancel_grace_s * 1000)
         self.policy = policy
+        self.aging_s = aging_s
+        self.ceiling: Callable[[JobSpec], str | None] = lambda spec: "no worker can be provisioned"
         self.demand: Demand = lambda jobs: None
-        self._heap: list[tuple[int, int, str]] = []
+        self._heap: list[tuple[float, int, str]] = []
         self._queued: dict[str, Job] = {}
         self.reasons: dict[str, str] = {}
         self._dirty = asyncio.Event()
@@ -63,7 +73,7 @@ class Scheduler:
 
     def enqueue(self, job: Job) -> None:
         self._queued[job.id] = job
-        heapq.heappush(self._heap, (-job.spec.priority, job.seq, job.id))
+        heapq.heappush(self._heap, (queue_rank(job, self.aging_s), job.seq, job.id))
         self.kick()
 
     def kick(self) -> None:
@@ -101,7 +111,7 @@ class Scheduler:
     # ---- placement --------------------------------------------------------------------------
     def _pass(self) -> None:
         views = {v.id: v for v in self.registry.views()}
-        skipped: list[tuple[int, int, str]] = []
+        skipped: list[tuple[float, int, str]] = []
         waiting: list[Job] = []
         while self._heap:
             if not any(v.free_slots > 0 for v in views.values()):
@@ -126,8 +136,12 @@ class Scheduler:
                 self._spawn(self._dispatch(job, session))
             else:
                 skipped.append(entry)
-                self.reasons[job.id] = "waiting for a worker: " + outcome.summary()
-                waiting.append(job)
+                never = unschedulable(job.spec, views.values(), self.ceiling)
+                if never:
+                    self.reasons[job.id] = never
+                else:
+                    self.reasons[job.id] = "waiting for a worker: " + outcome.summary()
+                    waiting.append(job)
         for entry in skipped:
             heapq.heappush(self._heap, entry)
         if waiting:
@@ -299,6 +313,15 @@ class Scheduler:
         session = self.registry.get(worker_id)
         held = session.jobs.get(job_id) if session else None
         return held.job if held else None
+
+
+def queue_rank(job: Job, aging_s: float) -> float:
+    """Lower runs first. With aging, waiting `aging_s` seconds is worth one priority point:
+    priority + (now - created) / aging_s orders jobs as priority - created / aging_s does
+    (now is the same for all), so the rank is fixed at enqueue time and no job starves."""
+    if aging_s <= 0:
+        return float(-job.spec.priority)
+    return job.created_at / aging_s - job.spec.priority
 
 
 def result_target(result: pb.JobResult, held: HeldJob) -> JobState:
