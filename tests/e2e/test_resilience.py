@@ -16,10 +16,10 @@ pytestmark = pytest.mark.e2e
 NUMBERED = "for i in $(seq 1 {n}); do echo line-$i; sleep 0.01; done"
 
 
-def static_agent(server: RunningServer, grpc_addr: str) -> subprocess.Popen[bytes]:
+def static_agent(server: RunningServer, grpc_addr: str, slots: int = 25) -> subprocess.Popen[bytes]:
     otp = server.hodei("worker-otp").stdout.decode().strip()
     return subprocess.Popen(
-        [sys.executable, "-m", "hodei", "agent", "--server", grpc_addr],
+        [sys.executable, "-m", "hodei", "agent", "--server", grpc_addr, "--slots", str(slots)],
         env={**server.env(), "HODEI_TOKEN": otp},
         stdin=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -134,3 +134,98 @@ def test_static_agent_survives_a_server_restart(server_factory: type, tmp_path) 
         assert shown["exit_code"] == 0
     finally:
         stop(agent)
+
+
+def restart_on_same_ports(server_factory: type, server: RunningServer, home, *extra: str):  # type: ignore[no-untyped-def]
+    import signal
+
+    from harness import stop_server
+
+    grpc_port = server.grpc.rsplit(":", 1)[1]
+    http_port = server.url.rsplit(":", 1)[1]
+    stop_server(server, signal.SIGKILL)
+    return server_factory.start(
+        *extra,
+        "--grpc-addr",
+        f"127.0.0.1:{grpc_port}",
+        "--http-addr",
+        f"127.0.0.1:{http_port}",
+        home=home,
+    )
+
+
+def submit_many(server: RunningServer, n: int, command: str, *flags: str) -> list[str]:
+    with server.http() as client:
+        return [
+            client.post("/api/v1/jobs", json={"command": command, **dict(flags)}).json()["id"]
+            for _ in range(n)
+        ]
+
+
+def wait_all(server: RunningServer, ids: list[str], timeout: float = 90) -> dict[str, dict]:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    with server.http() as client:
+        while True:
+            jobs = {j: client.get(f"/api/v1/jobs/{j}").json() for j in ids}
+            ended = [j for j in jobs.values() if j["state"] in ("succeeded", "failed", "cancelled")]
+            if len(ended) == len(ids) or time.monotonic() > deadline:
+                return jobs
+            time.sleep(0.3)
+
+
+def test_kill_9_of_the_server_while_50_jobs_run_loses_none(server_factory: type, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    home = tmp_path / "k9"
+    server = server_factory.start("--max-workers", "0", home=home)
+    agents = [static_agent(server, server.grpc) for _ in range(2)]
+    try:
+        ids = submit_many(server, 50, "sleep 3; echo done-$HODEI_JOB_ID")
+        deadline = time.monotonic() + 30
+        with server.http() as client:
+            while time.monotonic() < deadline:
+                running = client.get("/api/v1/jobs?state=running&limit=1000").json()["items"]
+                if len(running) >= 10:
+                    break
+                time.sleep(0.1)
+        assert running
+        again = restart_on_same_ports(server_factory, server, home, "--max-workers", "0")
+        jobs = wait_all(again, ids)
+        assert {j["state"] for j in jobs.values()} == {"succeeded"}
+        with again.http() as client:
+            for job_id in jobs:  # each ran once to completion, with its log complete
+                log = client.get(f"/api/v1/jobs/{job_id}/logs").text
+                assert log == f"done-{job_id}\n"
+        assert all(j["attempts"] == 1 for j in jobs.values())
+    finally:
+        for a in agents:
+            stop(a)
+
+
+def test_kill_9_with_local_workers_reruns_their_jobs_by_the_retry_policy(
+    server_factory: type,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    home = tmp_path / "k9local"
+    server = server_factory.start("--max-workers", "3", home=home)
+    with server.http() as client:
+        ids = [
+            client.post(
+                "/api/v1/jobs",
+                json={"command": "sleep 2; echo ok-$HODEI_ATTEMPT", "max_retries": 1},
+            ).json()["id"]
+            for _ in range(6)
+        ]
+        failing = client.post("/api/v1/jobs", json={"command": "sleep 3"}).json()["id"]
+    for job_id in ids[:2]:
+        server.wait_state(job_id, {"running"})
+    again = restart_on_same_ports(server_factory, server, home, "--max-workers", "3")
+    jobs = wait_all(again, ids)
+    assert {j["state"] for j in jobs.values()} == {"succeeded"}
+    assert {j["attempts"] for j in jobs.values()} <= {1, 2}
+    assert any(j["attempts"] == 2 for j in jobs.values())  # the interrupted ones ran again
+    with again.http() as client:
+        for job_id, job in jobs.items():
+            log = client.get(f"/api/v1/jobs/{job_id}/logs").text
+            assert log == f"ok-{job['attempts']}\n"
+    lost = again.wait_state(failing, {"failed", "succeeded"}, timeout=30)
+    if lost["state"] == "failed":  # it had started: no retries left
+        assert "did not come back" in str(lost["reason"]) or "lost" in str(lost["reason"])
