@@ -231,6 +231,13 @@ def server(
             help="Waiting this long is worth one priority point (0 turns aging off).",
         ),
     ] = "60s",
+    retry_backoff: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_RETRY_BACKOFF",
+            help="First retry waits this long; each next one twice as long (max 5m).",
+        ),
+    ] = "1s",
     worker_grace: Annotated[
         str,
         typer.Option(
@@ -261,6 +268,7 @@ def server(
         cancel_grace_s=parse_opt(parse_duration, cancel_grace, "--cancel-grace"),
         worker_grace_s=parse_opt(parse_duration, worker_grace, "--worker-grace"),
         scheduling_policy=scheduling_policy,
+        retry_backoff_s=parse_opt(parse_duration, retry_backoff, "--retry-backoff"),
         priority_aging_s=parse_opt(parse_duration, priority_aging, "--priority-aging"),
         demo=demo,
     )

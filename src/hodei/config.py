@@ -42,6 +42,7 @@ class ServerSettings:
     cancel_grace_s: float = 5.0  # SIGTERM -> SIGKILL
     scheduling_policy: str = "spread"  # or "binpack"
     priority_aging_s: float = 60.0  # waiting this long is worth one priority point (0: off)
+    retry_backoff_s: float = 1.0  # first retry waits this long, then twice as long each time
     worker_grace_s: float = 30.0  # a dropped worker may reconnect this long before it is lost
     heartbeat_interval_s: float = 5.0
     otp_ttl_s: float = 600.0
@@ -76,6 +77,8 @@ class ServerSettings:
             raise ValidationError("heartbeat interval must be between 50ms and 1h")
         if self.scheduling_policy not in ("spread", "binpack"):
             raise ValidationError("scheduling policy must be spread or binpack")
+        if not 0 <= self.retry_backoff_s <= 3600:
+            raise ValidationError("retry backoff must be between 0 and 1h")
         if self.priority_aging_s < 0:
             raise ValidationError("priority aging must not be negative")
         if not 0 <= self.worker_grace_s <= 86400:

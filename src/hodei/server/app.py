@@ -103,6 +103,7 @@ def build(settings: ServerSettings, grpc_target: str) -> Services:
         cancel_grace_s=settings.cancel_grace_s,
         policy=Policy(settings.scheduling_policy),
         aging_s=settings.priority_aging_s,
+        retry_backoff_s=settings.retry_backoff_s,
     )
     recovery = Recovery(scheduler, registry, settings.worker_grace_s)
 

@@ -46,6 +46,7 @@ class Scheduler:
         cancel_grace_s: float = 5.0,
         policy: Policy = Policy.SPREAD,
         aging_s: float = 60.0,
+        retry_backoff_s: float = 1.0,
     ) -> None:
         self.orch = orchestrator
         self.registry = registry
@@ -53,6 +54,9 @@ class Scheduler:
         self.cancel_grace_ms = int(cancel_grace_s * 1000)
         self.policy = policy
         self.aging_s = aging_s
+        self.retry_backoff_s = retry_backoff_s
+        self._backoff: dict[str, float] = {}  # job id -> delay of the retry being recorded
+        self._delayed: dict[str, asyncio.TimerHandle] = {}  # retries waiting out a backoff
         self.ceiling: Callable[[JobSpec], str | None] = lambda spec: "no worker can be provisioned"
         self.demand: Demand = lambda jobs: None
         self._heap: list[tuple[float, int, str]] = []
@@ -66,10 +70,21 @@ class Scheduler:
     def on_job_changed(self, event: JobChanged) -> None:
         job = event.job
         if job.state is JobState.QUEUED:
-            self.enqueue(job)
-        elif job.id in self._queued and event.previous is JobState.QUEUED:
+            delay = self._backoff.pop(job.id, 0.0)
+            if delay > 0:  # a retry waits out its backoff before it can be placed
+                loop = asyncio.get_running_loop()
+                self._delayed[job.id] = loop.call_later(delay, self._release, job)
+            else:
+                self.enqueue(job)
+        elif event.previous is JobState.QUEUED:
             self._queued.pop(job.id, None)
             self.reasons.pop(job.id, None)
+            if (timer := self._delayed.pop(job.id, None)) is not None:
+                timer.cancel()
+
+    def _release(self, job: Job) -> None:
+        if self._delayed.pop(job.id, None) is not None:
+            self.enqueue(job)
 
     def enqueue(self, job: Job) -> None:
         self._queued[job.id] = job
@@ -242,12 +257,14 @@ class Scheduler:
         self.hub.seal(job.id, held.attempt)
         try:
             if target is JobState.FAILED and job.attempts <= job.spec.max_retries:
+                delay = retry_delay(self.retry_backoff_s, job.attempts)
+                self._backoff[job.id] = delay
                 await self.orch.move(
                     job,
                     JobState.QUEUED,
                     exit_code=exit_code,
                     worker_id=None,
-                    reason=f"attempt {job.attempts} {reason}; retrying",
+                    reason=f"attempt {job.attempts} {reason}; retrying in {delay:g}s",
                 )
             else:
                 await self.orch.finish(job, target, exit_code, reason)
@@ -313,6 +330,11 @@ class Scheduler:
         session = self.registry.get(worker_id)
         held = session.jobs.get(job_id) if session else None
         return held.job if held else None
+
+
+def retry_delay(base_s: float, attempts: int) -> float:
+    """Exponential backoff before retry number `attempts`: base, 2*base, 4*base... (<= 5 min)."""
+    return min(300.0, base_s * 2.0 ** max(0, attempts - 1))
 
 
 def queue_rank(job: Job, aging_s: float) -> float:
