@@ -278,3 +278,25 @@ def test_workers_report_usage_in_heartbeats(server_factory: type) -> None:
             time.sleep(0.05)
     assert worker["usage"]["memory_bytes"] > 0 and worker["running_jobs"] == [job_id]
     assert worker["capacity"]["slots"] == 1 and worker["capacity"]["cpus"] > 0
+
+
+def test_timeout_ends_the_job_timed_out_and_kills_it(server: RunningServer) -> None:
+    t0 = time.monotonic()
+    out = server.hodei("submit", "-f", "--timeout", "2s", "--", "sleep", "60")
+    assert out.returncode != 0 and time.monotonic() - t0 < 20
+    job = json.loads(server.hodei("jobs", "-o", "json").stdout)["items"][0]
+    assert job["state"] == "timed_out" and "timed out" in job["reason"]
+
+
+def test_retries_with_backoff_record_each_attempt(server_factory: type, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory.start("--retry-backoff", "200ms")
+    marker = tmp_path / "tries"
+    script = f'echo try-$HODEI_ATTEMPT; echo x >> {marker}; [ "$(wc -l < {marker})" -ge 3 ]'
+    job_id = submit(server, "--retries", "3", "--", "bash", "-c", script)
+    job = server.wait_state(job_id, {"succeeded", "failed"}, timeout=60)
+    assert job["state"] == "succeeded" and job["attempts"] == 3
+    with server.http() as client:
+        for n in (1, 2, 3):
+            log = client.get(f"/api/v1/jobs/{job_id}/logs?attempt={n}").text
+            assert log == f"try-{n}\n"
+        assert client.get(f"/api/v1/jobs/{job_id}/logs?attempt=4").status_code == 400
