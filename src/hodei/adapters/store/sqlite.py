@@ -15,30 +15,37 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
-
-from hodei.domain.jobs import Job, JobSpec, JobState
+from hodei.adapters.store.common import (
+    INSERT_FIELDS,
+    JOB_FIELDS,
+    MAX_PAGE,
+    MUTABLE_FIELDS,
+    Migration,
+    check_changes,
+    job_params,
+    pending_migrations,
+    row_to_job,
+    state_values,
+    transition_conflict,
+)
+from hodei.domain.jobs import Job, JobState
 from hodei.errors import ConflictError, NotFoundError, StoreError
 from hodei.ports import SecretRecord
 
-SCHEMA_VERSION = 1
-MAX_BATCH = 500
-MAX_PAGE = 1000
-_CHUNK = 500  # stay well under SQLite's bound-parameter limit
+__all__ = ["MIGRATIONS", "MUTABLE_FIELDS", "SCHEMA_VERSION", "SqliteJobStore"]
 
-# The Job fields transition() may set; id, spec, seq and created_at never change, state is its own.
-MUTABLE_FIELDS = frozenset(
-    {"exit_code", "attempts", "worker_id", "started_at", "finished_at", "reason"}
-)
+MAX_BATCH = 500
+_CHUNK = 500  # stay well under SQLite's bound-parameter limit
 
 _T = TypeVar("_T")
 _Conn = sqlite3.Connection
 
-_SCHEMA = (
+# Version 1 predates the migration list and used IF NOT EXISTS; it stays as released.
+_V1 = (
     """CREATE TABLE IF NOT EXISTS jobs (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         id TEXT NOT NULL UNIQUE,
@@ -62,50 +69,22 @@ _SCHEMA = (
         updated_at REAL NOT NULL
     )""",
 )
-# Every Job field has a column of the same name (a new field without one fails loudly here);
-# `priority` is spec.priority, copied out so the queue index can use it.
-_JOB_FIELDS = tuple(f.name for f in fields(Job))
-_INSERT_FIELDS = tuple(name for name in _JOB_FIELDS if name != "seq")
-_SELECT = f"SELECT {', '.join(_JOB_FIELDS)} FROM jobs"
+# The schema, step by step: a database at version N gets steps N+1.. applied on open.
+MIGRATIONS: tuple[Migration, ...] = (Migration("jobs, secrets and queue indexes", _V1),)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_SELECT = f"SELECT {', '.join(JOB_FIELDS)} FROM jobs"
 _INSERT = (
-    f"INSERT INTO jobs ({', '.join(_INSERT_FIELDS)}, priority) "
-    f"VALUES ({', '.join('?' * (len(_INSERT_FIELDS) + 1))})"
+    f"INSERT INTO jobs ({', '.join(INSERT_FIELDS)}, priority) "
+    f"VALUES ({', '.join('?' * (len(INSERT_FIELDS) + 1))})"
 )
-_SPEC_FIELDS = frozenset(f.name for f in fields(JobSpec))
-_TUPLE_FIELDS = ("arguments", "secrets")
-
-
-def _encode_spec(spec: JobSpec) -> str:
-    return orjson.dumps(spec).decode()
-
-
-def _decode_spec(text: str) -> JobSpec:
-    data = {k: v for k, v in orjson.loads(text).items() if k in _SPEC_FIELDS}
-    for key in _TUPLE_FIELDS:  # JSON has no tuples; the dataclass promises them
-        if key in data:
-            data[key] = tuple(data[key])
-    return JobSpec(**data)
-
-
-def _job_params(job: Job) -> tuple[Any, ...]:
-    values = {name: getattr(job, name) for name in _INSERT_FIELDS}
-    values["spec"] = _encode_spec(job.spec)
-    values["state"] = JobState(job.state).value
-    return (*values.values(), job.spec.priority)
-
-
-def _row_to_job(row: Sequence[Any]) -> Job:
-    data = dict(zip(_JOB_FIELDS, row, strict=True))
-    data["spec"] = _decode_spec(data["spec"])
-    data["state"] = JobState(data["state"])
-    return Job(**data)
 
 
 def _fetch_job(conn: _Conn, job_id: str) -> Job:
     row = conn.execute(f"{_SELECT} WHERE id = ?", (job_id,)).fetchone()
     if row is None:
         raise NotFoundError(f"no job {job_id}")
-    return _row_to_job(row)
+    return row_to_job(row)
 
 
 def _marks(n: int) -> str:
@@ -197,9 +176,15 @@ class SqliteJobStore:
     """JobStore on one SQLite file. `await open()` before use, `await close()` when done."""
 
     def __init__(
-        self, path: Path, *, max_batch: int = MAX_BATCH, busy_timeout_ms: int = 5000
+        self,
+        path: Path,
+        *,
+        max_batch: int = MAX_BATCH,
+        busy_timeout_ms: int = 5000,
+        migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
         self.path = Path(path)
+        self.migrations = tuple(migrations)
         self.commits = 0  # committed write transactions; each may carry many operations
         self._max_batch = max(1, max_batch)
         self._busy_timeout_ms = max(0, int(busy_timeout_ms))
@@ -327,17 +312,14 @@ class SqliteJobStore:
             version = int(row[0]) if row is not None else 0
         except (TypeError, ValueError):
             raise StoreError(f"job store {self.path}: bad schema_version {row[0]!r}") from None
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"job store {self.path} has schema version {version}, newer than this Hodei "
-                f"supports ({SCHEMA_VERSION}); upgrade Hodei or use another database"
+        # One transaction under the write lock: two servers opening one file do not race, and a
+        # failing step leaves the database at its old version.
+        for number, step in pending_migrations(version, self.migrations, f"job store {self.path}"):
+            for statement in step.statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (number,)
             )
-        for statement in _SCHEMA:
-            conn.execute(statement)
-        conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-            (SCHEMA_VERSION,),
-        )
         conn.execute("COMMIT")
 
     def _error(self, exc: BaseException) -> StoreError:
@@ -360,7 +342,7 @@ class SqliteJobStore:
 
     async def create_job(self, job: Job) -> Job:
         """Insert a new job; returns it with `seq` set. ConflictError if the id exists."""
-        params = _job_params(job)
+        params = job_params(job)
 
         def op(conn: _Conn) -> Job:
             try:
@@ -396,7 +378,7 @@ class SqliteJobStore:
 
         def op(conn: _Conn) -> tuple[list[Job], int | None]:
             rows = conn.execute(sql, params).fetchall()
-            items = [_row_to_job(row) for row in rows[:limit]]
+            items = [row_to_job(row) for row in rows[:limit]]
             return items, (items[-1].seq if len(rows) > limit else None)
 
         return await self._submit(op, write=False)
@@ -409,7 +391,7 @@ class SqliteJobStore:
         def op(conn: _Conn) -> list[Job]:
             if not values:
                 return []
-            return [_row_to_job(row) for row in conn.execute(sql, values)]
+            return [row_to_job(row) for row in conn.execute(sql, values)]
 
         return await self._submit(op, write=False)
 
@@ -424,15 +406,8 @@ class SqliteJobStore:
         state is in `expected`. Returns the updated job. ConflictError when the state was not in
         `expected` (the message names the actual state), NotFoundError when there is no job.
         ValueError for a `changes` key that is not one of MUTABLE_FIELDS."""
-        changes = dict(changes or {})
-        unknown = sorted(set(changes) - MUTABLE_FIELDS)
-        if unknown:
-            raise ValueError(
-                f"transition cannot change {', '.join(unknown)} "
-                f"(allowed: {', '.join(sorted(MUTABLE_FIELDS))})"
-            )
-        wanted = set(expected)
-        states = [s.value for s in JobState if s in wanted]  # declaration order, for messages
+        changes = check_changes(changes)
+        states = state_values(expected)
         # Column names come from MUTABLE_FIELDS only (checked above), so formatting is safe.
         assignments = ", ".join(["state = ?", *(f"{key} = ?" for key in changes)])
         sql = f"UPDATE jobs SET {assignments} WHERE id = ? AND state IN ({_marks(len(states))})"
@@ -444,9 +419,7 @@ class SqliteJobStore:
             row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise NotFoundError(f"no job {job_id}")
-            raise ConflictError(
-                f"job {job_id} is {row[0]}, not {' or '.join(states) or 'in any expected state'}"
-            )
+            raise transition_conflict(job_id, row[0], states)
 
         return await self._submit(op, write=True)
 

@@ -1,0 +1,121 @@
+"""What every JobStore adapter shares: the job row layout, transition checks, error messages and
+versioned schema migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from hodei.domain.jobs import Job, JobSpec, JobState
+from hodei.errors import ConflictError, StoreError
+
+MAX_PAGE = 1000
+
+# The Job fields transition() may set; id, spec, seq and created_at never change, state is its own.
+MUTABLE_FIELDS = frozenset(
+    {"exit_code", "attempts", "worker_id", "started_at", "finished_at", "reason"}
+)
+
+# Every Job field has a column of the same name (a new field without one fails loudly in the
+# adapters); `priority` is spec.priority, copied out so the queue index can use it.
+JOB_FIELDS = tuple(f.name for f in fields(Job))
+INSERT_FIELDS = tuple(name for name in JOB_FIELDS if name != "seq")
+_SPEC_FIELDS = frozenset(f.name for f in fields(JobSpec))
+_TUPLE_FIELDS = ("arguments", "secrets")
+
+
+def encode_spec(spec: JobSpec) -> str:
+    # Text, not a JSON column type: JSON escapes keep any character (even NUL) storable.
+    return orjson.dumps(spec).decode()
+
+
+def decode_spec(text: str) -> JobSpec:
+    data = {k: v for k, v in orjson.loads(text).items() if k in _SPEC_FIELDS}
+    for key in _TUPLE_FIELDS:  # JSON has no tuples; the dataclass promises them
+        if key in data:
+            data[key] = tuple(data[key])
+    return JobSpec(**data)
+
+
+def job_params(job: Job) -> tuple[Any, ...]:
+    """Column values in INSERT_FIELDS order, then the priority."""
+    values = {name: getattr(job, name) for name in INSERT_FIELDS}
+    values["spec"] = encode_spec(job.spec)
+    values["state"] = JobState(job.state).value
+    return (*values.values(), job.spec.priority)
+
+
+def row_to_job(row: Sequence[Any]) -> Job:
+    """A row whose columns are JOB_FIELDS, in order."""
+    data = dict(zip(JOB_FIELDS, row, strict=True))
+    data["spec"] = decode_spec(data["spec"])
+    data["state"] = JobState(data["state"])
+    return Job(**data)
+
+
+def check_changes(changes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The changes a transition may apply; ValueError names any other key."""
+    result = dict(changes or {})
+    unknown = sorted(set(result) - MUTABLE_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"transition cannot change {', '.join(unknown)} "
+            f"(allowed: {', '.join(sorted(MUTABLE_FIELDS))})"
+        )
+    return result
+
+
+def state_values(states: Collection[JobState]) -> list[str]:
+    """The states' values in declaration order, so messages read the same every time."""
+    wanted = set(states)
+    return [s.value for s in JobState if s in wanted]
+
+
+def transition_conflict(job_id: str, actual: str, expected: Sequence[str]) -> ConflictError:
+    return ConflictError(
+        f"job {job_id} is {actual}, not {' or '.join(expected) or 'in any expected state'}"
+    )
+
+
+def redact_url(url: str) -> str:
+    """The URL without password or query (which may carry one), for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable database URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, host = netloc.rsplit("@", 1)
+        netloc = f"{user.split(':', 1)[0]}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+# -- versioned schema migrations
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step. Its version is its position in the adapter's list, counting from 1;
+    released steps are never edited, a change is a new step at the end."""
+
+    description: str
+    statements: tuple[str, ...]
+
+
+def pending_migrations(
+    current: int, migrations: Sequence[Migration], where: str
+) -> list[tuple[int, Migration]]:
+    """The (version, step) pairs to apply to a database at version `current`. StoreError when
+    the database is newer than this code: an older Hodei must not write a schema it does not
+    know."""
+    latest = len(migrations)
+    if current > latest:
+        raise StoreError(
+            f"{where} has schema version {current}, newer than this Hodei supports "
+            f"({latest}); upgrade Hodei or use another database"
+        )
+    return [(version, migrations[version - 1]) for version in range(current + 1, latest + 1)]

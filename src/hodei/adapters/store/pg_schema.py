@@ -1,0 +1,89 @@
+"""The PostgreSQL store's schema (as ordered migration steps) and the statements it runs."""
+
+from __future__ import annotations
+
+from hodei.adapters.store.common import INSERT_FIELDS, JOB_FIELDS, MUTABLE_FIELDS, Migration
+
+_V1 = (
+    """CREATE TABLE jobs (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        exit_code INTEGER,
+        attempts INTEGER NOT NULL,
+        worker_id TEXT,
+        started_at DOUBLE PRECISION,
+        finished_at DOUBLE PRECISION,
+        reason TEXT NOT NULL,
+        spec TEXT NOT NULL
+    )""",
+    # The dispatch order: servers sharing the database claim queued jobs with
+    # `ORDER BY priority DESC, seq FOR UPDATE SKIP LOCKED`, which walks this index.
+    "CREATE INDEX jobs_queue ON jobs (state, priority DESC, seq)",
+    # list_jobs(state=...) pages newest first; jobs_in_states reads oldest first.
+    "CREATE INDEX jobs_state_seq ON jobs (state, seq)",
+    """CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        ciphertext BYTEA NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    )""",
+)
+# The schema, step by step: a database at version N gets steps N+1.. applied on open. Released
+# steps are never edited; a change is a new step at the end.
+MIGRATIONS: tuple[Migration, ...] = (Migration("jobs, secrets and queue indexes", _V1),)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# Serialises migrations of every Hodei server on the database (any constant would do).
+MIGRATION_LOCK = 0x686F646569  # "hodei"
+MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)"""
+
+COLUMN_TYPES = {
+    "id": "text",
+    "spec": "text",
+    "state": "text",
+    "exit_code": "int4",
+    "attempts": "int4",
+    "worker_id": "text",
+    "created_at": "float8",
+    "started_at": "float8",
+    "finished_at": "float8",
+    "reason": "text",
+    "priority": "int4",
+}
+COLUMNS = ", ".join(JOB_FIELDS)
+SELECT = f"SELECT {COLUMNS} FROM jobs"
+
+_INSERT_COLUMNS = (*INSERT_FIELDS, "priority")  # a Job field without a type fails loudly here
+_UNNEST = ", ".join(f"${i}::{COLUMN_TYPES[c]}[]" for i, c in enumerate(_INSERT_COLUMNS, 1))
+# ON CONFLICT DO NOTHING: an id that exists (or comes twice in the batch) gets no row back and
+# only its caller gets a ConflictError, like SQLite's per-operation savepoints.
+INSERT_MANY = (
+    f"INSERT INTO jobs ({', '.join(_INSERT_COLUMNS)}) SELECT * FROM unnest({_UNNEST}) "
+    "ON CONFLICT (id) DO NOTHING RETURNING id, seq"
+)
+
+# Compare-and-swap of many jobs in one statement. Per row: the id, the expected states joined
+# by commas, the target, then for every mutable field its value and whether to set it (a
+# transition may set a field to NULL, so "not given" needs its own flag).
+MOVE_FIELDS = ("exit_code", "attempts", "worker_id", "started_at", "finished_at", "reason")
+if set(MOVE_FIELDS) != MUTABLE_FIELDS:  # a new mutable Job field needs its place here
+    raise RuntimeError(f"MOVE_FIELDS {MOVE_FIELDS} do not match {sorted(MUTABLE_FIELDS)}")
+_MOVE_ARRAYS = [("id", "text"), ("expected", "text"), ("target", "text")]
+for _field in MOVE_FIELDS:
+    _MOVE_ARRAYS += [(_field, COLUMN_TYPES[_field]), (f"set_{_field}", "bool")]
+MOVE_MANY = (
+    "UPDATE jobs AS j SET state = u.target, "
+    + ", ".join(f"{f} = CASE WHEN u.set_{f} THEN u.{f} ELSE j.{f} END" for f in MOVE_FIELDS)
+    + " FROM unnest("
+    + ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(_MOVE_ARRAYS, 1))
+    + f") AS u({', '.join(name for name, _ in _MOVE_ARRAYS)}) "
+    "WHERE j.id = u.id AND j.state = ANY(string_to_array(u.expected, ',')) "
+    f"RETURNING {', '.join(f'j.{c}' for c in JOB_FIELDS)}"
+)
+STATES_OF = "SELECT id, state FROM jobs WHERE id = ANY($1::text[])"

@@ -1,0 +1,421 @@
+"""PostgreSQL JobStore on an asyncpg connection pool; several servers may share one database.
+
+Every write commits before its await returns. Transitions are compare-and-swap (`UPDATE ...
+WHERE state = ANY(expected)`): concurrent writers of one row queue on its row lock and
+PostgreSQL re-checks the condition once the lock is theirs, so exactly one wins. Creates and
+transitions that arrive together are group-committed (pg_batch): one statement over
+`unnest(...)` arrays per batch. The schema is versioned (pg_schema) and migrated on open under
+an advisory lock. asyncpg and socket errors become StoreError here; callers never see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from hodei.adapters.store.common import (
+    MAX_PAGE,
+    Migration,
+    check_changes,
+    job_params,
+    pending_migrations,
+    redact_url,
+    row_to_job,
+    state_values,
+    transition_conflict,
+)
+from hodei.adapters.store.pg_batch import GroupCommit, Pending
+from hodei.adapters.store.pg_schema import (
+    INSERT_MANY,
+    MIGRATION_LOCK,
+    MIGRATIONS,
+    MIGRATIONS_TABLE,
+    MOVE_FIELDS,
+    MOVE_MANY,
+    SCHEMA_VERSION,
+    SELECT,
+    STATES_OF,
+)
+from hodei.domain.jobs import Job, JobState
+from hodei.errors import ConflictError, NotFoundError, StoreError
+from hodei.ports import SecretRecord
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresJobStore"]
+
+MAX_BATCH = 500
+_T = TypeVar("_T")
+_Fn = Callable[[asyncpg.Connection], Awaitable[_T]]
+
+# Errors of the database or the way to it, as opposed to Hodei's own (Conflict, NotFound): the
+# three roots of asyncpg's exceptions (a connection lost mid-statement can surface as any of
+# them), then the socket's.
+_DB_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+# May run again, whatever the statement: asyncpg raised before sending it (a pooled connection
+# the server closed while it sat idle), or PostgreSQL rolled it back whole (deadlock between
+# batches of two servers, serialization failure).
+_UNDONE = (
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+# The connection died mid-statement: a write may have committed, only a read may run again.
+_LOST = (asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError, OSError)
+# The database refused a row's data (not itself broken): the row is at fault, not the batch.
+_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
+def _retryable(exc: BaseException, read: bool) -> bool:
+    return isinstance(exc, _UNDONE) or (read and isinstance(exc, _LOST))
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset: none. The store changes no session state (no SET, LISTEN or session lock),
+    and the default reset query would cost a round trip per operation. asyncpg still rolls
+    back a transaction left open."""
+
+
+class PostgresJobStore:
+    """JobStore on a PostgreSQL database. `await open()` before use, `await close()` when done.
+
+    `dsn` is a postgresql:// (or postgres://) URL as libpq reads it; other query parameters are
+    server settings, e.g. `?search_path=hodei` to keep the tables in the schema `hodei`.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        max_batch: int = MAX_BATCH,
+        connect_timeout_s: float = 10.0,
+        command_timeout_s: float = 60.0,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
+        self.dsn = dsn
+        self.where = f"job store {redact_url(dsn)}"
+        self.migrations = tuple(migrations)
+        max_size = max(1, max_size, min_size)
+        self._pool_args: dict[str, Any] = {
+            "min_size": max(0, min_size),
+            "max_size": max_size,
+            "timeout": connect_timeout_s,
+            "command_timeout": command_timeout_s,
+            "reset": _keep_session,
+        }
+        # Enough tries to get past every pooled connection a database restart left dead.
+        self._tries = max_size + 1
+        self._pool: asyncpg.Pool | None = None
+        # Batches in flight stay below the pool size, so single reads always find a connection.
+        flying = max(1, max_size // 3)
+        self.creates = GroupCommit(self._insert_batch, max_batch=max_batch, max_in_flight=flying)
+        self.moves = GroupCommit(
+            self._move_batch, max_batch=max_batch, max_in_flight=flying, unique=True
+        )
+        self._closed = False
+        self._busy = 0  # operations under way; close() waits for them
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- lifecycle
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date. StoreError if the database cannot be
+        reached or is from a newer Hodei."""
+        if self._pool is not None:
+            return
+        try:
+            pool = await asyncpg.create_pool(self.dsn, **self._pool_args)
+        except _DB_ERRORS as exc:
+            raise self._error(exc, "cannot connect") from exc
+        except ValueError as exc:  # asyncpg's word for a malformed DSN
+            raise StoreError(f"{self.where}: invalid database URL: {exc}") from exc
+        try:
+            async with pool.acquire() as conn:
+                await self._migrate(conn)
+        except BaseException as exc:
+            pool.terminate()
+            if isinstance(exc, _DB_ERRORS):
+                raise self._error(exc, "cannot migrate the schema") from exc
+            raise
+        self._pool, self._closed = pool, False
+
+    async def close(self) -> None:
+        """Finish every operation under way, then close the connections."""
+        self._closed = True
+        pool = self._pool
+        if pool is None:
+            return
+        await self._idle.wait()
+        self._pool = None
+        with contextlib.suppress(*_DB_ERRORS):
+            await asyncio.wait_for(pool.close(), 10)
+            return
+        pool.terminate()  # the connections did not close in time: drop them
+
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        # One transaction under a lock every Hodei server takes first: servers starting together
+        # apply each step once, and a failing step leaves the database at its old version.
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute(MIGRATIONS_TABLE)
+            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+            for version, step in pending_migrations(current, self.migrations, self.where):
+                for statement in step.statements:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)",
+                    version,
+                    step.description,
+                )
+
+    def _error(self, exc: BaseException, doing: str = "failed") -> StoreError:
+        if isinstance(exc, asyncpg.PostgresError):
+            detail = f"{exc} (SQLSTATE {exc.sqlstate})"
+        elif isinstance(exc, TimeoutError):
+            detail = "timed out waiting for PostgreSQL"
+        elif isinstance(exc, OSError):
+            detail = f"PostgreSQL is unreachable: {exc.strerror or exc}"
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
+        return StoreError(f"{self.where} {doing}: {detail}")
+
+    # -- running operations
+
+    def _enter(self) -> asyncpg.Pool:
+        """Count an operation in (synchronously, so close() waits for it) and return the pool."""
+        if self._pool is None or self._closed:
+            raise StoreError(f"{self.where} is {'closed' if self._closed else 'not open'}")
+        self._busy += 1
+        self._idle.clear()
+        return self._pool
+
+    def _leave(self) -> None:
+        self._busy -= 1
+        if self._busy == 0:
+            self._idle.set()
+
+    async def _run(self, fn: _Fn[_T], *, read: bool = False) -> _T:
+        """`fn` on a pooled connection; database errors become StoreError."""
+        pool = self._enter()
+        try:
+            return await self._attempt(pool, fn, read)
+        finally:
+            self._leave()
+
+    async def _batched(self, queue: GroupCommit, key: str, request: Any) -> Any:
+        self._enter()
+        try:
+            return await queue.submit(key, request)
+        finally:
+            self._leave()
+
+    async def _attempt(self, pool: asyncpg.Pool, fn: _Fn[_T], read: bool) -> _T:
+        for tries_left in range(self._tries - 1, -1, -1):
+            try:
+                async with pool.acquire() as conn:
+                    return await fn(conn)
+            except _DB_ERRORS as exc:
+                if not tries_left or not _retryable(exc, read):
+                    raise self._error(exc) from exc
+        raise AssertionError("unreachable")  # the last try returns or raises
+
+    async def _run_batch(
+        self,
+        batch: list[Pending],
+        statement: Callable[[list[Pending]], _Fn[_T]],
+        settle: Callable[[list[Pending], _T], Awaitable[None]],
+    ) -> None:
+        """Run one batch's statement and settle its calls. A row the database refuses fails
+        alone: the batch is split into single calls. Never raises."""
+        assert self._pool is not None  # close() waits for the callers, so the pool is there
+        try:
+            result = await self._attempt(self._pool, statement(batch), False)
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, _REFUSED):
+                _fail(batch, exc)
+            elif len(batch) == 1:
+                _fail(batch, self._error(exc.__cause__, f"refused job {batch[0].key}"))
+            else:
+                for one in batch:
+                    await self._run_batch([one], statement, settle)
+            return
+        try:
+            await settle(batch, result)
+        except StoreError as exc:
+            _fail(batch, exc)
+
+    # -- jobs
+
+    async def create_job(self, job: Job) -> Job:
+        """Insert a new job; returns it with `seq` set. ConflictError if the id exists."""
+        seq = await self._batched(self.creates, job.id, job_params(job))
+        return job.with_changes(seq=seq)
+
+    async def _insert_batch(self, batch: list[Pending]) -> None:
+        await self._run_batch(batch, _insert_statement, _settle_inserts)
+
+    async def get_job(self, job_id: str) -> Job:
+        """NotFoundError if there is no such job."""
+        row = await self._run(lambda c: c.fetchrow(f"{SELECT} WHERE id = $1", job_id), read=True)
+        if row is None:
+            raise NotFoundError(f"no job {job_id}")
+        return row_to_job(row)
+
+    async def list_jobs(
+        self, state: JobState | None = None, limit: int = 100, cursor: int | None = None
+    ) -> tuple[list[Job], int | None]:
+        """Newest first. `cursor` is the `seq` below which to continue; returns (items, next)."""
+        limit = max(1, min(MAX_PAGE, int(limit)))
+        where: list[str] = []
+        params: list[Any] = []
+        if state is not None:
+            params.append(JobState(state).value)
+            where.append(f"state = ${len(params)}")
+        if cursor is not None:
+            params.append(int(cursor))
+            where.append(f"seq < ${len(params)}")
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        params.append(limit + 1)  # one extra row tells whether there is a next page
+        sql = f"{SELECT}{clause} ORDER BY seq DESC LIMIT ${len(params)}"
+        rows = await self._run(lambda c: c.fetch(sql, *params), read=True)
+        items = [row_to_job(row) for row in rows[:limit]]
+        return items, (items[-1].seq if len(rows) > limit else None)
+
+    async def jobs_in_states(self, states: Collection[JobState]) -> list[Job]:
+        """Every job in one of `states`, oldest first (used at start-up to rebuild queues)."""
+        values = state_values(states)
+        if not values:
+            return []
+        sql = f"{SELECT} WHERE state = ANY($1::text[]) ORDER BY seq"
+        rows = await self._run(lambda c: c.fetch(sql, values), read=True)
+        return [row_to_job(row) for row in rows]
+
+    async def transition(
+        self,
+        job_id: str,
+        expected: Collection[JobState],
+        target: JobState,
+        changes: Mapping[str, Any] | None = None,
+    ) -> Job:
+        """Compare-and-swap: set state=target (and the given Job fields) only if the current
+        state is in `expected`. Returns the updated job. ConflictError when the state was not in
+        `expected` (the message names the actual state), NotFoundError when there is no job.
+        ValueError for a `changes` key that is not one of MUTABLE_FIELDS."""
+        request = (state_values(expected), JobState(target).value, check_changes(changes))
+        job: Job = await self._batched(self.moves, job_id, request)
+        return job
+
+    async def _move_batch(self, batch: list[Pending]) -> None:
+        await self._run_batch(batch, _move_statement, self._settle_moves)
+
+    async def _settle_moves(self, batch: list[Pending], rows: list[asyncpg.Record]) -> None:
+        """Resolve each call: its updated job, else why not (from the states now stored). The
+        moved ones first: they are committed whatever happens to the read that follows."""
+        moved = {row["id"]: row_to_job(row) for row in rows}
+        missed = [p for p in batch if p.key not in moved]
+        for pending in batch:
+            if pending.key in moved and not pending.future.done():
+                pending.future.set_result(moved[pending.key])
+        if not missed:
+            return
+        pool = self._pool
+        assert pool is not None  # the batch's callers keep the store open
+        ids = [p.key for p in missed]
+        states = await self._attempt(pool, lambda c: c.fetch(STATES_OF, ids), True)
+        found = {row["id"]: row["state"] for row in states}
+        for pending in missed:
+            if pending.future.done():  # the caller was cancelled
+                continue
+            if pending.key in found:
+                error = transition_conflict(pending.key, found[pending.key], pending.request[0])
+                pending.future.set_exception(error)
+            else:
+                pending.future.set_exception(NotFoundError(f"no job {pending.key}"))
+
+    # -- secrets
+
+    async def put_secret(self, name: str, ciphertext: bytes) -> None:
+        sql = (
+            "INSERT INTO secrets (name, ciphertext, updated_at) "
+            "VALUES ($1, $2, extract(epoch FROM clock_timestamp())) "
+            "ON CONFLICT (name) DO UPDATE SET "
+            "ciphertext = excluded.ciphertext, updated_at = excluded.updated_at"
+        )
+        value = bytes(ciphertext)
+        await self._run(lambda c: c.execute(sql, name, value))
+
+    async def get_secrets(self, names: Collection[str]) -> dict[str, bytes]:
+        """Ciphertexts of the named secrets that exist (missing names are simply absent)."""
+        wanted = sorted(set(names))
+        if not wanted:
+            return {}
+        sql = "SELECT name, ciphertext FROM secrets WHERE name = ANY($1::text[])"
+        rows = await self._run(lambda c: c.fetch(sql, wanted), read=True)
+        return {row["name"]: bytes(row["ciphertext"]) for row in rows}
+
+    async def list_secrets(self) -> list[SecretRecord]:
+        sql = "SELECT name, updated_at FROM secrets ORDER BY name"
+        rows = await self._run(lambda c: c.fetch(sql), read=True)
+        return [SecretRecord(name=row["name"], updated_at=row["updated_at"]) for row in rows]
+
+    async def delete_secret(self, name: str) -> None:
+        """NotFoundError if there is no such secret."""
+        sql = "DELETE FROM secrets WHERE name = $1 RETURNING name"
+        deleted = await self._run(lambda c: c.fetchval(sql, name))
+        if deleted is None:
+            raise NotFoundError(f"no secret {name}")
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows to the per-column arrays `unnest(...)` takes."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _insert_statement(batch: list[Pending]) -> _Fn[list[asyncpg.Record]]:
+    columns = _columns([p.request for p in batch])
+    return lambda conn: conn.fetch(INSERT_MANY, *columns)
+
+
+def _move_statement(batch: list[Pending]) -> _Fn[list[asyncpg.Record]]:
+    rows = []
+    # Sorted by id: two servers' batches lock the rows they share in the same order.
+    for pending in sorted(batch, key=lambda p: p.key):
+        states, target, changes = pending.request
+        row: list[Any] = [pending.key, ",".join(states), target]
+        for name in MOVE_FIELDS:
+            row += [changes.get(name), name in changes]
+        rows.append(tuple(row))
+    columns = _columns(rows)
+    return lambda conn: conn.fetch(MOVE_MANY, *columns)
+
+
+async def _settle_inserts(batch: list[Pending], rows: list[asyncpg.Record]) -> None:
+    """The first call for an id that came back inserted wins; any other call for that id gets
+    a ConflictError (the id existed already, or came earlier in the batch)."""
+    seqs = {row["id"]: row["seq"] for row in rows}
+    for pending in batch:
+        seq = seqs.pop(pending.key, None)
+        if pending.future.done():  # the caller was cancelled (its job may still be stored)
+            continue
+        if seq is not None:
+            pending.future.set_result(seq)
+        else:
+            pending.future.set_exception(ConflictError(f"job {pending.key} already exists"))
+
+
+def _fail(batch: list[Pending], error: StoreError) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(error)

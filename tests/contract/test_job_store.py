@@ -1,0 +1,551 @@
+"""The JobStore contract: one suite that every store adapter passes (SQLite and PostgreSQL).
+
+PostgreSQL tests use HODEI_TEST_DATABASE_URL (see the `postgres_dsn` fixture), each in a fresh
+schema; they skip loudly when no PostgreSQL is reachable and fail under HODEI_REQUIRE_SERVICES=1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from hodei.adapters.store import postgres, sqlite
+from hodei.adapters.store.common import Migration
+from hodei.config import ServerSettings
+from hodei.domain.jobs import Job, JobSpec, JobState
+from hodei.errors import ConflictError, NotFoundError, StoreError
+from hodei.ports import JobStore
+from hodei.server.app import make_store
+
+Q, A, R = JobState.QUEUED, JobState.ASSIGNED, JobState.RUNNING
+
+# A schema step both dialects understand, standing for "the next release's migration".
+NEXT_STEP = Migration(
+    "test: a later release's step",
+    ("CREATE TABLE upgrade_probe (x INTEGER)", "ALTER TABLE jobs ADD COLUMN probe_note TEXT"),
+)
+BAD_STEP = Migration("test: a step that fails", ("CREATE TABLE half_done (x INTEGER)", "NOT SQL"))
+
+
+@dataclass
+class Backend:
+    """One adapter, plus raw access to its database for what the port does not expose."""
+
+    name: str
+    make: Callable[..., JobStore]  # keyword arguments: migrations
+    migrations: tuple[Migration, ...]
+    broken: Callable[[], JobStore]  # a store whose database cannot be used
+    version: Callable[[], Awaitable[int]]
+    set_version: Callable[[int], Awaitable[None]]
+    has_table: Callable[[str], Awaitable[bool]]
+
+
+def sqlite_backend(path: Path) -> Backend:
+    def query(sql: str, *params: Any) -> list[Any]:
+        with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+            return conn.execute(sql, params).fetchall()
+
+    async def version() -> int:
+        return int(query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0])
+
+    async def set_version(number: int) -> None:
+        query("UPDATE meta SET value = ? WHERE key = 'schema_version'", number)
+
+    async def has_table(name: str) -> bool:
+        return bool(query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", name))
+
+    def broken() -> JobStore:
+        junk = path.with_name("junk.db")
+        junk.parent.mkdir(parents=True, exist_ok=True)
+        junk.write_bytes(b"this is not a database" * 100)
+        return sqlite.SqliteJobStore(junk)
+
+    return Backend(
+        "sqlite",
+        lambda **kw: sqlite.SqliteJobStore(path, **kw),
+        sqlite.MIGRATIONS,
+        broken,
+        version,
+        set_version,
+        has_table,
+    )
+
+
+def postgres_backend(dsn: str) -> Backend:
+    async def query(sql: str, *params: Any) -> list[Any]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return list(await conn.fetch(sql, *params))
+        finally:
+            await conn.close()
+
+    async def version() -> int:
+        return int((await query("SELECT max(version) FROM schema_migrations"))[0][0])
+
+    async def set_version(number: int) -> None:
+        await query(
+            "INSERT INTO schema_migrations (version, description) VALUES ($1, 'test')", number
+        )
+
+    async def has_table(name: str) -> bool:
+        rows = await query("SELECT to_regclass($1) IS NOT NULL", name)
+        return bool(rows[0][0])
+
+    def broken() -> JobStore:  # nothing listens on port 1; the password must not leak
+        return postgres.PostgresJobStore("postgresql://hodei:s3cret-pw@127.0.0.1:1/nowhere")
+
+    return Backend(
+        "postgres",
+        lambda **kw: postgres.PostgresJobStore(dsn, **kw),
+        postgres.MIGRATIONS,
+        broken,
+        version,
+        set_version,
+        has_table,
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return sqlite_backend(tmp_path / "nested" / "hodei.db")
+    return postgres_backend(request.getfixturevalue("postgres_dsn"))
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[JobStore]:
+    s = backend.make()
+    await s.open()
+    yield s
+    await s.close()
+
+
+def make_job(job_id: str, **spec: Any) -> Job:
+    return Job(id=job_id, spec=JobSpec(command="echo hi", **spec), created_at=1000.0)
+
+
+def full_job(job_id: str) -> Job:
+    spec = JobSpec(
+        command="run\nwith 'quotes' and \x00 and ünïcode",
+        arguments=("a", "b c"),
+        name="full",
+        env={"A": "1", "B": "two"},
+        secrets=("TOKEN", "KEY"),
+        labels={"team": "infra"},
+        cpu=1.5,
+        memory_bytes=1 << 40,
+        timeout_s=60.25,
+        max_retries=3,
+        priority=-7,
+        queued_by="alice",
+    )
+    return Job(
+        id=job_id,
+        spec=spec,
+        state=JobState.FAILED,
+        exit_code=-9,
+        attempts=3,
+        worker_id="w-1",
+        created_at=1.0 / 3.0,
+        started_at=2.5,
+        finished_at=3.75,
+        reason="exit 2",
+    )
+
+
+async def reopen(backend: Backend, **kwargs: Any) -> JobStore:
+    s = backend.make(**kwargs)
+    await s.open()
+    return s
+
+
+# -- CRUD
+
+
+async def test_create_and_get_round_trip(store: JobStore) -> None:
+    job = full_job("j1")
+    created = await store.create_job(job)
+    assert created.seq > 0
+    assert created == job.with_changes(seq=created.seq)
+    fetched = await store.get_job("j1")
+    assert fetched == created
+    assert isinstance(fetched.spec.arguments, tuple)
+    assert isinstance(fetched.spec.secrets, tuple)
+    assert isinstance(fetched.state, JobState)
+
+
+async def test_create_assigns_increasing_seq(store: JobStore) -> None:
+    seqs = [(await store.create_job(make_job(f"j{i}"))).seq for i in range(5)]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 5
+
+
+async def test_duplicate_id_conflicts(store: JobStore) -> None:
+    await store.create_job(make_job("dup"))
+    with pytest.raises(ConflictError, match="job dup already exists"):
+        await store.create_job(make_job("dup"))
+
+
+async def test_get_missing_not_found(store: JobStore) -> None:
+    with pytest.raises(NotFoundError, match="no job nope"):
+        await store.get_job("nope")
+
+
+async def test_concurrent_creates(store: JobStore) -> None:
+    created = await asyncio.gather(*(store.create_job(make_job(f"g{i}")) for i in range(2000)))
+    assert len({job.seq for job in created}) == 2000
+    assert [job.id for job in created] == [f"g{i}" for i in range(2000)]
+    stored = await store.jobs_in_states({Q})
+    assert {job.id for job in stored} == {f"g{i}" for i in range(2000)}
+    assert {job.id: job.seq for job in stored} == {job.id: job.seq for job in created}
+
+
+async def test_conflict_among_concurrent_creates_keeps_the_others(store: JobStore) -> None:
+    await store.create_job(make_job("taken"))
+    ids = ["a", "taken", "b", "a", "c"]
+    results = await asyncio.gather(
+        *(store.create_job(make_job(i)) for i in ids), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [Job, ConflictError, Job, ConflictError, Job]
+    assert {j.id for j in await store.jobs_in_states({Q})} == {"taken", "a", "b", "c"}
+
+
+# -- compare-and-swap transitions
+
+
+async def test_transition_success(store: JobStore) -> None:
+    await store.create_job(make_job("t1"))
+    job = await store.transition("t1", {Q}, A, {"worker_id": "w9", "attempts": 1})
+    assert (job.state, job.worker_id, job.attempts) == (A, "w9", 1)
+    job = await store.transition(
+        "t1", [A, R], JobState.SUCCEEDED, {"exit_code": 0, "finished_at": 9, "reason": ""}
+    )
+    assert job == await store.get_job("t1")
+    assert (job.state, job.exit_code, job.finished_at, job.worker_id) == (
+        JobState.SUCCEEDED,
+        0,
+        9.0,
+        "w9",
+    )
+
+
+async def test_transition_can_clear_fields(store: JobStore) -> None:
+    await store.create_job(full_job("c1"))
+    job = await store.transition(
+        "c1", {JobState.FAILED}, Q, {"worker_id": None, "exit_code": None, "finished_at": None}
+    )
+    assert (job.state, job.worker_id, job.exit_code, job.finished_at) == (Q, None, None, None)
+    assert job.attempts == 3 and job == await store.get_job("c1")
+
+
+async def test_transition_conflict_names_actual_state(store: JobStore) -> None:
+    await store.create_job(make_job("t2"))
+    with pytest.raises(ConflictError, match="job t2 is queued, not assigned or running"):
+        await store.transition("t2", {R, A}, JobState.SUCCEEDED)
+    with pytest.raises(ConflictError, match="job t2 is queued, not in any expected state"):
+        await store.transition("t2", set(), JobState.SUCCEEDED)
+    assert (await store.get_job("t2")).state == Q
+
+
+async def test_transition_not_found(store: JobStore) -> None:
+    with pytest.raises(NotFoundError, match="no job ghost"):
+        await store.transition("ghost", {Q}, A)
+
+
+@pytest.mark.parametrize("key", ["spec", "id", "seq", "state", "created_at", "bogus"])
+async def test_transition_rejects_unknown_changes(store: JobStore, key: str) -> None:
+    await store.create_job(make_job("t3"))
+    with pytest.raises(ValueError, match=key):
+        await store.transition("t3", {Q}, A, {key: 1})
+    assert (await store.get_job("t3")).state == Q
+
+
+async def test_concurrent_transitions_exactly_one_wins(store: JobStore) -> None:
+    await store.create_job(make_job("race"))
+    results = await asyncio.gather(
+        *(store.transition("race", {Q}, A, {"worker_id": f"w{i}"}) for i in range(50)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if isinstance(r, Job)]
+    losers = [r for r in results if isinstance(r, ConflictError)]
+    assert len(winners) == 1
+    assert len(losers) == 49
+    assert all("is assigned, not queued" in str(e) for e in losers)
+    assert (await store.get_job("race")).worker_id == winners[0].worker_id
+
+
+async def test_changes_of_one_job_made_together_apply_in_call_order(store: JobStore) -> None:
+    await store.create_job(make_job("chain"))
+    first, second, third = await asyncio.gather(
+        store.transition("chain", {Q}, A, {"attempts": 1}),
+        store.transition("chain", {A}, R, {"started_at": 5.0}),
+        store.transition("chain", {R}, JobState.SUCCEEDED, {"exit_code": 0}),
+    )
+    assert (first.state, second.state, third.state) == (A, R, JobState.SUCCEEDED)
+    assert (third.attempts, third.started_at, third.exit_code) == (1, 5.0, 0)
+
+
+async def test_each_of_many_concurrent_transitions_gets_its_own_outcome(store: JobStore) -> None:
+    for i in range(4):
+        await store.create_job(make_job(f"x{i}"))
+    await store.transition("x1", {Q}, R)
+    results = await asyncio.gather(
+        store.transition("x0", {Q}, A, {"worker_id": "w0"}),
+        store.transition("x1", {Q}, A),
+        store.transition("nope", {Q}, A),
+        store.transition("x2", {Q}, JobState.CANCELLED, {"reason": "by user"}),
+        store.transition("x3", set(), A),
+        return_exceptions=True,
+    )
+    assert [type(r) for r in results] == [Job, ConflictError, NotFoundError, Job, ConflictError]
+    assert "job x1 is running, not queued" in str(results[1])
+    assert (await store.get_job("x2")).reason == "by user"
+    assert (await store.get_job("x3")).state == Q
+
+
+async def test_concurrent_transitions_of_many_jobs(store: JobStore) -> None:
+    await asyncio.gather(*(store.create_job(make_job(f"m{i}")) for i in range(300)))
+    moved = await asyncio.gather(
+        *(store.transition(f"m{i}", {Q}, A, {"attempts": i}) for i in range(300))
+    )
+    assert [(j.id, j.state, j.attempts) for j in moved] == [(f"m{i}", A, i) for i in range(300)]
+    assert len(await store.jobs_in_states({A})) == 300
+
+
+# -- ordering and pagination
+
+
+async def test_list_jobs_pagination(store: JobStore) -> None:
+    for i in range(7):
+        await store.create_job(make_job(f"p{i}"))
+    pages: list[list[str]] = []
+    cursor: int | None = None
+    while True:
+        items, cursor = await store.list_jobs(limit=3, cursor=cursor)
+        pages.append([j.id for j in items])
+        if cursor is None:
+            break
+    assert pages == [["p6", "p5", "p4"], ["p3", "p2", "p1"], ["p0"]]
+
+
+async def test_list_jobs_exact_page_has_no_next(store: JobStore) -> None:
+    for i in range(3):
+        await store.create_job(make_job(f"e{i}"))
+    items, cursor = await store.list_jobs(limit=3)
+    assert len(items) == 3 and cursor is None
+    items, cursor = await store.list_jobs(limit=0)  # clamped to 1
+    assert [j.id for j in items] == ["e2"] and cursor == items[0].seq
+    assert await store.list_jobs(cursor=items[-1].seq - 10**6) == ([], None)
+
+
+async def test_list_jobs_state_filter(store: JobStore) -> None:
+    for i in range(6):
+        await store.create_job(make_job(f"s{i}"))
+    for i in (1, 3, 4):
+        await store.transition(f"s{i}", {Q}, A)
+    items, cursor = await store.list_jobs(state=A, limit=2)
+    assert [j.id for j in items] == ["s4", "s3"]
+    items, cursor = await store.list_jobs(state=A, limit=2, cursor=cursor)
+    assert [j.id for j in items] == ["s1"] and cursor is None
+    items, _ = await store.list_jobs(state=Q)
+    assert [j.id for j in items] == ["s5", "s2", "s0"]
+    assert await store.list_jobs(state=JobState.FAILED) == ([], None)
+
+
+async def test_jobs_in_states_oldest_first_whatever_the_priority(store: JobStore) -> None:
+    for i in range(5):
+        await store.create_job(make_job(f"o{i}", priority=5 - i))
+    await store.transition("o1", {Q}, A)
+    await store.transition("o3", {Q}, A)
+    await store.transition("o3", {A}, R)
+    await store.transition("o4", {Q}, JobState.CANCELLED)
+    assert [j.id for j in await store.jobs_in_states({Q})] == ["o0", "o2"]
+    assert [j.id for j in await store.jobs_in_states([A, R, Q])] == ["o0", "o1", "o2", "o3"]
+    assert await store.jobs_in_states([]) == []
+
+
+# -- secrets
+
+
+async def test_secrets(store: JobStore) -> None:
+    await store.put_secret("B", b"bee")
+    await store.put_secret("A", b"ay")
+    await store.put_secret("A", b"\x00ay2\xff")
+    assert await store.get_secrets(["A", "B", "missing"]) == {"A": b"\x00ay2\xff", "B": b"bee"}
+    assert await store.get_secrets([]) == {}
+    records = await store.list_secrets()
+    assert [r.name for r in records] == ["A", "B"]
+    assert all(r.updated_at > 1e9 for r in records)  # seconds since the epoch
+    await store.delete_secret("A")
+    assert await store.get_secrets(["A"]) == {}
+    with pytest.raises(NotFoundError, match="no secret A"):
+        await store.delete_secret("A")
+
+
+async def test_get_many_secrets(store: JobStore) -> None:
+    names = [f"S{i}" for i in range(1200)]
+    await asyncio.gather(*(store.put_secret(n, n.encode()) for n in names))
+    found = await store.get_secrets(names)
+    assert len(found) == 1200 and found["S1199"] == b"S1199"
+
+
+# -- durability and lifecycle
+
+
+async def test_restart_durability(backend: Backend) -> None:
+    first = await reopen(backend)
+    full = await first.create_job(full_job("full"))
+    plain = await first.create_job(make_job("plain"))
+    moved = await first.transition("plain", {Q}, A, {"worker_id": "w1", "attempts": 1})
+    await first.put_secret("S", b"\x00cipher")
+    await first.close()
+
+    second = await reopen(backend)
+    try:
+        assert await second.get_job("full") == full
+        assert await second.get_job("plain") == moved
+        assert moved.seq == plain.seq
+        assert moved.exit_code is None and moved.started_at is None
+        assert await second.get_secrets(["S"]) == {"S": b"\x00cipher"}
+        newer = await second.create_job(make_job("after"))
+        assert newer.seq > plain.seq
+    finally:
+        await second.close()
+
+
+async def test_lifecycle(backend: Backend) -> None:
+    store = backend.make()
+    with pytest.raises(StoreError, match="not open"):
+        await store.get_job("x")
+    await store.open()
+    await store.open()  # idempotent
+    await store.create_job(make_job("x"))
+    await store.close()
+    await store.close()  # idempotent
+    for closed_call in (
+        store.get_job("x"),
+        store.create_job(make_job("y")),
+        store.transition("x", {Q}, A),
+        store.list_jobs(),
+        store.put_secret("S", b"v"),
+    ):
+        with pytest.raises(StoreError, match="closed"):
+            await closed_call
+    await store.open()  # a closed store may be opened again
+    assert (await store.get_job("x")).id == "x"
+    with pytest.raises(NotFoundError):
+        await store.get_job("y")
+    await store.close()
+
+
+async def test_close_finishes_operations_under_way(backend: Backend) -> None:
+    store = await reopen(backend)
+    await store.create_job(make_job("base"))
+    pending = [asyncio.ensure_future(store.create_job(make_job(f"d{i}"))) for i in range(100)]
+    pending.append(asyncio.ensure_future(store.transition("base", {Q}, A)))
+    await asyncio.sleep(0)  # let every call start
+    await store.close()
+    assert all(p.done() and p.exception() is None for p in pending)
+    again = await reopen(backend)
+    try:
+        assert len(await again.jobs_in_states({Q})) == 100
+    finally:
+        await again.close()
+
+
+async def test_unusable_database_is_a_store_error(backend: Backend) -> None:
+    store = backend.broken()
+    with pytest.raises(StoreError) as failure:
+        await store.open()
+    assert "s3cret-pw" not in str(failure.value)
+    with pytest.raises(StoreError):
+        await store.get_job("x")
+    await store.close()
+
+
+# -- schema versions
+
+
+async def test_new_database_gets_the_latest_version(backend: Backend) -> None:
+    store = await reopen(backend)
+    await store.close()
+    assert await backend.version() == len(backend.migrations)
+
+
+async def test_newer_schema_version_refused(backend: Backend) -> None:
+    store = await reopen(backend)
+    await store.close()
+    await backend.set_version(99)
+    latest = len(backend.migrations)
+    with pytest.raises(StoreError, match=rf"schema version 99, newer than .* \({latest}\)"):
+        await store.open()
+    with pytest.raises(StoreError):
+        await store.get_job("x")
+    await store.close()
+
+
+async def test_newer_code_upgrades_an_older_database(backend: Backend) -> None:
+    old = await reopen(backend)
+    kept = await old.create_job(full_job("kept"))
+    await old.close()
+    latest = len(backend.migrations)
+    newer: Sequence[Migration] = (*backend.migrations, NEXT_STEP)
+
+    upgraded = await reopen(backend, migrations=newer)
+    try:
+        assert await backend.version() == latest + 1
+        assert await backend.has_table("upgrade_probe")
+        assert await upgraded.get_job("kept") == kept
+        await upgraded.create_job(make_job("after"))
+    finally:
+        await upgraded.close()
+    again = await reopen(backend, migrations=newer)  # nothing is applied twice
+    await again.close()
+    with pytest.raises(StoreError, match=f"schema version {latest + 1}, newer"):
+        await reopen(backend)  # the older code no longer opens it
+
+
+async def test_failed_migration_leaves_the_old_version(backend: Backend) -> None:
+    await (await reopen(backend)).close()
+    latest = len(backend.migrations)
+    with pytest.raises(StoreError):
+        await reopen(backend, migrations=(*backend.migrations, BAD_STEP))
+    assert await backend.version() == latest
+    assert not await backend.has_table("half_done")
+    await (await reopen(backend)).close()
+
+
+async def test_servers_starting_together_migrate_once(backend: Backend) -> None:
+    stores = [backend.make() for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        assert await backend.version() == len(backend.migrations)
+        job = await stores[0].create_job(make_job("shared"))
+        assert [await s.get_job("shared") for s in stores] == [job] * 4
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+# -- selection by URL
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("", sqlite.SqliteJobStore),
+        ("sqlite:///tmp/x.db", sqlite.SqliteJobStore),
+        ("postgresql://u:p@h:5432/db", postgres.PostgresJobStore),
+        ("postgres://u@h/db", postgres.PostgresJobStore),
+    ],
+)
+def test_make_store_by_url(tmp_path: Path, url: str, kind: type) -> None:
+    settings = ServerSettings(home=tmp_path, database_url=url).validate()
+    assert isinstance(make_store(settings), kind)
