@@ -1,7 +1,9 @@
 """What this worker offers (Capacity) and what it uses now (ResourceUsage), via psutil.
 
-Inside a container the host's numbers would overstate what the agent may use, so the cgroup v2
-limits (cpu.max, memory.max) win when they are lower.
+Inside a container the host's numbers would overstate what the agent may use, so the cgroup
+limits win when they are lower: v2 (cpu.max, memory.max) or, on hosts still on cgroup v1 (where
+Docker mounts the container's own cgroup at /sys/fs/cgroup/<controller>), cpu.cfs_quota_us and
+memory.limit_in_bytes.
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ def _read(path: Path) -> str:
 
 def _cgroup_cpus() -> float | None:
     quota, _, period = _read(CGROUP / "cpu.max").partition(" ")
-    if not quota or quota == "max" or not period:
+    if not quota:  # cgroup v1 (a quota of -1 means no limit)
+        quota = _read(CGROUP / "cpu" / "cpu.cfs_quota_us")
+        period = _read(CGROUP / "cpu" / "cpu.cfs_period_us")
+    if not quota.isdigit() or not period.isdigit() or int(period) == 0:
         return None
     return int(quota) / int(period)
 
 
 def _cgroup_memory() -> int | None:
-    value = _read(CGROUP / "memory.max")
+    value = _read(CGROUP / "memory.max") or _read(CGROUP / "memory/memory.limit_in_bytes")
     return int(value) if value.isdigit() else None
 
 
