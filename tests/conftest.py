@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,3 +19,44 @@ def require_service(name: str, available: bool, why: str) -> None:
     if os.environ.get("HODEI_REQUIRE_SERVICES") == "1":
         pytest.fail(message + " (HODEI_REQUIRE_SERVICES=1)")
     pytest.skip(message)
+
+
+TEST_DATABASE_URL = "postgresql://hodei:hodei@127.0.0.1:5432/hodei_test"
+
+
+def _admin(url: str, sql: str) -> None:
+    """Run one statement on a private loop (asyncio.run would unset pytest-asyncio's loop)."""
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(run())
+    finally:
+        loop.close()
+
+
+@pytest.fixture
+def postgres_dsn() -> Iterator[str]:
+    """A PostgreSQL URL (HODEI_TEST_DATABASE_URL; .ci/services/postgres.sh sets one up) whose
+    search_path is a fresh schema, dropped afterwards, so every test starts from nothing."""
+    url = os.environ.get("HODEI_TEST_DATABASE_URL") or TEST_DATABASE_URL
+    schema = f"hodei_test_{secrets.token_hex(6)}"
+    try:
+        _admin(url, f"CREATE SCHEMA {schema}")
+    except Exception as exc:  # any failure to reach it means the service is not there
+        where = url.rpartition("@")[2]
+        require_service(
+            "postgresql",
+            False,
+            f"cannot use {where}: {exc} (run .ci/services/postgres.sh as root, or set "
+            "HODEI_TEST_DATABASE_URL)",
+        )
+    yield f"{url}{'&' if '?' in url else '?'}search_path={schema}"
+    _admin(url, f"DROP SCHEMA {schema} CASCADE")

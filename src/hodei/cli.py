@@ -189,7 +189,10 @@ def server(
     ] = DEFAULT_GRPC,
     database_url: Annotated[
         str,
-        typer.Option(envvar="HODEI_DATABASE_URL", help="sqlite:///path (default: in --home)."),
+        typer.Option(
+            envvar="HODEI_DATABASE_URL",
+            help="sqlite:///path (default: in --home) or postgresql://user:pass@host/db.",
+        ),
     ] = "",
     provider: Annotated[
         str, typer.Option(envvar="HODEI_PROVIDER", help="Worker provider.")
@@ -197,6 +200,41 @@ def server(
     worker_image: Annotated[
         str, typer.Option(envvar="HODEI_WORKER_IMAGE", help="Worker image (container providers).")
     ] = "hodei-worker:latest",
+    docker_network: Annotated[
+        str,
+        typer.Option(envvar="HODEI_DOCKER_NETWORK", help="Network mode of Docker workers."),
+    ] = "host",
+    docker_server_url: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_DOCKER_SERVER_URL",
+            help="gRPC address Docker workers dial (default: the server's --grpc-addr).",
+        ),
+    ] = "",
+    docker_privileged: Annotated[
+        bool,
+        typer.Option(
+            "--docker-privileged",
+            envvar="HODEI_DOCKER_PRIVILEGED",
+            help="Run Docker workers privileged (off: never).",
+        ),
+    ] = False,
+    docker_socket: Annotated[
+        bool,
+        typer.Option(
+            "--docker-socket",
+            envvar="HODEI_DOCKER_SOCKET",
+            help="Give Docker workers the engine's socket (root on the host; off: never).",
+        ),
+    ] = False,
+    docker_mount: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="HODEI_DOCKER_MOUNTS",
+            help="Host path for Docker workers, HOST:CONTAINER[:ro|rw] (repeatable; read-only "
+            "unless :rw; none by default).",
+        ),
+    ] = None,
     home: Annotated[
         str | None,
         typer.Option(envvar="HODEI_HOME", help="Data directory.  [default: ~/.hodei]"),
@@ -248,7 +286,7 @@ def server(
         bool, typer.Option("--demo", help="Submit a demo job and print its log live.")
     ] = False,
 ) -> None:
-    """Start the server (REST + SSE, gRPC, scheduler, local workers)."""
+    """Start the server (REST + SSE, gRPC, scheduler, on-demand workers)."""
     from pathlib import Path
 
     from hodei.config import ServerSettings
@@ -271,6 +309,11 @@ def server(
         retry_backoff_s=parse_opt(parse_duration, retry_backoff, "--retry-backoff"),
         priority_aging_s=parse_opt(parse_duration, priority_aging, "--priority-aging"),
         demo=demo,
+        docker_network=docker_network,
+        docker_server_url=docker_server_url,
+        docker_privileged=docker_privileged,
+        docker_socket=docker_socket,
+        docker_mounts=tuple(docker_mount or ()),
     )
     if home:
         settings.home = Path(home).expanduser()

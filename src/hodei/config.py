@@ -13,6 +13,21 @@ def default_home() -> Path:
     return Path(os.environ.get("HODEI_HOME") or Path.home() / ".hodei")
 
 
+PROVIDERS = ("local", "docker")
+
+
+def parse_mount(spec: str) -> tuple[str, str, str]:
+    """'HOST:CONTAINER[:ro|rw]' -> (host, container, mode); read-only unless ':rw' is given."""
+    parts = spec.split(":")
+    mode = parts.pop() if len(parts) == 3 else "ro"
+    if len(parts) != 2 or mode not in ("ro", "rw"):
+        raise ValidationError(f"invalid docker mount {spec!r}: use HOST:CONTAINER[:ro|rw]")
+    host, target = parts
+    if not (host.startswith("/") and target.startswith("/")):
+        raise ValidationError(f"invalid docker mount {spec!r}: both paths must be absolute")
+    return host, target, mode
+
+
 def split_addr(addr: str, default_port: int) -> tuple[str, int]:
     """'127.0.0.1:8080' / '[::1]:8080' / 'localhost' -> (host, port)."""
     host, sep, port = addr.rpartition(":")
@@ -31,7 +46,7 @@ def split_addr(addr: str, default_port: int) -> tuple[str, int]:
 @dataclass(slots=True)
 class ServerSettings:
     home: Path = field(default_factory=default_home)
-    database_url: str = ""  # empty: sqlite:///<home>/hodei.db
+    database_url: str = ""  # empty: sqlite:///<home>/hodei.db; or postgresql://...
     provider: str = "local"
     http_addr: str = "127.0.0.1:8080"
     grpc_addr: str = "127.0.0.1:50051"
@@ -47,18 +62,37 @@ class ServerSettings:
     heartbeat_interval_s: float = 5.0
     otp_ttl_s: float = 600.0
     demo: bool = False
+    # Docker provider. Safe by default: workers get no privileged mode, no engine socket and no
+    # host path unless the operator turns these on.
+    docker_network: str = "host"  # network mode of worker containers
+    docker_server_url: str = ""  # gRPC address containers dial (empty: the server's own)
+    docker_privileged: bool = False
+    docker_socket: bool = False  # mount the engine's socket into workers (root on the host)
+    docker_mounts: tuple[str, ...] = ()  # host paths for workers: HOST:CONTAINER[:ro|rw]
+
+    @property
+    def database_kind(self) -> str:
+        """'sqlite' or 'postgresql', from the URL's scheme; ValidationError for anything else."""
+        url = self.database_url
+        if not url or url.startswith("sqlite:///"):
+            return "sqlite"
+        scheme = url.partition("://")[0].lower()
+        if scheme in ("postgresql", "postgres") and "://" in url:
+            return "postgresql"
+        # Only the scheme is repeated: the rest of a URL may hold a password.
+        raise ValidationError(
+            f"unsupported HODEI_DATABASE_URL (scheme {scheme[:20]!r}): use sqlite:///path or "
+            "postgresql://user:password@host:port/database"
+        )
 
     @property
     def sqlite_path(self) -> Path:
         url = self.database_url
+        if self.database_kind != "sqlite":
+            raise ValidationError("HODEI_DATABASE_URL names a PostgreSQL database, not SQLite")
         if not url:
             return self.home / "hodei.db"
-        if url.startswith("sqlite:///"):
-            return Path(url.removeprefix("sqlite:///"))
-        raise ValidationError(
-            f"unsupported HODEI_DATABASE_URL {url!r}: use sqlite:///path "
-            "(PostgreSQL support is not built yet)"
-        )
+        return Path(url.removeprefix("sqlite:///"))
 
     @property
     def log_dir(self) -> Path:
@@ -67,10 +101,15 @@ class ServerSettings:
     def validate(self) -> ServerSettings:
         split_addr(self.http_addr, 8080)
         split_addr(self.grpc_addr, 50051)
-        if self.provider != "local":
+        if self.provider not in PROVIDERS:
             raise ValidationError(
-                f"unknown or unavailable provider {self.provider!r} (available: local)"
+                f"unknown or unavailable provider {self.provider!r} "
+                f"(available: {', '.join(PROVIDERS)})"
             )
+        if not self.docker_network.strip():
+            raise ValidationError("docker network mode must not be empty")
+        for mount in self.docker_mounts:
+            parse_mount(mount)
         if self.max_workers < 0 or self.worker_slots < 1:
             raise ValidationError("max workers must be >= 0 and worker slots >= 1")
         if not 0.05 <= self.heartbeat_interval_s <= 3600:
@@ -85,5 +124,5 @@ class ServerSettings:
             raise ValidationError("worker grace must be between 0 and 1 day")
         if not 0 <= self.cancel_grace_s <= 3600:
             raise ValidationError("cancel grace must be between 0 and 1h")
-        _ = self.sqlite_path
+        _ = self.database_kind
         return self

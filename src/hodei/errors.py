@@ -5,10 +5,11 @@
     ├── NotFoundError          unknown job, secret or worker (HTTP 404)
     ├── ConflictError          an illegal state transition or a lost compare-and-swap (HTTP 409)
     ├── AuthError              a forged, expired or replayed credential (HTTP 401)
-    └── StoreError             the store failed (disk full, corrupt database) (HTTP 503)
+    ├── StoreError             the store failed (disk full, corrupt database) (HTTP 503)
+    └── ProviderError          a worker provider failed: engine unreachable, image missing
 
-Adapters convert third-party errors into these at the edge, so callers never see sqlite3 or
-grpc exceptions.
+Adapters convert third-party errors into these at the edge, so callers never see sqlite3,
+grpc or docker exceptions.
 """
 
 from __future__ import annotations
@@ -41,4 +42,8 @@ class AuthError(HodeiError):
 
 
 class StoreError(HodeiError):
+    status = 503
+
+
+class ProviderError(HodeiError):
     status = 503

@@ -28,7 +28,7 @@ from hodei._proto.hodei.v1 import jobs_pb2, jobs_pb2_grpc, worker_pb2, worker_pb
 from hodei.adapters.logs.files import FileLogStore
 from hodei.adapters.providers.local import ExitHandler, LocalProvider
 from hodei.adapters.store.sqlite import SqliteJobStore
-from hodei.config import ServerSettings, split_addr
+from hodei.config import ServerSettings, parse_mount, split_addr
 from hodei.domain.jobs import JobState
 from hodei.domain.scheduling import Policy
 from hodei.errors import HodeiError
@@ -83,12 +83,39 @@ def make_provider(settings: ServerSettings, on_exit: ExitHandler) -> WorkerProvi
     """The worker provider named by the settings (`on_exit(worker_id, code)` when one ends)."""
     if settings.provider == "local":
         return LocalProvider(settings.home / "run", on_exit=on_exit)
+    if settings.provider == "docker":
+        # Imported here: the Docker SDK (and requests) cost start-up time other providers skip.
+        from hodei.adapters.providers.docker import (
+            DockerOptions,
+            DockerProvider,
+            server_instance_id,
+        )
+
+        options = DockerOptions(
+            image=settings.worker_image,
+            network=settings.docker_network,
+            server_url=settings.docker_server_url,
+            privileged=settings.docker_privileged,
+            docker_socket=settings.docker_socket,
+            mounts=tuple(parse_mount(m) for m in settings.docker_mounts),
+        )
+        return DockerProvider(options, server_instance_id(settings.home), on_exit)
     raise HodeiError(f"unknown provider {settings.provider!r}")
+
+
+def make_store(settings: ServerSettings) -> JobStore:
+    """The job store named by HODEI_DATABASE_URL: SQLite in the home (default) or PostgreSQL."""
+    if settings.database_kind == "postgresql":
+        # Imported here: asyncpg is loaded only by servers that use it.
+        from hodei.adapters.store.postgres import PostgresJobStore
+
+        return PostgresJobStore(settings.database_url)
+    return SqliteJobStore(settings.sqlite_path)
 
 
 def build(settings: ServerSettings, grpc_target: str) -> Services:
     home = settings.home
-    store = SqliteJobStore(settings.sqlite_path)
+    store = make_store(settings)
     hub = LogHub(FileLogStore(settings.log_dir))
     bus = EventBus()
     key = load_or_create_key(home / "secret.key")

@@ -237,11 +237,12 @@ class Scheduler:
 
     async def _requeue_unrun(self, held: HeldJob, error: str) -> None:
         """The agent never started this attempt (e.g. it was shutting down): queue it again."""
-        self.hub.seal(held.job_id, held.attempt)
         try:
             await self.orch.requeue(held.job, reason=f"not run by its worker: {error}")
         except ConflictError as exc:
             log.warning("could not requeue %s: %s", held.job_id, exc)
+        finally:
+            self.hub.seal(held.job_id, held.attempt)
 
     def _freed(self, session: WorkerSession, held: HeldJob) -> None:
         release(session.view, held.job.spec)
@@ -254,7 +255,6 @@ class Scheduler:
     ) -> None:
         """Record the end of an attempt: retry it when the policy allows, else finish the job."""
         job = held.job
-        self.hub.seal(job.id, held.attempt)
         try:
             if target is JobState.FAILED and job.attempts <= job.spec.max_retries:
                 delay = retry_delay(self.retry_backoff_s, job.attempts)
@@ -270,6 +270,10 @@ class Scheduler:
                 await self.orch.finish(job, target, exit_code, reason)
         except ConflictError as exc:
             log.warning("result of %s attempt %d not applied: %s", job.id, held.attempt, exc)
+        finally:
+            # Sealing wakes log followers, who then read the job: only once its new state is
+            # stored (a store with concurrent connections could serve them the old one first).
+            self.hub.seal(job.id, held.attempt)
 
     async def on_worker_lost(self, session: WorkerSession) -> None:
         """The worker is gone for good: settle its attempts by the retry policy."""
