@@ -47,3 +47,20 @@ def test_mypy_strict_is_clean() -> None:
         check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    # pytest's default import mode keys test modules by basename: two test_x.py in different
+    # folders (without __init__.py) abort collection on a fresh clone.
+    seen: dict[str, Path] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        other = seen.setdefault(path.name, path)
+        assert other == path, f"{path} and {other} share a basename"
+
+
+def test_no_top_level_folder_shadows_an_imported_package() -> None:
+    # mypy and ruff run from the root, where a folder named like a dependency (docker/, say)
+    # is taken for that package.
+    shadowing = {"docker", "grpc", "asyncpg", "hodei", "fastapi", "psutil"}
+    clashes = sorted(p.name for p in ROOT.iterdir() if p.is_dir() and p.name in shadowing)
+    assert not clashes, f"top-level folders shadow imported packages: {clashes}"
