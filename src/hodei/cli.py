@@ -415,6 +415,10 @@ def submit(
         list[str] | None, typer.Option(help="Secret NAME, seen by the job as env var NAME.")
     ] = None,
     job_id: Annotated[str | None, typer.Option("--id", help="Job id (default: generated).")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(help="Submit at most once: a repeat with this key gets the same job."),
+    ] = None,
     script: Annotated[
         str | None, typer.Option(help="Run this script file ('-' reads stdin).")
     ] = None,
@@ -424,7 +428,12 @@ def submit(
     server: ServerOpt = DEFAULT_URL,
 ) -> None:
     """Submit a job: `hodei submit [opts] -- CMD ARGS...` or `hodei submit --script FILE`."""
-    from hodei.domain.jobs import parse_duration, parse_size, validate_job_id
+    from hodei.domain.jobs import (
+        parse_duration,
+        parse_size,
+        validate_idempotency_key,
+        validate_job_id,
+    )
 
     body = _job_body(
         command,
@@ -441,6 +450,10 @@ def submit(
     )
     if job_id:
         body["id"] = parse_opt(validate_job_id, job_id, "--id")
+    if idempotency_key is not None:
+        body["idempotency_key"] = parse_opt(
+            validate_idempotency_key, idempotency_key, "--idempotency-key"
+        )
     with client(server) as api:
         job = api.call("POST", "/api/v1/jobs", json_body=body)
         new_id = str(job.get("id", "")) if isinstance(job, dict) else ""

@@ -157,6 +157,7 @@ def job_detail(job: Mapping[str, Any]) -> str:
         ("env", pairs(job.get("env"))),
         ("secrets", ",".join(map(str, job.get("secrets") or [])) or "-"),
         ("queued by", dash(job.get("queued_by"))),
+        ("idempotency key", dash(job.get("idempotency_key"))),
         ("created", when(job.get("created_at"))),
         ("started", when(job.get("started_at"))),
         ("finished", when(job.get("finished_at"))),
@@ -178,6 +179,8 @@ def job_detail(job: Mapping[str, Any]) -> str:
         "env",
         "secrets",
         "queued_by",
+        "idempotency_key",
+        "attempt_history",
         "created_at",
         "started_at",
         "finished_at",
@@ -188,7 +191,29 @@ def job_detail(job: Mapping[str, Any]) -> str:
     width = max(len(name) for name, _ in fields)
     lines = [f"{name + ':':<{width + 1}} {clean(value)}" for name, value in fields]
     lines.append(_command(job.get("command"), job.get("arguments")))
+    history = job.get("attempt_history")
+    if isinstance(history, list) and history:
+        lines += ["attempts:", attempts_table(history)]
     return "\n".join(lines)
+
+
+def attempts_table(items: Sequence[Mapping[str, Any]]) -> str:
+    """One row per attempt: how each dispatch of the job ended."""
+    rows = [
+        (
+            a.get("number"),
+            a.get("state"),
+            dash(a.get("exit_code")),
+            dash(a.get("worker_id")),
+            when(a.get("started_at")),
+            when(a.get("finished_at")),
+            a.get("reason") or "-",
+        )
+        for a in items
+        if isinstance(a, Mapping)
+    ]
+    headers = ("ATTEMPT", "STATE", "EXIT", "WORKER", "STARTED", "FINISHED", "REASON")
+    return table(headers, rows)
 
 
 def _command(command: object, arguments: object) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hodei.domain.attempts import Attempt
 from hodei.domain.jobs import Job, JobState
 
 
@@ -27,7 +28,12 @@ class JobStore(Protocol):
     async def close(self) -> None: ...
 
     async def create_job(self, job: Job) -> Job:
-        """Insert a new job; returns it with `seq` set. ConflictError if the id exists."""
+        """Insert a new job; returns it with `seq` set. ConflictError if the id exists, or its
+        idempotency key is already another job's."""
+        ...
+
+    async def job_by_idempotency_key(self, key: str) -> Job | None:
+        """The job created with this idempotency key, if any."""
         ...
 
     async def get_job(self, job_id: str) -> Job:
@@ -50,10 +56,17 @@ class JobStore(Protocol):
         expected: Collection[JobState],
         target: JobState,
         changes: Mapping[str, Any] | None = None,
+        attempt: Attempt | None = None,
     ) -> Job:
         """Compare-and-swap: set state=target (and the given Job fields) only if the current
         state is in `expected`. Returns the updated job. ConflictError when the state was not in
-        `expected` (the message names the actual state), NotFoundError when there is no job."""
+        `expected` (the message names the actual state), NotFoundError when there is no job.
+        With `attempt`, that attempt record is written (upserted by job id and number; its None
+        fields keep the stored values) in the same transaction, only if the change applies."""
+        ...
+
+    async def list_attempts(self, job_id: str) -> list[Attempt]:
+        """The job's attempt records, first attempt first (empty for an unknown job)."""
         ...
 
     async def put_secret(self, name: str, ciphertext: bytes) -> None: ...
@@ -100,6 +113,7 @@ class WorkerLaunch:
     slots: int = 1
     cpu: float = 0.0  # the resources of the job it is started for (0 = no request); container
     memory_bytes: int = 0  # providers turn them into limits
+    env: dict[str, str] = field(default_factory=dict)  # for the agent, e.g. its TLS settings
 
 
 class WorkerProvider(Protocol):

@@ -20,6 +20,7 @@ import pytest
 from hodei.adapters.store import postgres, sqlite
 from hodei.adapters.store.common import Migration
 from hodei.config import ServerSettings
+from hodei.domain.attempts import Attempt, AttemptState
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.errors import ConflictError, NotFoundError, StoreError
 from hodei.ports import JobStore
@@ -216,6 +217,87 @@ async def test_conflict_among_concurrent_creates_keeps_the_others(store: JobStor
     )
     assert [type(r) for r in results] == [Job, ConflictError, Job, ConflictError, Job]
     assert {j.id for j in await store.jobs_in_states({Q})} == {"taken", "a", "b", "c"}
+
+
+# -- idempotency keys
+
+
+async def test_idempotency_key_round_trips_and_finds_its_job(store: JobStore) -> None:
+    created = await store.create_job(make_job("k1").with_changes(idempotency_key="deploy-42"))
+    assert (await store.get_job("k1")).idempotency_key == "deploy-42"
+    assert await store.job_by_idempotency_key("deploy-42") == created
+    assert await store.job_by_idempotency_key("other") is None
+    # Jobs without a key never collide with each other.
+    await store.create_job(make_job("k2"))
+    await store.create_job(make_job("k3"))
+    assert (await store.get_job("k3")).idempotency_key is None
+
+
+async def test_a_used_idempotency_key_conflicts_and_names_its_job(store: JobStore) -> None:
+    await store.create_job(make_job("first").with_changes(idempotency_key="once"))
+    with pytest.raises(ConflictError, match="idempotency key already used by job first"):
+        await store.create_job(make_job("second").with_changes(idempotency_key="once"))
+    with pytest.raises(ConflictError, match="job first already exists"):
+        await store.create_job(make_job("first").with_changes(idempotency_key="fresh"))
+    assert {j.id for j in await store.jobs_in_states({Q})} == {"first"}
+
+
+async def test_concurrent_creates_with_one_key_store_exactly_one(store: JobStore) -> None:
+    jobs = [make_job(f"c{i}").with_changes(idempotency_key="same") for i in range(20)]
+    others = [make_job(f"o{i}").with_changes(idempotency_key=f"k{i}") for i in range(20)]
+    results = await asyncio.gather(
+        *(store.create_job(j) for j in jobs + others), return_exceptions=True
+    )
+    winners = [r for r in results[:20] if isinstance(r, Job)]
+    assert len(winners) == 1
+    assert all(isinstance(r, ConflictError) for r in results[:20] if r is not winners[0])
+    assert all(isinstance(r, Job) for r in results[20:])
+    assert await store.job_by_idempotency_key("same") == winners[0]
+
+
+# -- attempts
+
+
+async def test_attempts_are_recorded_with_their_transitions(store: JobStore) -> None:
+    await store.create_job(make_job("a1"))
+    assigned = Attempt("a1", 1, AttemptState.ASSIGNED, "w1", assigned_at=10.0)
+    await store.transition("a1", {Q}, A, {"attempts": 1, "worker_id": "w1"}, assigned)
+    running = Attempt("a1", 1, AttemptState.RUNNING, "w1", started_at=11.0)
+    await store.transition("a1", {A}, R, {"started_at": 11.0}, running)
+    failed = Attempt("a1", 1, AttemptState.FAILED, "w1", 3, None, 11.0, 12.0, "exit 3")
+    await store.transition("a1", {R}, Q, {"exit_code": 3, "worker_id": None}, failed)
+    await store.transition(
+        "a1", {Q}, A, {"attempts": 2, "worker_id": "w2"}, Attempt("a1", 2, AttemptState.ASSIGNED)
+    )
+    done = Attempt("a1", 2, AttemptState.SUCCEEDED, "w2", 0, None, 20.0, 21.0, "")
+    await store.transition("a1", {A}, JobState.SUCCEEDED, {"exit_code": 0}, done)
+    assert await store.list_attempts("a1") == [
+        Attempt("a1", 1, AttemptState.FAILED, "w1", 3, 10.0, 11.0, 12.0, "exit 3"),
+        Attempt("a1", 2, AttemptState.SUCCEEDED, "w2", 0, None, 20.0, 21.0, ""),
+    ]
+    assert await store.list_attempts("ghost") == []
+
+
+async def test_a_refused_transition_records_no_attempt(store: JobStore) -> None:
+    await store.create_job(make_job("a2"))
+    with pytest.raises(ConflictError):
+        await store.transition("a2", {R}, Q, None, Attempt("a2", 1, AttemptState.FAILED))
+    assert await store.list_attempts("a2") == []
+
+
+async def test_attempts_of_many_jobs_moved_together(store: JobStore) -> None:
+    ids = [f"m{i}" for i in range(200)]
+    await asyncio.gather(*(store.create_job(make_job(i)) for i in ids))
+    await asyncio.gather(
+        *(
+            store.transition(i, {Q}, A, {"attempts": 1}, Attempt(i, 1, AttemptState.ASSIGNED))
+            for i in ids[::2]
+        ),
+        *(store.transition(i, {Q}, A, {"attempts": 1}) for i in ids[1::2]),
+    )
+    for n, job_id in enumerate(ids):
+        expected = [Attempt(job_id, 1, AttemptState.ASSIGNED)] if n % 2 == 0 else []
+        assert await store.list_attempts(job_id) == expected
 
 
 # -- compare-and-swap transitions
@@ -511,6 +593,20 @@ async def test_newer_code_upgrades_an_older_database(backend: Backend) -> None:
     await again.close()
     with pytest.raises(StoreError, match=f"schema version {latest + 1}, newer"):
         await reopen(backend)  # the older code no longer opens it
+
+
+async def test_a_version_1_database_is_upgraded_to_keys_and_attempts(backend: Backend) -> None:
+    first = await reopen(backend, migrations=backend.migrations[:1])
+    await first.close()
+    assert await backend.version() == 1 and not await backend.has_table("attempts")
+    upgraded = await reopen(backend)
+    try:
+        assert await backend.version() == len(backend.migrations)
+        await upgraded.create_job(make_job("u1").with_changes(idempotency_key="k"))
+        assert (await upgraded.job_by_idempotency_key("k")) is not None
+        assert await upgraded.list_attempts("u1") == []
+    finally:
+        await upgraded.close()
 
 
 async def test_failed_migration_leaves_the_old_version(backend: Backend) -> None:

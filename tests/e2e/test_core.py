@@ -291,7 +291,11 @@ def test_timeout_ends_the_job_timed_out_and_kills_it(server: RunningServer) -> N
 def test_retries_with_backoff_record_each_attempt(server_factory: type, tmp_path) -> None:  # type: ignore[no-untyped-def]
     server = server_factory.start("--retry-backoff", "200ms")
     marker = tmp_path / "tries"
-    script = f'echo try-$HODEI_ATTEMPT; echo x >> {marker}; [ "$(wc -l < {marker})" -ge 3 ]'
+    # Attempt 1 exits 3, attempt 2 exits 4, attempt 3 succeeds.
+    script = (
+        f"echo try-$HODEI_ATTEMPT; echo x >> {marker}; n=$(wc -l < {marker}); "
+        '[ "$n" -ge 3 ] && exit 0; exit $((n + 2))'
+    )
     job_id = submit(server, "--retries", "3", "--", "bash", "-c", script)
     job = server.wait_state(job_id, {"succeeded", "failed"}, timeout=60)
     assert job["state"] == "succeeded" and job["attempts"] == 3
@@ -300,3 +304,47 @@ def test_retries_with_backoff_record_each_attempt(server_factory: type, tmp_path
             log = client.get(f"/api/v1/jobs/{job_id}/logs?attempt={n}").text
             assert log == f"try-{n}\n"
         assert client.get(f"/api/v1/jobs/{job_id}/logs?attempt=4").status_code == 400
+        history = client.get(f"/api/v1/jobs/{job_id}").json()["attempt_history"]
+        listed = client.get(f"/api/v1/jobs/{job_id}/attempts").json()["items"]
+    assert listed == history
+    assert [(a["number"], a["state"], a["exit_code"]) for a in history] == [
+        (1, "failed", 3),
+        (2, "failed", 4),
+        (3, "succeeded", 0),
+    ]
+    for attempt in history:
+        assert attempt["worker_id"] and attempt["assigned_at"]
+        assert attempt["started_at"] <= attempt["finished_at"]
+    shown = server.hodei("show", job_id)
+    assert shown.returncode == 0, shown.stderr.decode()
+    lines = shown.stdout.decode().splitlines()
+    table = lines[lines.index("attempts:") + 1 :]
+    assert table[0].split()[:3] == ["ATTEMPT", "STATE", "EXIT"]
+    assert [row.split()[:3] for row in table[1:4]] == [
+        ["1", "failed", "3"],
+        ["2", "failed", "4"],
+        ["3", "succeeded", "0"],
+    ]
+
+
+def test_idempotency_key_makes_a_repeated_submit_return_the_same_job(
+    server: RunningServer,
+) -> None:
+    first = submit(server, "--idempotency-key", "release-7", "--", "echo", "once")
+    again = submit(server, "--idempotency-key", "release-7", "--", "echo", "once")
+    assert again == first
+    other = server.hodei("submit", "--idempotency-key", "release-7", "--", "echo", "twice")
+    assert other.returncode != 0
+    assert f"idempotency key already used by job {first}" in other.stderr.decode()
+    bad = server.hodei("submit", "--idempotency-key", "has space", "--", "true")
+    assert bad.returncode != 0 and "idempotency key" in bad.stderr.decode()
+    body = {"command": "echo via-rest"}
+    with server.http() as client:
+        created = client.post("/api/v1/jobs", json=body, headers={"Idempotency-Key": "rest-1"})
+        repeated = client.post("/api/v1/jobs", json=body, headers={"Idempotency-Key": "rest-1"})
+        assert (created.status_code, repeated.status_code) == (201, 200)
+        assert created.json()["id"] == repeated.json()["id"]
+        assert created.json()["idempotency_key"] == "rest-1"
+        listed = client.get("/api/v1/jobs", params={"limit": 1000}).json()["items"]
+    assert sum(1 for j in listed if j["idempotency_key"] == "release-7") == 1
+    assert sum(1 for j in listed if j["idempotency_key"] == "rest-1") == 1

@@ -59,6 +59,35 @@ def test_queue_job_in_the_seeds_shape_and_subscribe_to_its_logs(server: RunningS
         assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_queue_job_with_an_idempotency_key_queues_once(server: RunningServer) -> None:
+    request = jobs_pb2.QueueJobRequest(
+        job_definition=jobs_pb2.JobDefinition(command="echo", arguments=["idem"]),
+        idempotency_key="grpc-key-1",
+    )
+    with grpc.insecure_channel(server.grpc) as channel:
+        stub = jobs_pb2_grpc.JobExecutionServiceStub(channel)
+        first = stub.QueueJob(request, timeout=10)
+        again = stub.QueueJob(request, timeout=10)
+        assert first.created and not again.created
+        assert first.job.id == again.job.id and again.job.idempotency_key == "grpc-key-1"
+        changed = jobs_pb2.QueueJobRequest(
+            job_definition=jobs_pb2.JobDefinition(command="echo", arguments=["other"]),
+            idempotency_key="grpc-key-1",
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.QueueJob(changed, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "different submission" in (refused.value.details() or "")
+        server.wait_state(first.job.id, {"succeeded"}, timeout=30)
+        job = stub.GetJob(
+            jobs_pb2.GetJobRequest(job_id=common_pb2.JobId(value=first.job.id)), timeout=10
+        )
+        assert [(a.number, a.state, a.exit_code) for a in job.attempt_history] == [
+            (1, "succeeded", 0)
+        ]
+        assert job.attempt_history[0].has_exit_code
+
+
 def reply_request(job_id: str) -> jobs_pb2.QueueJobRequest:
     return jobs_pb2.QueueJobRequest(
         job_definition=jobs_pb2.JobDefinition(job_id=common_pb2.JobId(value=job_id), command="true")

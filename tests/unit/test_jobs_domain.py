@@ -97,3 +97,9 @@ def test_log_attempt_follows_the_coming_attempt_while_queued() -> None:
     assert log_attempt(retried) == 2 and attempt_over(retried, 1)
     cancelled_early = job.with_changes(state=JobState.CANCELLED)
     assert attempt_over(cancelled_early, 1)
+
+
+@pytest.mark.parametrize("job_id", ["abc\n", "a\nb", "x" * 65])
+def test_job_ids_with_a_trailing_newline_or_too_long_are_refused(job_id: str) -> None:
+    with pytest.raises(ValidationError, match="job id"):
+        validate_job_id(job_id)

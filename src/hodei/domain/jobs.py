@@ -16,6 +16,7 @@ MAX_ENV = 256
 MAX_LABELS = 64
 MAX_ARGS = 4096
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
 
@@ -102,8 +103,16 @@ class JobSpec:
         )
 
 
+def validate_idempotency_key(key: str) -> str:
+    if not _IDEMPOTENCY_RE.fullmatch(key):
+        raise ValidationError(
+            "idempotency key must be 1-200 printable ASCII characters without spaces"
+        )
+    return key
+
+
 def validate_job_id(job_id: str) -> str:
-    if not _ID_RE.match(job_id):
+    if not _ID_RE.fullmatch(job_id):
         raise ValidationError(
             "job id must be 1-64 characters of letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -115,7 +124,7 @@ def _check_map(kind: str, values: dict[str, str], key_re: re.Pattern[str], limit
     if len(values) > limit:
         raise ValidationError(f"too many {kind} entries ({len(values)} > {limit})")
     for key, value in values.items():
-        if not isinstance(key, str) or not key_re.match(key):
+        if not isinstance(key, str) or not key_re.fullmatch(key):
             raise ValidationError(f"invalid {kind} key {key!r}")
         if not isinstance(value, str) or len(value) > 32 * 1024 or "\x00" in value:
             raise ValidationError(f"invalid {kind} value for {key!r}")
@@ -137,7 +146,7 @@ def validate_spec(spec: JobSpec) -> JobSpec:
     _check_map("env", spec.env, _KEY_RE, MAX_ENV)
     _check_map("label", spec.labels, _LABEL_KEY_RE, MAX_LABELS)
     for name in spec.secrets:
-        if not _KEY_RE.match(name):
+        if not _KEY_RE.fullmatch(name):
             raise ValidationError(f"invalid secret name {name!r}")
     if not 0 <= spec.cpu <= 1024:
         raise ValidationError("cpu must be between 0 and 1024 cores")
@@ -165,6 +174,8 @@ class Job:
     finished_at: float | None = None
     reason: str = ""  # why it waits, or why it failed
     seq: int = 0  # store order (insertion), used for FIFO within a priority and for paging
+    # A client's key for "submit at most once": a repeated submit with it returns this job.
+    idempotency_key: str | None = None
 
     def with_changes(self, **changes: object) -> Job:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from hodei._proto.hodei.v1 import jobs_pb2_grpc
 from hodei.domain.jobs import Job, JobSpec
 from hodei.errors import AuthError, ConflictError, HodeiError, NotFoundError, ValidationError
 from hodei.server.service import JobsApi, LogPiece
-from hodei.server.views import job_to_proto
+from hodei.server.views import attempt_to_proto, job_to_proto
 
 T = TypeVar("T")
 Context = Any  # grpc.aio.ServicerContext: grpcio ships no type information
@@ -62,13 +62,21 @@ class JobService(jobs_pb2_grpc.JobExecutionServiceServicer):
     async def QueueJob(self, request: pb.QueueJobRequest, context: Context) -> pb.QueueJobResponse:
         d = request.job_definition
         spec = spec_from_definition(d, request.queued_by)
-        job = await _call(context, lambda: self.api.submit(spec, d.job_id.value or None))
+        key = request.idempotency_key or None
+        job, created = await _call(
+            context, lambda: self.api.submit_once(spec, d.job_id.value or None, key)
+        )
+        message = f"job {job.id} queued" if created else f"job {job.id} (same idempotency key)"
         return pb.QueueJobResponse(
-            success=True, message=f"job {job.id} queued", job=self._proto(job)
+            success=True, message=message, job=self._proto(job), created=created
         )
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
-        return self._proto(await _call(context, lambda: self.api.get(request.job_id.value)))
+        job_id = request.job_id.value
+        job = self._proto(await _call(context, lambda: self.api.get(job_id)))
+        attempts = await _call(context, lambda: self.api.attempts(job_id))
+        job.attempt_history.extend(attempt_to_proto(a) for a in attempts)
+        return job
 
     async def GetJobStatus(self, request: pb.GetJobRequest, context: Context) -> pb.JobStatus:
         job = await _call(context, lambda: self.api.get(request.job_id.value))

@@ -19,7 +19,7 @@ from hodei.domain.jobs import Job, JobSpec, parse_size
 from hodei.errors import HodeiError, ValidationError
 from hodei.server.metrics import Metrics
 from hodei.server.service import JobsApi, LogPiece
-from hodei.server.views import iso, job_to_dict, launching_to_dict, worker_to_dict
+from hodei.server.views import attempt_to_dict, iso, job_to_dict, launching_to_dict, worker_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class SubmitRequest(BaseModel):
     priority: int = Field(0, ge=-1_000_000, le=1_000_000)
     id: str | None = Field(None, max_length=64)
     queued_by: str = Field("", max_length=200)
+    idempotency_key: str | None = Field(None, max_length=200)
 
     def to_spec(self) -> JobSpec:
         memory = self.memory_bytes
@@ -177,8 +178,18 @@ def create_http_app(api: JobsApi, services: Any, metrics: Metrics, started_at: f
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.post("/api/v1/jobs", status_code=201)
-    async def submit(body: SubmitRequest) -> dict[str, Any]:
-        return job_json(await api.submit(body.to_spec(), body.id))
+    async def submit(
+        body: SubmitRequest,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> dict[str, Any]:
+        key = body.idempotency_key or idempotency_key  # the body's, else the header's
+        if body.idempotency_key and idempotency_key and body.idempotency_key != idempotency_key:
+            raise ValidationError("Idempotency-Key header and body idempotency_key differ")
+        job, created = await api.submit_once(body.to_spec(), body.id, key)
+        if not created:
+            response.status_code = 200  # the job an earlier submit with this key created
+        return job_json(job)
 
     @app.get("/api/v1/jobs")
     async def list_jobs(
@@ -191,7 +202,13 @@ def create_http_app(api: JobsApi, services: Any, metrics: Metrics, started_at: f
 
     @app.get("/api/v1/jobs/{job_id}")
     async def get_job(job_id: str) -> dict[str, Any]:
-        return job_json(await api.get(job_id))
+        job = job_json(await api.get(job_id))
+        job["attempt_history"] = [attempt_to_dict(a) for a in await api.attempts(job_id)]
+        return job
+
+    @app.get("/api/v1/jobs/{job_id}/attempts")
+    async def attempts(job_id: str) -> dict[str, Any]:
+        return {"items": [attempt_to_dict(a) for a in await api.attempts(job_id)]}
 
     @app.post("/api/v1/jobs/{job_id}/cancel")
     async def cancel(job_id: str) -> dict[str, Any]:

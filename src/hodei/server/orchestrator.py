@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+from hodei.domain.attempts import AttemptState, attempt_record
 from hodei.domain.jobs import (
     Job,
     JobSpec,
     JobState,
     check_transition,
     new_job_id,
+    validate_idempotency_key,
     validate_job_id,
     validate_spec,
 )
-from hodei.errors import ValidationError
+from hodei.errors import ConflictError, ValidationError
 from hodei.ports import JobStore
 from hodei.server.bus import EventBus, JobChanged
 from hodei.server.vault import SecretVault
@@ -35,8 +38,24 @@ class Orchestrator:
         self.vault = vault
         self._clock = clock
 
-    async def submit(self, spec: JobSpec, job_id: str | None = None) -> Job:
+    async def submit(
+        self, spec: JobSpec, job_id: str | None = None, idempotency_key: str | None = None
+    ) -> Job:
+        job, _ = await self.submit_once(spec, job_id, idempotency_key)
+        return job
+
+    async def submit_once(
+        self, spec: JobSpec, job_id: str | None = None, idempotency_key: str | None = None
+    ) -> tuple[Job, bool]:
+        """Store a new job; returns (job, created). With an idempotency key already used, the
+        job created with it comes back (created=False) if it was asked for the same thing, else
+        ConflictError: a key names one submission, never two different ones."""
         validate_spec(spec)
+        if idempotency_key is not None:
+            validate_idempotency_key(idempotency_key)
+            earlier = await self.store.job_by_idempotency_key(idempotency_key)
+            if earlier is not None:
+                return _same_submission(earlier, spec, job_id), False
         if spec.secrets:
             known = await self.store.get_secrets(spec.secrets)
             missing = [n for n in spec.secrets if n not in known]
@@ -46,16 +65,32 @@ class Orchestrator:
             id=validate_job_id(job_id) if job_id else new_job_id(),
             spec=spec,
             created_at=self._clock(),
+            idempotency_key=idempotency_key,
         )
-        job = await self.store.create_job(job)
+        try:
+            job = await self.store.create_job(job)
+        except ConflictError:
+            # Two submits with one key raced: the loser answers with the winner's job.
+            if idempotency_key is None:
+                raise
+            earlier = await self.store.job_by_idempotency_key(idempotency_key)
+            if earlier is None:
+                raise
+            return _same_submission(earlier, spec, job_id), False
         self.bus.publish(JobChanged(job, None))
-        return job
+        return job, True
 
-    async def move(self, job: Job, target: JobState, **changes: Any) -> Job:
+    async def move(
+        self, job: Job, target: JobState, outcome: AttemptState | None = None, **changes: Any
+    ) -> Job:
         """Move `job` (as last read) to `target`. Raises ConflictError when the transition is
-        illegal or the stored state is no longer `job.state` (someone else moved it first)."""
+        illegal or the stored state is no longer `job.state` (someone else moved it first).
+        The attempt the move starts or ends is recorded with it; `outcome` says how an attempt
+        sent back to the queue ended (default: failed)."""
         check_transition(job.state, target)
-        updated = await self.store.transition(job.id, (job.state,), target, changes)
+        after = job.with_changes(state=target, **changes)
+        attempt = attempt_record(job, after, self._clock(), outcome)
+        updated = await self.store.transition(job.id, (job.state,), target, changes, attempt)
         self.bus.publish(JobChanged(updated, job.state))
         return updated
 
@@ -64,11 +99,12 @@ class Orchestrator:
             job, target, exit_code=exit_code, reason=reason, finished_at=self._clock()
         )
 
-    async def requeue(self, job: Job, reason: str = "") -> Job:
+    async def requeue(self, job: Job, reason: str = "", outcome: AttemptState | None = None) -> Job:
         """Back to the queue for a new attempt (retry); the attempt counter is kept."""
         return await self.move(
             job,
             JobState.QUEUED,
+            outcome,
             exit_code=None,
             reason=reason,
             worker_id=None,
@@ -78,3 +114,14 @@ class Orchestrator:
 
     def now(self) -> float:
         return self._clock()
+
+
+def _same_submission(earlier: Job, spec: JobSpec, job_id: str | None) -> Job:
+    # Who queued it is not part of what was asked for.
+    if replace(spec, queued_by=earlier.spec.queued_by) != earlier.spec or (
+        job_id is not None and job_id != earlier.id
+    ):
+        raise ConflictError(
+            f"idempotency key already used by job {earlier.id} for a different submission"
+        )
+    return earlier

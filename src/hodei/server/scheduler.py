@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
+from hodei.domain.attempts import AttemptState
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.domain.scheduling import (
     Placement,
@@ -238,7 +239,9 @@ class Scheduler:
     async def _requeue_unrun(self, held: HeldJob, error: str) -> None:
         """The agent never started this attempt (e.g. it was shutting down): queue it again."""
         try:
-            await self.orch.requeue(held.job, reason=f"not run by its worker: {error}")
+            await self.orch.requeue(
+                held.job, reason=f"not run by its worker: {error}", outcome=AttemptState.NOT_RUN
+            )
         except ConflictError as exc:
             log.warning("could not requeue %s: %s", held.job_id, exc)
         finally:

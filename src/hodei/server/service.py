@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from hodei.domain.attempts import Attempt
 from hodei.domain.jobs import Job, JobSpec, JobState, attempt_over, log_attempt
 from hodei.errors import ValidationError
 from hodei.server.loghub import LogHub
@@ -26,6 +27,16 @@ class JobsApi:
 
     async def submit(self, spec: JobSpec, job_id: str | None = None) -> Job:
         return await self.orch.submit(spec, job_id)
+
+    async def submit_once(
+        self, spec: JobSpec, job_id: str | None, idempotency_key: str | None
+    ) -> tuple[Job, bool]:
+        """(job, created): with a known idempotency key, the job it created earlier."""
+        return await self.orch.submit_once(spec, job_id, idempotency_key)
+
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        await self.get(job_id)  # NotFoundError for an unknown job
+        return await self.orch.store.list_attempts(job_id)
 
     async def get(self, job_id: str) -> Job:
         return await self.orch.store.get_job(job_id)

@@ -27,7 +27,7 @@ def load_or_create_key(path: Path) -> bytes:
 
 
 def check_name(name: str) -> str:
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise ValidationError(
             f"invalid secret name {name!r}: use letters, digits and '_' (an env var name)"
         )

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hodei._proto.hodei.v1 import jobs_pb2
+from hodei.domain.attempts import Attempt
 from hodei.domain.jobs import Job
 from hodei.server.workers import WorkerSession
 
@@ -40,7 +41,35 @@ def job_to_dict(job: Job, reason: str | None = None) -> dict[str, Any]:
         "max_retries": spec.max_retries,
         "reason": reason if reason is not None else job.reason,
         "queued_by": spec.queued_by,
+        "idempotency_key": job.idempotency_key,
     }
+
+
+def attempt_to_dict(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "number": attempt.number,
+        "state": attempt.state.value,
+        "worker_id": attempt.worker_id,
+        "exit_code": attempt.exit_code,
+        "assigned_at": iso(attempt.assigned_at),
+        "started_at": iso(attempt.started_at),
+        "finished_at": iso(attempt.finished_at),
+        "reason": attempt.reason,
+    }
+
+
+def attempt_to_proto(attempt: Attempt) -> jobs_pb2.Attempt:
+    return jobs_pb2.Attempt(
+        number=attempt.number,
+        state=attempt.state.value,
+        worker_id=attempt.worker_id or "",
+        exit_code=attempt.exit_code or 0,
+        has_exit_code=attempt.exit_code is not None,
+        assigned_at=iso(attempt.assigned_at) or "",
+        started_at=iso(attempt.started_at) or "",
+        finished_at=iso(attempt.finished_at) or "",
+        reason=attempt.reason,
+    )
 
 
 def job_to_proto(job: Job, reason: str | None = None) -> jobs_pb2.Job:
@@ -62,6 +91,7 @@ def job_to_proto(job: Job, reason: str | None = None) -> jobs_pb2.Job:
         arguments=list(spec.arguments),
         reason=reason if reason is not None else job.reason,
         queued_by=spec.queued_by,
+        idempotency_key=job.idempotency_key or "",
     )
 
 

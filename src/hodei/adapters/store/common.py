@@ -10,6 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from hodei.domain.attempts import Attempt, AttemptState
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.errors import ConflictError, StoreError
 
@@ -55,6 +56,33 @@ def row_to_job(row: Sequence[Any]) -> Job:
     data["spec"] = decode_spec(data["spec"])
     data["state"] = JobState(data["state"])
     return Job(**data)
+
+
+# -- attempts: one row per (job_id, number); both dialects upsert it the same way
+
+ATTEMPT_FIELDS = tuple(f.name for f in fields(Attempt))
+# Fields left None keep the stored value (a RUNNING record keeps the ASSIGNED one's assigned_at).
+_KEEP = ("worker_id", "exit_code", "assigned_at", "started_at", "finished_at")
+ATTEMPT_CONFLICT = (
+    "ON CONFLICT (job_id, number) DO UPDATE SET state = excluded.state, "
+    + ", ".join(
+        [f"{f} = coalesce(excluded.{f}, attempts.{f})" for f in _KEEP]
+        + ["reason = excluded.reason"]
+    )
+)
+
+
+def attempt_params(attempt: Attempt) -> tuple[Any, ...]:
+    """Column values in ATTEMPT_FIELDS order."""
+    values = {name: getattr(attempt, name) for name in ATTEMPT_FIELDS}
+    values["state"] = AttemptState(attempt.state).value
+    return tuple(values.values())
+
+
+def row_to_attempt(row: Sequence[Any]) -> Attempt:
+    data = dict(zip(ATTEMPT_FIELDS, row, strict=True))
+    data["state"] = AttemptState(data["state"])
+    return Attempt(**data)
 
 
 def check_changes(changes: Mapping[str, Any] | None) -> dict[str, Any]:

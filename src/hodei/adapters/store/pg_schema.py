@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from hodei.adapters.store.common import INSERT_FIELDS, JOB_FIELDS, MUTABLE_FIELDS, Migration
+from hodei.adapters.store.common import (
+    ATTEMPT_CONFLICT,
+    ATTEMPT_FIELDS,
+    INSERT_FIELDS,
+    JOB_FIELDS,
+    MUTABLE_FIELDS,
+    Migration,
+)
 
 _V1 = (
     """CREATE TABLE jobs (
@@ -30,9 +37,29 @@ _V1 = (
         updated_at DOUBLE PRECISION NOT NULL
     )""",
 )
+_V2 = (
+    # NULL for "no key": a UNIQUE index admits any number of NULLs.
+    "ALTER TABLE jobs ADD COLUMN idempotency_key TEXT",
+    "CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (idempotency_key)",
+    """CREATE TABLE attempts (
+        job_id TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        worker_id TEXT,
+        exit_code INTEGER,
+        assigned_at DOUBLE PRECISION,
+        started_at DOUBLE PRECISION,
+        finished_at DOUBLE PRECISION,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (job_id, number)
+    )""",
+)
 # The schema, step by step: a database at version N gets steps N+1.. applied on open. Released
 # steps are never edited; a change is a new step at the end.
-MIGRATIONS: tuple[Migration, ...] = (Migration("jobs, secrets and queue indexes", _V1),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("jobs, secrets and queue indexes", _V1),
+    Migration("idempotency keys and attempt records", _V2),
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Serialises migrations of every Hodei server on the database (any constant would do).
@@ -55,18 +82,32 @@ COLUMN_TYPES = {
     "finished_at": "float8",
     "reason": "text",
     "priority": "int4",
+    "idempotency_key": "text",
+}
+ATTEMPT_TYPES = {
+    "job_id": "text",
+    "number": "int4",
+    "state": "text",
+    "worker_id": "text",
+    "exit_code": "int4",
+    "assigned_at": "float8",
+    "started_at": "float8",
+    "finished_at": "float8",
+    "reason": "text",
 }
 COLUMNS = ", ".join(JOB_FIELDS)
 SELECT = f"SELECT {COLUMNS} FROM jobs"
 
 _INSERT_COLUMNS = (*INSERT_FIELDS, "priority")  # a Job field without a type fails loudly here
 _UNNEST = ", ".join(f"${i}::{COLUMN_TYPES[c]}[]" for i, c in enumerate(_INSERT_COLUMNS, 1))
-# ON CONFLICT DO NOTHING: an id that exists (or comes twice in the batch) gets no row back and
-# only its caller gets a ConflictError, like SQLite's per-operation savepoints.
+# ON CONFLICT DO NOTHING: an id or idempotency key that exists (or comes twice in the batch)
+# gets no row back and only its caller gets a ConflictError, like SQLite's per-operation
+# savepoints.
 INSERT_MANY = (
     f"INSERT INTO jobs ({', '.join(_INSERT_COLUMNS)}) SELECT * FROM unnest({_UNNEST}) "
-    "ON CONFLICT (id) DO NOTHING RETURNING id, seq"
+    "ON CONFLICT DO NOTHING RETURNING id, seq"
 )
+KEY_OWNERS = "SELECT idempotency_key, id FROM jobs WHERE idempotency_key = ANY($1::text[])"
 
 # Compare-and-swap of many jobs in one statement. Per row: the id, the expected states joined
 # by commas, the target, then for every mutable field its value and whether to set it (a
@@ -77,13 +118,24 @@ if set(MOVE_FIELDS) != MUTABLE_FIELDS:  # a new mutable Job field needs its plac
 _MOVE_ARRAYS = [("id", "text"), ("expected", "text"), ("target", "text")]
 for _field in MOVE_FIELDS:
     _MOVE_ARRAYS += [(_field, COLUMN_TYPES[_field]), (f"set_{_field}", "bool")]
+# Then, per row, its attempt record's columns (all NULL when the move records none), upserted
+# in the same statement for the rows that moved.
+_ATTEMPT_ARRAYS = [(f"a_{name}", ATTEMPT_TYPES[name]) for name in ATTEMPT_FIELDS]
+_ARRAYS = _MOVE_ARRAYS + _ATTEMPT_ARRAYS
 MOVE_MANY = (
-    "UPDATE jobs AS j SET state = u.target, "
+    "WITH u AS (SELECT * FROM unnest("
+    + ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(_ARRAYS, 1))
+    + f") AS u({', '.join(name for name, _ in _ARRAYS)})), "
+    "moved AS (UPDATE jobs AS j SET state = u.target, "
     + ", ".join(f"{f} = CASE WHEN u.set_{f} THEN u.{f} ELSE j.{f} END" for f in MOVE_FIELDS)
-    + " FROM unnest("
-    + ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(_MOVE_ARRAYS, 1))
-    + f") AS u({', '.join(name for name, _ in _MOVE_ARRAYS)}) "
-    "WHERE j.id = u.id AND j.state = ANY(string_to_array(u.expected, ',')) "
-    f"RETURNING {', '.join(f'j.{c}' for c in JOB_FIELDS)}"
+    + " FROM u WHERE j.id = u.id AND j.state = ANY(string_to_array(u.expected, ',')) "
+    f"RETURNING {', '.join(f'j.{c}' for c in JOB_FIELDS)}), "
+    f"recorded AS (INSERT INTO attempts ({', '.join(ATTEMPT_FIELDS)}) "
+    f"SELECT {', '.join(name for name, _ in _ATTEMPT_ARRAYS)} FROM u JOIN moved ON moved.id = u.id "
+    f"WHERE u.a_number IS NOT NULL {ATTEMPT_CONFLICT}) "
+    f"SELECT {', '.join(JOB_FIELDS)} FROM moved"
+)
+SELECT_ATTEMPTS = (
+    f"SELECT {', '.join(ATTEMPT_FIELDS)} FROM attempts WHERE job_id = $1 ORDER BY number"
 )
 STATES_OF = "SELECT id, state FROM jobs WHERE id = ANY($1::text[])"

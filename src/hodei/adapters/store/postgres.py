@@ -18,12 +18,16 @@ from typing import Any, TypeVar
 import asyncpg
 
 from hodei.adapters.store.common import (
+    ATTEMPT_FIELDS,
+    INSERT_FIELDS,
     MAX_PAGE,
     Migration,
+    attempt_params,
     check_changes,
     job_params,
     pending_migrations,
     redact_url,
+    row_to_attempt,
     row_to_job,
     state_values,
     transition_conflict,
@@ -31,6 +35,7 @@ from hodei.adapters.store.common import (
 from hodei.adapters.store.pg_batch import GroupCommit, Pending
 from hodei.adapters.store.pg_schema import (
     INSERT_MANY,
+    KEY_OWNERS,
     MIGRATION_LOCK,
     MIGRATIONS,
     MIGRATIONS_TABLE,
@@ -38,8 +43,10 @@ from hodei.adapters.store.pg_schema import (
     MOVE_MANY,
     SCHEMA_VERSION,
     SELECT,
+    SELECT_ATTEMPTS,
     STATES_OF,
 )
+from hodei.domain.attempts import Attempt
 from hodei.domain.jobs import Job, JobState
 from hodei.errors import ConflictError, NotFoundError, StoreError
 from hodei.ports import SecretRecord
@@ -47,6 +54,8 @@ from hodei.ports import SecretRecord
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresJobStore"]
 
 MAX_BATCH = 500
+_NO_ATTEMPT = (None,) * len(ATTEMPT_FIELDS)
+_KEY_AT = INSERT_FIELDS.index("idempotency_key")  # in a create's parameters
 _T = TypeVar("_T")
 _Fn = Callable[[asyncpg.Connection], Awaitable[_T]]
 
@@ -259,12 +268,43 @@ class PostgresJobStore:
     # -- jobs
 
     async def create_job(self, job: Job) -> Job:
-        """Insert a new job; returns it with `seq` set. ConflictError if the id exists."""
+        """Insert a new job; returns it with `seq` set. ConflictError if the id exists, or its
+        idempotency key is another job's."""
         seq = await self._batched(self.creates, job.id, job_params(job))
         return job.with_changes(seq=seq)
 
     async def _insert_batch(self, batch: list[Pending]) -> None:
-        await self._run_batch(batch, _insert_statement, _settle_inserts)
+        await self._run_batch(batch, _insert_statement, self._settle_inserts)
+
+    async def _settle_inserts(self, batch: list[Pending], rows: list[asyncpg.Record]) -> None:
+        """The first call for an id that came back inserted wins; any other call gets a
+        ConflictError naming the id or the idempotency key that was taken."""
+        seqs = {row["id"]: row["seq"] for row in rows}
+        refused = [p for p in batch if p.key not in seqs or seqs[p.key] is None]
+        keys = [p.request[_KEY_AT] for p in refused if p.request[_KEY_AT] is not None]
+        owners: dict[str, str] = {}
+        if keys:
+            assert self._pool is not None  # the batch's callers keep the store open
+            found = await self._attempt(self._pool, lambda c: c.fetch(KEY_OWNERS, keys), True)
+            owners = {row["idempotency_key"]: row["id"] for row in found}
+        for pending in batch:
+            seq = seqs.pop(pending.key, None)
+            if pending.future.done():  # the caller was cancelled (its job may still be stored)
+                continue
+            if seq is not None:
+                pending.future.set_result(seq)
+                continue
+            owner = owners.get(pending.request[_KEY_AT])
+            if owner is not None and owner != pending.key:
+                message = f"idempotency key already used by job {owner}"
+            else:
+                message = f"job {pending.key} already exists"
+            pending.future.set_exception(ConflictError(message))
+
+    async def job_by_idempotency_key(self, key: str) -> Job | None:
+        sql = f"{SELECT} WHERE idempotency_key = $1"
+        row = await self._run(lambda c: c.fetchrow(sql, key), read=True)
+        return row_to_job(row) if row is not None else None
 
     async def get_job(self, job_id: str) -> Job:
         """NotFoundError if there is no such job."""
@@ -308,12 +348,20 @@ class PostgresJobStore:
         expected: Collection[JobState],
         target: JobState,
         changes: Mapping[str, Any] | None = None,
+        attempt: Attempt | None = None,
     ) -> Job:
         """Compare-and-swap: set state=target (and the given Job fields) only if the current
         state is in `expected`. Returns the updated job. ConflictError when the state was not in
         `expected` (the message names the actual state), NotFoundError when there is no job.
-        ValueError for a `changes` key that is not one of MUTABLE_FIELDS."""
-        request = (state_values(expected), JobState(target).value, check_changes(changes))
+        ValueError for a `changes` key that is not one of MUTABLE_FIELDS. With `attempt`, the
+        attempt record is upserted in the same statement."""
+        recorded = attempt_params(attempt) if attempt is not None else _NO_ATTEMPT
+        request = (
+            state_values(expected),
+            JobState(target).value,
+            check_changes(changes),
+            recorded,
+        )
         job: Job = await self._batched(self.moves, job_id, request)
         return job
 
@@ -343,6 +391,10 @@ class PostgresJobStore:
                 pending.future.set_exception(error)
             else:
                 pending.future.set_exception(NotFoundError(f"no job {pending.key}"))
+
+    async def list_attempts(self, job_id: str) -> list[Attempt]:
+        rows = await self._run(lambda c: c.fetch(SELECT_ATTEMPTS, job_id), read=True)
+        return [row_to_attempt(row) for row in rows]
 
     # -- secrets
 
@@ -392,27 +444,13 @@ def _move_statement(batch: list[Pending]) -> _Fn[list[asyncpg.Record]]:
     rows = []
     # Sorted by id: two servers' batches lock the rows they share in the same order.
     for pending in sorted(batch, key=lambda p: p.key):
-        states, target, changes = pending.request
+        states, target, changes, recorded = pending.request
         row: list[Any] = [pending.key, ",".join(states), target]
         for name in MOVE_FIELDS:
             row += [changes.get(name), name in changes]
-        rows.append(tuple(row))
+        rows.append((*row, *recorded))
     columns = _columns(rows)
     return lambda conn: conn.fetch(MOVE_MANY, *columns)
-
-
-async def _settle_inserts(batch: list[Pending], rows: list[asyncpg.Record]) -> None:
-    """The first call for an id that came back inserted wins; any other call for that id gets
-    a ConflictError (the id existed already, or came earlier in the batch)."""
-    seqs = {row["id"]: row["seq"] for row in rows}
-    for pending in batch:
-        seq = seqs.pop(pending.key, None)
-        if pending.future.done():  # the caller was cancelled (its job may still be stored)
-            continue
-        if seq is not None:
-            pending.future.set_result(seq)
-        else:
-            pending.future.set_exception(ConflictError(f"job {pending.key} already exists"))
 
 
 def _fail(batch: list[Pending], error: StoreError) -> None:

@@ -20,18 +20,23 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hodei.adapters.store.common import (
+    ATTEMPT_CONFLICT,
+    ATTEMPT_FIELDS,
     INSERT_FIELDS,
     JOB_FIELDS,
     MAX_PAGE,
     MUTABLE_FIELDS,
     Migration,
+    attempt_params,
     check_changes,
     job_params,
     pending_migrations,
+    row_to_attempt,
     row_to_job,
     state_values,
     transition_conflict,
 )
+from hodei.domain.attempts import Attempt
 from hodei.domain.jobs import Job, JobState
 from hodei.errors import ConflictError, NotFoundError, StoreError
 from hodei.ports import SecretRecord
@@ -69,14 +74,38 @@ _V1 = (
         updated_at REAL NOT NULL
     )""",
 )
+_V2 = (
+    # NULL for "no key": a UNIQUE index admits any number of NULLs.
+    "ALTER TABLE jobs ADD COLUMN idempotency_key TEXT",
+    "CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (idempotency_key)",
+    """CREATE TABLE attempts (
+        job_id TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        worker_id TEXT,
+        exit_code INTEGER,
+        assigned_at REAL,
+        started_at REAL,
+        finished_at REAL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (job_id, number)
+    )""",
+)
 # The schema, step by step: a database at version N gets steps N+1.. applied on open.
-MIGRATIONS: tuple[Migration, ...] = (Migration("jobs, secrets and queue indexes", _V1),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("jobs, secrets and queue indexes", _V1),
+    Migration("idempotency keys and attempt records", _V2),
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _SELECT = f"SELECT {', '.join(JOB_FIELDS)} FROM jobs"
 _INSERT = (
     f"INSERT INTO jobs ({', '.join(INSERT_FIELDS)}, priority) "
     f"VALUES ({', '.join('?' * (len(INSERT_FIELDS) + 1))})"
+)
+_UPSERT_ATTEMPT = (
+    f"INSERT INTO attempts ({', '.join(ATTEMPT_FIELDS)}) "
+    f"VALUES ({', '.join('?' * len(ATTEMPT_FIELDS))}) {ATTEMPT_CONFLICT}"
 )
 
 
@@ -350,10 +379,21 @@ class SqliteJobStore:
             except sqlite3.IntegrityError:
                 if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
                     raise ConflictError(f"job {job.id} already exists") from None
+                key = job.idempotency_key
+                sql = "SELECT id FROM jobs WHERE idempotency_key = ?"
+                if key is not None and (row := conn.execute(sql, (key,)).fetchone()):
+                    raise ConflictError(f"idempotency key already used by job {row[0]}") from None
                 raise
             return job.with_changes(seq=cursor.lastrowid)
 
         return await self._submit(op, write=True)
+
+    async def job_by_idempotency_key(self, key: str) -> Job | None:
+        def op(conn: _Conn) -> Job | None:
+            row = conn.execute(f"{_SELECT} WHERE idempotency_key = ?", (key,)).fetchone()
+            return row_to_job(row) if row is not None else None
+
+        return await self._submit(op, write=False)
 
     async def get_job(self, job_id: str) -> Job:
         """NotFoundError if there is no such job."""
@@ -401,11 +441,13 @@ class SqliteJobStore:
         expected: Collection[JobState],
         target: JobState,
         changes: Mapping[str, Any] | None = None,
+        attempt: Attempt | None = None,
     ) -> Job:
         """Compare-and-swap: set state=target (and the given Job fields) only if the current
         state is in `expected`. Returns the updated job. ConflictError when the state was not in
         `expected` (the message names the actual state), NotFoundError when there is no job.
-        ValueError for a `changes` key that is not one of MUTABLE_FIELDS."""
+        ValueError for a `changes` key that is not one of MUTABLE_FIELDS. With `attempt`, the
+        attempt record is upserted in the same transaction."""
         changes = check_changes(changes)
         states = state_values(expected)
         # Column names come from MUTABLE_FIELDS only (checked above), so formatting is safe.
@@ -413,8 +455,12 @@ class SqliteJobStore:
         sql = f"UPDATE jobs SET {assignments} WHERE id = ? AND state IN ({_marks(len(states))})"
         params = [JobState(target).value, *changes.values(), job_id, *states]
 
+        recorded = attempt_params(attempt) if attempt is not None else None
+
         def op(conn: _Conn) -> Job:
             if states and conn.execute(sql, params).rowcount == 1:
+                if recorded is not None:
+                    conn.execute(_UPSERT_ATTEMPT, recorded)
                 return _fetch_job(conn, job_id)
             row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
@@ -422,6 +468,14 @@ class SqliteJobStore:
             raise transition_conflict(job_id, row[0], states)
 
         return await self._submit(op, write=True)
+
+    async def list_attempts(self, job_id: str) -> list[Attempt]:
+        sql = f"SELECT {', '.join(ATTEMPT_FIELDS)} FROM attempts WHERE job_id = ? ORDER BY number"
+
+        def op(conn: _Conn) -> list[Attempt]:
+            return [row_to_attempt(row) for row in conn.execute(sql, (job_id,))]
+
+        return await self._submit(op, write=False)
 
     # -- secrets
 

@@ -48,22 +48,26 @@ class JobDefinition(_message.Message):
     def __init__(self, job_id: _Optional[_Union[_common_pb2.JobId, _Mapping]] = ..., name: _Optional[str] = ..., command: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., timeout_seconds: _Optional[int] = ..., priority: _Optional[int] = ..., max_retries: _Optional[int] = ..., secrets: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class QueueJobRequest(_message.Message):
-    __slots__ = ("job_definition", "queued_by")
+    __slots__ = ("job_definition", "queued_by", "idempotency_key")
     JOB_DEFINITION_FIELD_NUMBER: _ClassVar[int]
     QUEUED_BY_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     job_definition: JobDefinition
     queued_by: str
-    def __init__(self, job_definition: _Optional[_Union[JobDefinition, _Mapping]] = ..., queued_by: _Optional[str] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, job_definition: _Optional[_Union[JobDefinition, _Mapping]] = ..., queued_by: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class QueueJobResponse(_message.Message):
-    __slots__ = ("success", "message", "job")
+    __slots__ = ("success", "message", "job", "created")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
     success: bool
     message: str
     job: Job
-    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+    created: bool
+    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -86,7 +90,7 @@ class JobStatus(_message.Message):
     def __init__(self, job_id: _Optional[_Union[_common_pb2.JobId, _Mapping]] = ..., state: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "name", "state", "exit_code", "has_exit_code", "attempts", "labels", "priority", "worker_id", "created_at", "started_at", "finished_at", "command", "arguments", "reason", "queued_by")
+    __slots__ = ("id", "name", "state", "exit_code", "has_exit_code", "attempts", "labels", "priority", "worker_id", "created_at", "started_at", "finished_at", "command", "arguments", "reason", "queued_by", "idempotency_key", "attempt_history")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +114,8 @@ class Job(_message.Message):
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     QUEUED_BY_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_HISTORY_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     state: str
@@ -126,7 +132,31 @@ class Job(_message.Message):
     arguments: _containers.RepeatedScalarFieldContainer[str]
     reason: str
     queued_by: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., attempts: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., worker_id: _Optional[str] = ..., created_at: _Optional[str] = ..., started_at: _Optional[str] = ..., finished_at: _Optional[str] = ..., command: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., queued_by: _Optional[str] = ...) -> None: ...
+    idempotency_key: str
+    attempt_history: _containers.RepeatedCompositeFieldContainer[Attempt]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., attempts: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., worker_id: _Optional[str] = ..., created_at: _Optional[str] = ..., started_at: _Optional[str] = ..., finished_at: _Optional[str] = ..., command: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., queued_by: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., attempt_history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ...) -> None: ...
+
+class Attempt(_message.Message):
+    __slots__ = ("number", "state", "worker_id", "exit_code", "has_exit_code", "assigned_at", "started_at", "finished_at", "reason")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    HAS_EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    state: str
+    worker_id: str
+    exit_code: int
+    has_exit_code: bool
+    assigned_at: str
+    started_at: str
+    finished_at: str
+    reason: str
+    def __init__(self, number: _Optional[int] = ..., state: _Optional[str] = ..., worker_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., assigned_at: _Optional[str] = ..., started_at: _Optional[str] = ..., finished_at: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("state", "limit", "cursor")
