@@ -112,7 +112,8 @@ def start_server(
     for key in ("HODEI_URL", "HODEI_DATABASE_URL", "HODEI_PROVIDER", "HODEI_HTTP_ADDR"):
         env.pop(key, None)
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    argv = [sys.executable, "-m", "hodei", "server", "--http-addr", "127.0.0.1:0"]
+    # --dev: the bench client sends no API token (loopback only).
+    argv = [sys.executable, "-m", "hodei", "server", "--dev", "--http-addr", "127.0.0.1:0"]
     if trace is not None:
         env["BENCH_TRACE_FILE"] = str(trace)
         argv = [sys.executable, str(BENCH_DIR / "traced_server.py"), *argv[3:]]

@@ -9,6 +9,7 @@ imported inside the commands that need them, so `hodei --help` starts fast.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -50,6 +51,18 @@ secret_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(secret_app, name="secret")
+token_app = typer.Typer(
+    help="API tokens (roles: viewer reads, submitter also submits/cancels/retries, admin all).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(token_app, name="token")
+pki_app = typer.Typer(
+    help="The server's PKI: CA, TLS certificate, agent certificates (see docs/pki.md).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(pki_app, name="pki")
 
 ServerOpt = Annotated[
     str,
@@ -67,7 +80,10 @@ LabelOpt = Annotated[
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    from hodei.domain.terminal import neutralise
+
+    shown = neutralise(message.encode("utf-8", "replace")).decode("utf-8", "replace")
+    typer.echo(f"error: {shown}", err=True)
     raise typer.Exit(code)
 
 
@@ -114,7 +130,20 @@ def client(server: str) -> Client:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise typer.BadParameter(f"{server!r} is not an http(s) URL", param_hint="'--server'")
-    return Client(url)
+    return Client(url, token=api_token())
+
+
+def api_token() -> str | None:
+    """HODEI_API_TOKEN, else the admin token a server on this machine keeps in HODEI_HOME."""
+    from hodei.config import default_home
+
+    token = os.environ.get("HODEI_API_TOKEN", "").strip()
+    if token:
+        return token
+    try:
+        return (default_home() / "admin.token").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def parse_pairs(values: list[str] | None, flag: str, what: str) -> dict[str, str]:
@@ -144,16 +173,19 @@ def job_end_exit(job_id: str, state: str, exit_code: int | None, status: int) ->
 def follow(api: Client, job_id: str) -> NoReturn:
     """Stream a job's log to stdout live, then exit with the job's exit status."""
     from hodei.cli_client import follow_logs
-    from hodei.cli_render import write_text
+    from hodei.cli_render import encode_text, write_bytes, write_text
+    from hodei.domain.terminal import TerminalFilter
 
     tail = {"newline": True}
+    terminal = TerminalFilter()  # colours kept; cursor moves, titles, clear screen made inert
 
     def write(text: str) -> None:
         if text:
-            write_text(text)
+            write_bytes(terminal.feed(encode_text(text)))
             tail["newline"] = text.endswith("\n")
 
     end = follow_logs(api, job_id, write)
+    write_bytes(terminal.flush())
     if not tail["newline"] and sys.stdout.isatty():
         write_text("\n")
     job_end_exit(job_id, end.state, end.exit_code, end.process_exit)
@@ -282,15 +314,46 @@ def server(
             envvar="HODEI_WORKER_GRACE", help="How long a disconnected worker may come back."
         ),
     ] = "30s",
+    max_output: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_MAX_OUTPUT",
+            help="Output kept per job attempt; past it the log is truncated with a note.",
+        ),
+    ] = "100M",
     demo: Annotated[
         bool, typer.Option("--demo", help="Submit a demo job and print its log live.")
     ] = False,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            envvar="HODEI_DEV",
+            help="No API tokens: every request acts as an admin (loopback addresses only).",
+        ),
+    ] = False,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            envvar="HODEI_TLS",
+            help="HTTPS, and mTLS for agents with certificates from the home's CA (see "
+            "`hodei pki`; created on first use).",
+        ),
+    ] = False,
+    cert_lifetime: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_CERT_LIFETIME",
+            help="Lifetime of agent certificates (agents renew at 2/3 of it).",
+        ),
+    ] = "24h",
 ) -> None:
     """Start the server (REST + SSE, gRPC, scheduler, on-demand workers)."""
     from pathlib import Path
 
     from hodei.config import ServerSettings
-    from hodei.domain.jobs import parse_duration
+    from hodei.domain.jobs import parse_duration, parse_size
 
     idle = parse_opt(parse_duration, worker_idle, "--worker-idle")
     settings = ServerSettings(
@@ -308,7 +371,11 @@ def server(
         scheduling_policy=scheduling_policy,
         retry_backoff_s=parse_opt(parse_duration, retry_backoff, "--retry-backoff"),
         priority_aging_s=parse_opt(parse_duration, priority_aging, "--priority-aging"),
+        max_output_bytes=parse_opt(parse_size, max_output, "--max-output"),
         demo=demo,
+        dev=dev,
+        tls=tls,
+        cert_lifetime_s=parse_opt(parse_duration, cert_lifetime, "--cert-lifetime"),
         docker_network=docker_network,
         docker_server_url=docker_server_url,
         docker_privileged=docker_privileged,
@@ -339,9 +406,27 @@ def agent(
     label: LabelOpt = None,
     slots: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 1,
     cancel_grace: Annotated[str, typer.Option(help="SIGTERM -> SIGKILL grace.")] = "5s",
+    ca: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_CA",
+            help="CA certificate of a --tls server: enroll with the OTP, then connect with mTLS.",
+        ),
+    ] = "",
+    enroll_url: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_ENROLL_URL", help="The --tls server's https:// URL (with --ca)."
+        ),
+    ] = "",
 ) -> None:
     """Run a worker agent that dials out to the server (normally started by a provider)."""
     from hodei.domain.jobs import parse_duration
+
+    if bool(ca) != bool(enroll_url):
+        raise typer.BadParameter(
+            "--ca and --enroll-url go together (mTLS needs both)", param_hint="'--ca'"
+        )
 
     if not token:
         raise typer.BadParameter(
@@ -353,7 +438,7 @@ def agent(
     from hodei.agent.main import run_agent
 
     try:
-        status = run_agent(server, token, labels, slots, grace)
+        status = run_agent(server, token, labels, slots, grace, ca=ca, enroll_url=enroll_url)
     except OSError as exc:
         fail(f"cannot start the agent: {exc}")
     raise SystemExit(status)
@@ -475,15 +560,17 @@ def logs(
     ] = False,
     server: ServerOpt = DEFAULT_URL,
 ) -> None:
-    """Print a job's log (raw, colours kept); -f follows it until the job ends."""
+    """Print a job's log (colours kept, other escape sequences shown inert); -f follows it
+    until the job ends."""
     from hodei.cli_client import job_path
     from hodei.cli_render import write_bytes
+    from hodei.domain.terminal import neutralise
 
     with client(server) as api:
         if follow_log:
             follow(api, job)
         response = api.request("GET", job_path(job, "/logs"), not_found=f"no job {job!r}")
-        write_bytes(response.content)
+        write_bytes(neutralise(response.content))
 
 
 @app.command()
@@ -640,6 +727,10 @@ def _read_secret_value() -> str:
             value = value[:-1]
     if not value:
         fail("refusing to store an empty secret value", 2)
+    from hodei.domain.masking import SHORT_SECRET_MESSAGE, secret_too_short
+
+    if secret_too_short(value):
+        fail(f"refusing to store this secret: {SHORT_SECRET_MESSAGE}", 2)
     return value
 
 
@@ -687,9 +778,198 @@ def secret_rm(
     typer.echo(f"secret {clean(name)} removed")
 
 
+# --- PKI --------------------------------------------------------------------------------------
+
+
+@pki_app.command("init")
+@guarded
+def pki_init(
+    san: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--san",
+            help="Host name or IP address the server is reached at (repeatable; default: "
+            "localhost, 127.0.0.1, ::1).",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace an existing CA (its agent certificates stop working)."
+        ),
+    ] = False,
+    home: Annotated[
+        str | None,
+        typer.Option(envvar="HODEI_HOME", help="Data directory.  [default: ~/.hodei]"),
+    ] = None,
+) -> None:
+    """Create the CA and the server's TLS certificate under HODEI_HOME/pki/."""
+    from pathlib import Path
+
+    from hodei.config import default_home
+    from hodei.security.pki import DEFAULT_SANS
+    from hodei.security.pki_files import PkiPaths, init_pki
+
+    paths = PkiPaths.of_home(Path(home).expanduser() if home else default_home())
+    names = san or list(DEFAULT_SANS)
+    init_pki(paths, names, force=force)
+    typer.echo(f"CA: {paths.ca_cert} (key {paths.ca_key}, mode 0600)")
+    typer.echo(f"server certificate: {paths.server_cert} for {', '.join(names)}")
+
+
+@pki_app.command("list")
+@guarded
+def pki_list(output: OutputOpt = Output.table, server: ServerOpt = DEFAULT_URL) -> None:
+    """List the agent certificates the server issued, with their state."""
+    from hodei.cli_render import clean, write_json_verbatim
+
+    with client(server) as api:
+        response = api.request("GET", "/api/v1/pki/certs")
+        if output is Output.json:
+            write_json_verbatim(response.content)
+            return
+        from hodei.cli_client import decode_json
+
+        items = _items(decode_json(response))
+    if not items:
+        typer.echo("no certificates")
+        return
+    columns = ("serial", "worker_id", "state", "issued_at", "not_after", "revoked_at")
+    rows = [[clean(item.get(c)) for c in columns] for item in items]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    for row in [[c.upper() for c in columns], *rows]:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+@pki_app.command("revoke")
+@guarded
+def pki_revoke(
+    target: Annotated[str, typer.Argument(help="Worker id (all its certificates) or a serial.")],
+    server: ServerOpt = DEFAULT_URL,
+) -> None:
+    """Revoke agent certificates: the worker is cut off at once and refused from then on."""
+    from hodei.cli_render import clean
+
+    with client(server) as api:
+        answer = api.call("POST", "/api/v1/pki/revoke", json_body={"target": target})
+    items = answer.get("items") if isinstance(answer, dict) else None
+    if not isinstance(items, list):
+        fail("unexpected answer from the server (no 'items' list)")
+    for item in items:
+        if isinstance(item, dict):
+            typer.echo(
+                f"revoked {clean(item.get('serial'))} (worker {clean(item.get('worker_id'))})"
+            )
+
+
 def main() -> None:
     app()
 
 
 if __name__ == "__main__":
     main()
+
+
+# --- API tokens and the audit trail -------------------------------------------------------
+
+
+@token_app.command("create")
+@guarded
+def token_create(
+    role: Annotated[str, typer.Option(help="viewer, submitter or admin.")],
+    name: Annotated[str, typer.Option(help="What the token is for (shown in the audit).")] = "",
+    server: ServerOpt = DEFAULT_URL,
+) -> None:
+    """Create an API token and print it (the only time it is shown)."""
+    from hodei.domain.access import parse_role
+
+    chosen = parse_opt(parse_role, role, "--role")
+    with client(server) as api:
+        body = api.call("POST", "/api/v1/tokens", json_body={"role": chosen, "name": name})
+    token = body.get("token") if isinstance(body, dict) else None
+    if not isinstance(token, str):
+        fail("the server created a token but did not send it")
+    typer.echo(f"token {body.get('id')} ({chosen}) created; use it as HODEI_API_TOKEN", err=True)
+    typer.echo(token)
+
+
+@token_app.command("list")
+@guarded
+def token_list(output: OutputOpt = Output.table, server: ServerOpt = DEFAULT_URL) -> None:
+    """List API tokens (never their secrets)."""
+    from hodei.cli_client import decode_json
+    from hodei.cli_render import table, when, write_json_verbatim
+
+    with client(server) as api:
+        response = api.request("GET", "/api/v1/tokens")
+    if output is Output.json:
+        write_json_verbatim(response.content)
+        return
+    rows = [
+        (
+            t.get("id"),
+            t.get("role"),
+            t.get("name") or "-",
+            when(t.get("created_at")),
+            when(t.get("revoked_at")) if t.get("revoked_at") else "-",
+        )
+        for t in _items(decode_json(response))
+    ]
+    typer.echo(table(("ID", "ROLE", "NAME", "CREATED", "REVOKED"), rows) if rows else "no tokens")
+
+
+@token_app.command("revoke")
+@guarded
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="Token id (see `hodei token list`).")],
+    server: ServerOpt = DEFAULT_URL,
+) -> None:
+    """Revoke an API token: it stops working at once on this server."""
+    from urllib.parse import quote
+
+    from hodei.cli_render import clean
+
+    path = f"/api/v1/tokens/{quote(token_id, safe='')}/revoke"
+    with client(server) as api:
+        api.request("POST", path, not_found=f"no token {token_id!r}")
+    typer.echo(f"token {clean(token_id)} revoked")
+
+
+@app.command()
+@guarded
+def audit(
+    action: Annotated[
+        str | None, typer.Option(help="Only this action, or a family ending in '.' (job.).")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Only entries about this job/name.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Entries, newest first.")] = 50,
+    output: OutputOpt = Output.table,
+    server: ServerOpt = DEFAULT_URL,
+) -> None:
+    """Show the audit trail: who did what and when (admin token)."""
+    from hodei.cli_client import decode_json
+    from hodei.cli_render import table, when, write_json_verbatim
+
+    params: dict[str, Any] = {"limit": limit}
+    if action:
+        params["action"] = action
+    if target:
+        params["target"] = target
+    with client(server) as api:
+        response = api.request("GET", "/api/v1/audit", params=params)
+    if output is Output.json:
+        write_json_verbatim(response.content)
+        return
+    rows = [
+        (
+            when(e.get("at")),
+            e.get("actor"),
+            e.get("action"),
+            e.get("target") or "-",
+            e.get("detail") or "-",
+        )
+        for e in _items(decode_json(response))
+    ]
+    typer.echo(
+        table(("WHEN", "ACTOR", "ACTION", "TARGET", "DETAIL"), rows) if rows else "no entries"
+    )

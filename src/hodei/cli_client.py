@@ -19,6 +19,7 @@ import httpx
 
 from hodei import __version__
 from hodei.errors import HodeiError
+from hodei.security.trust import https_verify
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -77,13 +78,22 @@ def error_message(response: httpx.Response) -> tuple[str, str]:
 class Client:
     """Synchronous REST client for one Hodei server."""
 
-    def __init__(self, base_url: str, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
+    ) -> None:
         self.base_url = normalize_url(base_url)
+        headers = {"User-Agent": f"hodei-cli/{__version__}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=TIMEOUT,
             transport=transport,
-            headers={"User-Agent": f"hodei-cli/{__version__}"},
+            verify=https_verify(self.base_url),  # a --tls server's CA (security.trust)
+            headers=headers,
         )
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 
 Everything shown here may come from untrusted input (job names, labels, reasons, hostnames),
 so each value passes through `clean()`, which neutralises control characters, escape
-sequences and bidi overrides. Only log streams keep their bytes (and ANSI colours) as is.
+sequences and bidi overrides. Log output keeps its ANSI colours, and only those
+(`domain.terminal`).
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ def write_bytes(data: bytes) -> None:
     stream.flush()
 
 
-def write_text(text: str) -> None:
+def encode_text(text: str) -> bytes:
     try:
-        data = text.encode("utf-8", "surrogateescape")
+        return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
-        data = text.encode("utf-8", "replace")
-    write_bytes(data)
+        return text.encode("utf-8", "replace")
+
+
+def write_text(text: str) -> None:
+    write_bytes(encode_text(text))
 
 
 def write_json_verbatim(body: bytes) -> None:

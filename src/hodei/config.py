@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,15 @@ def parse_mount(spec: str) -> tuple[str, str, str]:
     if not (host.startswith("/") and target.startswith("/")):
         raise ValidationError(f"invalid docker mount {spec!r}: both paths must be absolute")
     return host, target, mode
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def split_addr(addr: str, default_port: int) -> tuple[str, int]:
@@ -61,7 +71,13 @@ class ServerSettings:
     worker_grace_s: float = 30.0  # a dropped worker may reconnect this long before it is lost
     heartbeat_interval_s: float = 5.0
     otp_ttl_s: float = 600.0
+    max_output_bytes: int = 100 * 1024 * 1024  # per job attempt; past it the log is truncated
     demo: bool = False
+    # No API tokens: every request acts as an admin. Only on loopback addresses.
+    dev: bool = False
+    # mTLS (see docs/pki.md): HTTPS and a gRPC port that requires agent certificates.
+    tls: bool = False
+    cert_lifetime_s: float = 86400.0  # agent certificates; agents renew at 2/3 of it
     # Docker provider. Safe by default: workers get no privileged mode, no engine socket and no
     # host path unless the operator turns these on.
     docker_network: str = "host"  # network mode of worker containers
@@ -124,5 +140,20 @@ class ServerSettings:
             raise ValidationError("worker grace must be between 0 and 1 day")
         if not 0 <= self.cancel_grace_s <= 3600:
             raise ValidationError("cancel grace must be between 0 and 1h")
+        if not 1024 <= self.max_output_bytes <= 1 << 40:
+            raise ValidationError("max output must be between 1K and 1T")
+        if not 1 <= self.cert_lifetime_s <= 366 * 86400:
+            raise ValidationError("certificate lifetime must be between 1s and 366 days")
+        if self.tls and self.provider != "local":
+            raise ValidationError(
+                f"--tls works with the local provider only for now (not {self.provider!r})"
+            )
+        if self.dev:
+            for addr, port in ((self.http_addr, 8080), (self.grpc_addr, 50051)):
+                if not is_loopback(split_addr(addr, port)[0]):
+                    raise ValidationError(
+                        f"dev mode (no API tokens) is only allowed on loopback addresses, "
+                        f"not {addr}"
+                    )
         _ = self.database_kind
         return self

@@ -5,6 +5,7 @@
     ├── NotFoundError          unknown job, secret or worker (HTTP 404)
     ├── ConflictError          an illegal state transition or a lost compare-and-swap (HTTP 409)
     ├── AuthError              a forged, expired or replayed credential (HTTP 401)
+    │   └── ForbiddenError     a valid credential without the role for it (HTTP 403)
     ├── StoreError             the store failed (disk full, corrupt database) (HTTP 503)
     └── ProviderError          a worker provider failed: engine unreachable, image missing
 
@@ -39,6 +40,12 @@ class ConflictError(HodeiError):
 
 class AuthError(HodeiError):
     status = 401
+
+
+class ForbiddenError(AuthError):
+    """A valid credential whose role does not allow the action (HTTP 403)."""
+
+    status = 403
 
 
 class StoreError(HodeiError):

@@ -10,6 +10,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hodei.domain.access import AuditEntry, TokenRecord
 from hodei.domain.attempts import Attempt
 from hodei.domain.jobs import Job, JobState
 
@@ -70,6 +71,34 @@ class JobStore(Protocol):
         ...
 
     async def put_secret(self, name: str, ciphertext: bytes) -> None: ...
+
+    # -- API tokens and the audit trail
+
+    async def create_token(self, token: TokenRecord) -> None:
+        """ConflictError if the id exists."""
+        ...
+
+    async def get_token(self, token_id: str) -> TokenRecord | None: ...
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        """Oldest first, revoked ones included."""
+        ...
+
+    async def revoke_token(self, token_id: str, at: float) -> TokenRecord:
+        """NotFoundError if there is no such token; revoking twice keeps the first time."""
+        ...
+
+    async def append_audit(self, entry: AuditEntry) -> None: ...
+
+    async def list_audit(
+        self,
+        limit: int = 100,
+        cursor: int | None = None,
+        action: str | None = None,
+        target: str | None = None,
+    ) -> tuple[list[AuditEntry], int | None]:
+        """Newest first; `action` matches exactly or as a prefix ending in '.' ('job.')."""
+        ...
 
     async def get_secrets(self, names: Collection[str]) -> dict[str, bytes]:
         """Ciphertexts of the named secrets that exist (missing names are simply absent)."""

@@ -20,6 +20,7 @@ import pytest
 from hodei.adapters.store import postgres, sqlite
 from hodei.adapters.store.common import Migration
 from hodei.config import ServerSettings
+from hodei.domain.access import AuditEntry, Role, TokenRecord
 from hodei.domain.attempts import Attempt, AttemptState
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.errors import ConflictError, NotFoundError, StoreError
@@ -298,6 +299,45 @@ async def test_attempts_of_many_jobs_moved_together(store: JobStore) -> None:
     for n, job_id in enumerate(ids):
         expected = [Attempt(job_id, 1, AttemptState.ASSIGNED)] if n % 2 == 0 else []
         assert await store.list_attempts(job_id) == expected
+
+
+# -- API tokens and the audit trail
+
+
+async def test_tokens_round_trip_and_revoke_once(store: JobStore) -> None:
+    viewer = TokenRecord("aaa111bbb222", "ci", Role.VIEWER, "h" * 64, 5.0)
+    admin = TokenRecord("ccc333ddd444", "", Role.ADMIN, "g" * 64, 6.0)
+    await store.create_token(admin)
+    await store.create_token(viewer)
+    with pytest.raises(ConflictError, match="token aaa111bbb222 already exists"):
+        await store.create_token(viewer)
+    assert await store.get_token("aaa111bbb222") == viewer
+    assert await store.get_token("nope") is None
+    assert await store.list_tokens() == [viewer, admin]
+    revoked = await store.revoke_token("aaa111bbb222", 9.0)
+    assert revoked.revoked_at == 9.0 and revoked.role is Role.VIEWER
+    assert (await store.revoke_token("aaa111bbb222", 12.0)).revoked_at == 9.0
+    with pytest.raises(NotFoundError, match="no token ghost"):
+        await store.revoke_token("ghost", 1.0)
+
+
+async def test_audit_pages_newest_first_and_filters(store: JobStore) -> None:
+    actions = ["job.submit", "job.cancel", "secret.set", "job_x.odd", "job.submit"]
+    for i, a in enumerate(actions):  # one after the other: the trail keeps their order
+        await store.append_audit(AuditEntry(float(i), "token:t", a, f"j{i}", "d"))
+    everything, _ = await store.list_audit()
+    assert [e.action for e in everything] == list(reversed(actions))
+    assert everything[0].seq > everything[-1].seq
+    first, nxt = await store.list_audit(limit=2)
+    assert len(first) == 2 and nxt == first[-1].seq
+    rest, end = await store.list_audit(limit=10, cursor=nxt)
+    assert first + rest == everything and end is None
+    jobs, _ = await store.list_audit(action="job.")
+    assert sorted(e.action for e in jobs) == ["job.cancel", "job.submit", "job.submit"]
+    exact, _ = await store.list_audit(action="job.submit", target="j4")
+    assert [(e.action, e.target, e.actor, e.detail) for e in exact] == [
+        ("job.submit", "j4", "token:t", "d")
+    ]
 
 
 # -- compare-and-swap transitions

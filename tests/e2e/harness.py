@@ -11,11 +11,45 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
+import grpc
 import httpx
 import psutil
 
-READY = re.compile(r"hodei server ready: (http://\S+) grpc (\S+)")
+READY = re.compile(r"hodei server ready: (https?://\S+) grpc (\S+)")
+
+
+class _Details(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: bool | None
+    compression: Any
+
+
+class _Metadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """Adds the given metadata (the API token) to every call."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata = metadata
+
+    def _details(self, details: Any) -> _Details:
+        return _Details(
+            details.method,
+            details.timeout,
+            (*(details.metadata or ()), *self.metadata),
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
 
 
 @dataclass
@@ -42,8 +76,26 @@ class RunningServer:
             check=False,
         )
 
-    def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+    @property
+    def token(self) -> str:
+        """The admin API token the server wrote to its home (empty in --dev mode)."""
+        path = self.home / "admin.token"
+        return path.read_text().strip() if path.exists() else ""
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def grpc_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    def grpc_channel(self) -> grpc.Channel:
+        """A plaintext channel to the server whose calls carry the admin token."""
+        channel = grpc.insecure_channel(self.grpc)
+        return grpc.intercept_channel(channel, _Metadata(self.grpc_metadata()))
+
+    def http(self, authenticated: bool = True) -> httpx.Client:
+        headers = self.auth() if authenticated else {}
+        return httpx.Client(base_url=self.url, timeout=30, headers=headers)
 
     def wait_state(self, job_id: str, states: set[str], timeout: float = 30) -> dict[str, object]:
         deadline = time.monotonic() + timeout

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_queue_job_in_the_seeds_shape_and_subscribe_to_its_logs(server: RunningServer) -> None:
-    with grpc.insecure_channel(server.grpc) as channel:
+    with server.grpc_channel() as channel:
         stub = jobs_pb2_grpc.JobExecutionServiceStub(channel)
         reply = stub.QueueJob(
             jobs_pb2.QueueJobRequest(
@@ -64,7 +64,7 @@ def test_queue_job_with_an_idempotency_key_queues_once(server: RunningServer) ->
         job_definition=jobs_pb2.JobDefinition(command="echo", arguments=["idem"]),
         idempotency_key="grpc-key-1",
     )
-    with grpc.insecure_channel(server.grpc) as channel:
+    with server.grpc_channel() as channel:
         stub = jobs_pb2_grpc.JobExecutionServiceStub(channel)
         first = stub.QueueJob(request, timeout=10)
         again = stub.QueueJob(request, timeout=10)
@@ -95,7 +95,7 @@ def reply_request(job_id: str) -> jobs_pb2.QueueJobRequest:
 
 
 def test_server_reflection_lists_the_services(server: RunningServer) -> None:
-    with grpc.insecure_channel(server.grpc) as channel:
+    with server.grpc_channel() as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         answer = next(iter(stub.ServerReflectionInfo(iter([request]), timeout=10)))

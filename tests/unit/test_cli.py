@@ -475,3 +475,50 @@ def test_follow_unknown_job_is_404(server: FakeServer) -> None:
     result = run("logs", "-f", "ghost", "--server", server.url)
     assert result.exit_code == 1
     assert result.stderr.startswith("error: ")
+
+
+# --- hostile output: escape sequences that would rewrite the terminal -----------------------
+
+HOSTILE = b"\x1b[32mok\x1b[0m \x1b[2J\x1b[H\x1b]0;pwned\x07 \x1b]8;;http://x\x1b\\link\n"
+HOSTILE_SHOWN = (
+    b"\x1b[32mok\x1b[0m \\x1b[2J\\x1b[H\\x1b]0;pwned\\x07 \\x1b]8;;http://x\\x1b\\link\n"
+)
+
+
+def test_logs_neutralises_escape_sequences_but_keeps_colours(server: FakeServer) -> None:
+    server.route("GET", "/api/v1/jobs/job-1/logs", Reply(body=HOSTILE, content_type="text/plain"))
+    result = run("logs", "job-1", "--server", server.url)
+    assert result.exit_code == 0
+    assert result.stdout_bytes == HOSTILE_SHOWN
+
+
+def test_follow_neutralises_escape_sequences_split_across_events(server: FakeServer) -> None:
+    text = HOSTILE.decode()
+    cut = text.index("\x1b[H") + 1  # an ESC at the end of one event, its rest in the next
+    end = b'event: end\ndata: {"state": "succeeded", "exit_code": 0}\n\n'
+    server.route(
+        "GET",
+        "/api/v1/jobs/job-1/logs/stream",
+        Reply(
+            chunks=[_sse(cut, text[:cut]), _sse(len(HOSTILE), text[cut:]), end],
+            content_type="text/event-stream",
+        ),
+    )
+    result = run("logs", "-f", "job-1", "--server", server.url)
+    assert result.exit_code == 0
+    assert result.stdout_bytes == HOSTILE_SHOWN
+
+
+def test_error_messages_are_neutralised(server: FakeServer) -> None:
+    body = json.dumps({"error": {"code": "not_found", "message": "no job '\x1b[2Jx'"}})
+    server.route("GET", "/api/v1/jobs/x", Reply(status=404, body=body.encode()))
+    result = run("show", "x", "--server", server.url)
+    assert result.exit_code == 1
+    assert "\x1b" not in result.stderr and "\\x1b[2J" in result.stderr
+
+
+def test_secret_set_refuses_a_value_too_short_to_mask(server: FakeServer) -> None:
+    result = run("secret", "set", "PIN", "--server", server.url, stdin="123\n")
+    assert result.exit_code == 2
+    assert "at least 4 characters" in result.stderr
+    assert not server.requests  # never sent

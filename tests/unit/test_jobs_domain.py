@@ -103,3 +103,27 @@ def test_log_attempt_follows_the_coming_attempt_while_queued() -> None:
 def test_job_ids_with_a_trailing_newline_or_too_long_are_refused(job_id: str) -> None:
     with pytest.raises(ValidationError, match="job id"):
         validate_job_id(job_id)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (JobSpec(command="echo", labels={"k": "v" * 1025}), "label values"),
+        (JobSpec(command="echo", secrets=tuple(f"S{i}" for i in range(65))), "too many secrets"),
+        (JobSpec(command="echo", queued_by="q" * 201), "queued_by"),
+        (JobSpec(command="echo", env={f"E{i}": "v" * 30_000 for i in range(40)}), "spec too large"),
+    ],
+)
+def test_size_limits_keep_one_job_small(spec: JobSpec, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        validate_spec(spec)
+
+
+def test_a_spec_at_the_limits_is_accepted() -> None:
+    spec = JobSpec(
+        command="c" * 200_000,
+        env={f"E{i}": "v" * 30_000 for i in range(25)},
+        labels={f"l{i}": "v" * 1024 for i in range(64)},
+        secrets=tuple(f"S{i}" for i in range(64)),
+    )
+    assert validate_spec(spec) is spec

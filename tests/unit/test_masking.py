@@ -139,3 +139,82 @@ def test_property_release_is_immediate_unless_prefix(seed: int) -> None:
         assert len(held) < max(map(len, masker.patterns))
         assert any(p.startswith(held) and p != held for p in masker.patterns) or held == b""
         assert pending.startswith(released)
+
+
+SECRET = "pa\"ss w$rd/it's`1234%"
+
+
+def _bash(script: str, value: str) -> bytes:
+    """What bash itself prints for `script` with $S set to value (the forms jobs produce)."""
+    import shutil
+    import subprocess
+
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash not installed")
+    env = {"S": value, "PATH": "/usr/bin:/bin"}
+    return subprocess.run([bash, "-c", script], env=env, capture_output=True, check=True).stdout
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        'printf "%q" "$S"',  # backslash-escaped
+        'echo "${S@Q}"',  # single-quoted, as bash quotes it
+        "python3 -c 'import shlex,os; print(shlex.quote(os.environ[\"S\"]))'",
+        "python3 -c 'import json,os; print(json.dumps(os.environ[\"S\"]))'",
+        'python3 -c \'import urllib.parse as u,os; print(u.quote(os.environ["S"], safe=""))\'',
+        "python3 -c 'import urllib.parse as u,os; print(u.quote_plus(os.environ[\"S\"]))'",
+        "python3 -c 'import urllib.parse as u,os; print(u.quote(os.environ[\"S\"]))'",
+    ],
+)
+def test_shell_json_and_url_forms_as_real_tools_print_them(script: str) -> None:
+    printed = _bash(script, SECRET)
+    assert printed.strip() != SECRET.encode()  # really another form
+    masked = stream(StreamMasker([SECRET]), [printed])
+    assert masked.strip() in (b"***", b"'***'", b'"***"', b"$'***'"), masked
+
+
+def test_double_quoted_form() -> None:
+    # e.g. a tool that writes S="..." into a generated shell file
+    form = SECRET.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
+    assert stream(StreamMasker([SECRET]), [f'S="{form}"'.encode()]) == b'S="***"'
+
+
+@pytest.mark.parametrize("prefix", [b"", b"x", b"xy"])
+@pytest.mark.parametrize("urlsafe", [False, True])
+def test_base64_at_each_alignment(prefix: bytes, urlsafe: bool) -> None:
+    secret = b"\xfb\xff-s3cr3t-\xfe?>value"  # bytes whose base64 has + and /
+    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    encoded = encode(prefix + secret + b"trailer")
+    masked = stream(StreamMasker([secret]), [encoded])
+    assert b"***" in masked
+    # Only the characters mixing secret and other bits are left: at most 2 on each side.
+    assert len(masked) <= len(b"***") + 4 + len(encode(prefix + b"trailer"))
+
+
+def test_secret_split_across_a_4k_chunk_boundary() -> None:
+    data = b"x" * 4094 + b"s3cr3t-value" + b"y" * 10
+    chunks = [data[i : i + 4096] for i in range(0, len(data), 4096)]
+    assert stream(StreamMasker(["s3cr3t-value"]), chunks) == b"x" * 4094 + b"***" + b"y" * 10
+
+
+def test_multiline_secret_printed_line_by_line_with_crlf() -> None:
+    key = "line-one-AAAA\nline-two-BBBB\nline-three-CCCC"
+    m = StreamMasker([key])
+    out = stream(m, [b"line-two-BBBB\r\n", b"line-three-", b"CCCC\r\n", b"line-one-AAAA"])
+    assert out == b"***\r\n***\r\n***"
+
+
+def test_too_short_values_are_flagged() -> None:
+    from hodei.domain.masking import MIN_SECRET_LENGTH, secret_too_short
+
+    assert MIN_SECRET_LENGTH == 4
+    assert secret_too_short("abc") and secret_too_short(b"")
+    assert not secret_too_short("abcd")
+
+
+def test_mask_whole_message() -> None:
+    m = StreamMasker(["hunter22"])
+    assert m.mask(b"error: bad token hunter22") == b"error: bad token ***"
+    assert StreamMasker([]).mask(b"plain") == b"plain"

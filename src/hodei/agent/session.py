@@ -35,6 +35,9 @@ from hodei._proto.hodei.v1 import worker_pb2, worker_pb2_grpc
 from hodei.agent.metrics import capacity, usage
 from hodei.agent.outbox import Key, Outbox
 from hodei.agent.runner import Executor, JobOutcome, run_job
+from hodei.agent.tls import AgentTls, keep_renewed
+from hodei.domain.masking import mask_all
+from hodei.errors import AuthError, HodeiError
 
 log = logging.getLogger("hodei.agent")
 
@@ -93,8 +96,12 @@ class AgentSession:
         *,
         handle_signals: bool = True,
         executor: Executor = run_job,
+        tls: AgentTls | None = None,
     ) -> None:
         self.target = grpc_target(server_url)
+        self._tls = tls  # mTLS: enroll with the OTP first, then connect with a certificate
+        self._channel: grpc.aio.Channel | None = None
+        self._channel_generation = -1  # the certificate generation the channel presents
         self.session_id = ""  # from RegisterAck; a reconnect presents it again
         self.worker_id = ""
         self._otp = otp
@@ -118,13 +125,57 @@ class AgentSession:
         """Connect, serve until told to stop or the stream drops; return the exit code."""
         loop = asyncio.get_running_loop()
         installed = self._install_signals(loop) if self._handle_signals else []
+        renewer: asyncio.Task[None] | None = None
         try:
-            async with grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS) as ch:
-                return await self._session(ch)
+            if self._tls is not None:
+                refused = await self._enroll(self._tls)
+                if refused is not None:
+                    return refused
+                renewer = asyncio.create_task(
+                    keep_renewed(self._tls, self.target, CHANNEL_OPTIONS), name="cert-renew"
+                )
+            return await self._session()
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
             await self._kill_all()  # whatever happened, no job outlives the session
+            if renewer is not None:
+                renewer.cancel()
+                await asyncio.gather(renewer, return_exceptions=True)
+            await self._close_channel()
+
+    async def _enroll(self, tls: AgentTls) -> int | None:
+        """Spend the OTP for a client certificate; the exit code when that fails."""
+        try:
+            await tls.enroll(self._otp)
+        except AuthError as exc:
+            log.error("the server refused this agent's token at enrollment: %s", exc.message)
+            return EXIT_REFUSED
+        except HodeiError as exc:
+            log.error("enrollment failed: %s", exc.message)
+            return EXIT_DISCONNECTED
+        self._otp = ""  # spent: from now on the certificate is the credential
+        log.info("enrolled as worker %s (certificate %s)", tls.worker_id, tls.serial)
+        return None
+
+    async def _stub(self) -> worker_pb2_grpc.WorkerServiceStub:
+        """A stub on a channel that presents the current certificate: after a renewal the next
+        connection gets a new channel (a live stream keeps its own until it ends)."""
+        generation = self._tls.generation if self._tls is not None else 0
+        if self._channel is None or generation != self._channel_generation:
+            await self._close_channel()  # between streams: nothing runs on it any more
+            if self._tls is None:
+                self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+            else:
+                creds = self._tls.credentials()
+                self._channel = grpc.aio.secure_channel(self.target, creds, CHANNEL_OPTIONS)
+            self._channel_generation = generation
+        return worker_pb2_grpc.WorkerServiceStub(self._channel)  # type: ignore[no-untyped-call]
+
+    async def _close_channel(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
 
     def request_stop(self) -> None:
         """Stop as on SIGTERM: cancel running jobs, report their results, exit 0."""
@@ -148,16 +199,15 @@ class AgentSession:
         log.info("%s: stopping (running jobs are cancelled)", signal.Signals(sig).name)
         self._stop.set()
 
-    async def _session(self, channel: grpc.aio.Channel) -> int:
+    async def _session(self) -> int:
         """Register, serve, and after a drop reconnect (with backoff and jitter) and resume the
         session, jobs still running, until the server's grace period runs out."""
-        stub = worker_pb2_grpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
         loop = asyncio.get_running_loop()
         deadline: float | None = None  # when set: be back by then, or kill the jobs
         backoff = BACKOFF_MIN_S
         while True:
             resuming = bool(self._resume_token)
-            call: Stream = stub.Connect()
+            call: Stream = (await self._stub()).Connect()
             ack = await self._register(call)
             if isinstance(ack, int):
                 if ack == EXIT_OK or deadline is None:
@@ -414,7 +464,8 @@ class AgentSession:
             )
         except Exception as exc:  # a bug here must still give the server a result
             log.exception("job %s failed in the agent", a.job_id)
-            outcome = JobOutcome(exit_code=NOT_RUN, error=f"agent error: {exc!r}")
+            error = mask_all(f"agent error: {exc!r}".encode(), a.secrets.values())
+            outcome = JobOutcome(exit_code=NOT_RUN, error=error.decode("utf-8", "replace"))
         finally:
             self._jobs.pop(key, None)
         log.debug(

@@ -15,6 +15,9 @@ MAX_NAME = 200
 MAX_ENV = 256
 MAX_LABELS = 64
 MAX_ARGS = 4096
+MAX_SECRETS = 64
+MAX_LABEL_VALUE = 1024
+MAX_SPEC_BYTES = 1024 * 1024  # command, arguments, env, labels and name together
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -130,6 +133,21 @@ def _check_map(kind: str, values: dict[str, str], key_re: re.Pattern[str], limit
             raise ValidationError(f"invalid {kind} value for {key!r}")
 
 
+def _check_sizes(spec: JobSpec) -> None:
+    """Bounds that keep one job (and so one assignment message) small."""
+    if any(len(value) > MAX_LABEL_VALUE for value in spec.labels.values()):
+        raise ValidationError(f"label values must be at most {MAX_LABEL_VALUE} characters")
+    if len(spec.secrets) > MAX_SECRETS:
+        raise ValidationError(f"too many secrets ({len(spec.secrets)} > {MAX_SECRETS})")
+    if len(spec.queued_by) > MAX_NAME:
+        raise ValidationError(f"queued_by must be at most {MAX_NAME} characters")
+    pairs = [*spec.env.items(), *spec.labels.items()]
+    size = sum(len(s.encode()) for s in (spec.command, spec.name, *spec.arguments))
+    size += sum(len(k.encode()) + len(v.encode()) for k, v in pairs)
+    if size > MAX_SPEC_BYTES:
+        raise ValidationError(f"job spec too large ({size} bytes > {MAX_SPEC_BYTES})")
+
+
 def validate_spec(spec: JobSpec) -> JobSpec:
     """Return the spec if it is acceptable, else raise ValidationError saying why."""
     if not spec.command or not spec.command.strip():
@@ -145,6 +163,7 @@ def validate_spec(spec: JobSpec) -> JobSpec:
         raise ValidationError(f"name must be at most {MAX_NAME} characters without NUL")
     _check_map("env", spec.env, _KEY_RE, MAX_ENV)
     _check_map("label", spec.labels, _LABEL_KEY_RE, MAX_LABELS)
+    _check_sizes(spec)
     for name in spec.secrets:
         if not _KEY_RE.fullmatch(name):
             raise ValidationError(f"invalid secret name {name!r}")

@@ -7,9 +7,16 @@ latency: only the longest suffix of the pending bytes that is a proper prefix of
 held back; everything before it is released at once.
 
 Besides each secret itself, the masker also hides forms in which it commonly leaks:
-- each line (>= 3 characters) of a multi-line secret, since output may be reflowed;
-- JSON-escaped and URL-encoded forms, when they differ from the secret;
-- base64 forms (at the three possible byte alignments) for secrets of 8 bytes or more.
+- each line (>= MIN_SECRET_LENGTH characters) of a multi-line secret, since output may be
+  reflowed;
+- JSON-escaped, URL-encoded (%20 and + for spaces) and shell-escaped forms (backslash-escaped as
+  `printf %q` writes it, double-quoted, single-quoted as `shlex.quote` and `${v@Q}` write it),
+  when they differ from the secret;
+- base64 and URL-safe base64 forms (at the three possible byte alignments) for secrets of
+  MIN_BASE64_SECRET bytes or more.
+
+Secrets shorter than MIN_SECRET_LENGTH characters are refused where they are stored: masking
+them would blank out ordinary output and still tell little about them.
 """
 
 from __future__ import annotations
@@ -18,17 +25,32 @@ import base64
 import bisect
 import json
 import re
+import shlex
 from collections.abc import Iterable
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 from ahocorasick_rs import BytesAhoCorasick, MatchKind
 
-MIN_LINE = 3  # shorter lines of a multi-line secret would mask too much ordinary output
+MIN_SECRET_LENGTH = 4  # shorter secrets (and lines of one) would mask too much ordinary output
+MIN_LINE = MIN_SECRET_LENGTH
 MIN_BASE64_SECRET = 8  # base64 fragments of shorter secrets are too short to be specific
+SHORT_SECRET_MESSAGE = (
+    f"a secret must be at least {MIN_SECRET_LENGTH} characters long: a shorter value cannot be "
+    "masked in job output without hiding ordinary text"
+)
+_SHELL_PLAIN = re.compile(r"[^A-Za-z0-9_./,:=@%+^-]")  # what `printf %q` leaves alone
+
+
+def secret_too_short(value: bytes | str) -> bool:
+    """True when a value is too short to be masked safely (see MIN_SECRET_LENGTH)."""
+    return len(value) < MIN_SECRET_LENGTH
 
 
 def _to_bytes(secret: bytes | str) -> bytes:
     return secret.encode() if isinstance(secret, str) else bytes(secret)
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def _base64_forms(secret: bytes) -> set[bytes]:
@@ -38,8 +60,25 @@ def _base64_forms(secret: bytes) -> set[bytes]:
         encoded = base64.b64encode(b"\0" * offset + secret)
         first = -(-8 * offset // 6)  # ceil: first character made only of secret bits
         last = 8 * (offset + len(secret)) // 6  # characters before this are complete
-        forms.add(encoded[first:last])
+        form = encoded[first:last]
+        forms.add(form)
+        forms.add(form.translate(_URLSAFE))
     return forms
+
+
+def _text_forms(text: str) -> set[str]:
+    """JSON-, URL- and shell-escaped forms of a text secret."""
+    return {
+        json.dumps(text)[1:-1],
+        json.dumps(text, ensure_ascii=False)[1:-1],
+        quote(text, safe=""),
+        quote(text),  # "/" kept
+        quote_plus(text),
+        _SHELL_PLAIN.sub(lambda m: "\\" + m.group(), text),  # printf %q, for printable text
+        re.sub(r'(["\\$`])', r"\\\1", text),  # inside "double quotes"
+        shlex.quote(text),  # 'it'"'"'s'
+        text.replace("'", "'\\''"),  # inside ${v@Q} / 'single quotes': 'it'\''s'
+    }
 
 
 def expand_secret(secret: bytes | str) -> set[bytes]:
@@ -57,9 +96,7 @@ def expand_secret(secret: bytes | str) -> set[bytes]:
     except UnicodeDecodeError:
         text = None  # binary secret: no text encodings to derive
     if text is not None:
-        patterns.add(json.dumps(text)[1:-1].encode())
-        patterns.add(json.dumps(text, ensure_ascii=False)[1:-1].encode())
-        patterns.add(quote(text, safe="").encode())
+        patterns.update(form.encode() for form in _text_forms(text))
     if len(raw) >= MIN_BASE64_SECRET:
         patterns.update(_base64_forms(raw))
     return {p for p in patterns if p}
@@ -97,6 +134,10 @@ class StreamMasker:
             return data
         out, self._held = self._process(self._held + data)
         return out
+
+    def mask(self, data: bytes) -> bytes:
+        """Mask a whole buffer apart from the stream (e.g. an error message)."""
+        return mask_with(self._matcher, data, self._mask)
 
     def flush(self) -> bytes:
         """Release everything held back (the stream ended)."""

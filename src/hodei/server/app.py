@@ -17,7 +17,8 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from functools import partial
+from typing import IO, Any
 
 import grpc
 import psutil
@@ -33,14 +34,22 @@ from hodei.domain.jobs import JobState
 from hodei.domain.scheduling import Policy
 from hodei.errors import HodeiError
 from hodei.ports import JobStore, WorkerProvider
+from hodei.security.pki_files import PkiPaths
+from hodei.server.access_api import add_access_routes
+from hodei.server.agent_pki import AgentAuthority
+from hodei.server.api_auth import ApiAuth, ensure_admin_token
+from hodei.server.audit import Auditor
 from hodei.server.bus import EventBus
+from hodei.server.grpc_guard import MalformedGuard
 from hodei.server.grpc_jobs import JobService
 from hodei.server.grpc_worker import WorkerService
 from hodei.server.http_api import create_http_app
 from hodei.server.loghub import LogHub
 from hodei.server.metrics import Metrics
+from hodei.server.mtls import MtlsWorkerService, grpc_credentials, prepare_pki
 from hodei.server.orchestrator import Orchestrator
 from hodei.server.otp import OtpRegistry, ResumeTokens
+from hodei.server.pki_api import add_pki_routes
 from hodei.server.provisioning import Provisioner
 from hodei.server.recovery import Recovery
 from hodei.server.scheduler import Scheduler
@@ -77,6 +86,9 @@ class Services:
     provisioner: Provisioner
     api: JobsApi
     metrics: Metrics
+    auditor: Auditor
+    auth: ApiAuth
+    authority: AgentAuthority | None = None  # with --tls: the agents' CA (server.agent_pki)
 
 
 def make_provider(settings: ServerSettings, on_exit: ExitHandler) -> WorkerProvider:
@@ -153,6 +165,10 @@ def build(settings: ServerSettings, grpc_target: str) -> Services:
         max_memory=psutil.virtual_memory().total,
     )
     scheduler.demand = provisioner.demand
+    scheduler.max_output_bytes = settings.max_output_bytes
+    scheduler.can_grow = provisioner.can_grow
+    scheduler.note = provisioner.note
+    scheduler.fits = provisioner.fits
     scheduler.ceiling = provisioner.ceiling
     metrics = Metrics()
     metrics.gauge("hodei_jobs_queued", "Jobs waiting for a worker", lambda: scheduler.queued_count)
@@ -161,6 +177,8 @@ def build(settings: ServerSettings, grpc_target: str) -> Services:
     bus.subscribe(lambda e: hub.job_changed(e.job))
     bus.subscribe(metrics.on_job_changed)
     api = JobsApi(orch, scheduler, hub)
+    auditor = Auditor(store)
+    scheduler.auditor = auditor
     return Services(
         settings,
         store,
@@ -176,6 +194,8 @@ def build(settings: ServerSettings, grpc_target: str) -> Services:
         provisioner,
         api,
         metrics,
+        auditor,
+        ApiAuth(store, auditor, dev=settings.dev),
     )
 
 
@@ -229,21 +249,24 @@ class _Uvicorn(uvicorn.Server):
 
 
 def start_grpc(s: Services) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server(options=GRPC_OPTIONS)
-    worker_pb2_grpc.add_WorkerServiceServicer_to_server(
-        WorkerService(
-            s.otps,
-            s.tokens,
-            s.registry,
-            s.scheduler,
-            s.recovery,
-            s.hub,
-            s.provisioner,
-            int(s.settings.heartbeat_interval_s * 1000),
-        ),
-        server,
+    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[MalformedGuard()])
+    # With --tls the agents' service reads identities from client certificates.
+    worker_service = partial(MtlsWorkerService, authority=s.authority) if s.authority else None
+    workers = (worker_service or WorkerService)(
+        s.otps,
+        s.tokens,
+        s.registry,
+        s.scheduler,
+        s.recovery,
+        s.hub,
+        s.provisioner,
+        int(s.settings.heartbeat_interval_s * 1000),
     )
-    jobs_pb2_grpc.add_JobExecutionServiceServicer_to_server(JobService(s.api), server)
+    workers.auditor = s.auditor
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(workers, server)
+    jobs_pb2_grpc.add_JobExecutionServiceServicer_to_server(
+        JobService(s.api, s.auth, s.auditor), server
+    )
     names = (
         worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
         jobs_pb2.DESCRIPTOR.services_by_name["JobExecutionService"].full_name,
@@ -253,7 +276,11 @@ def start_grpc(s: Services) -> tuple[grpc.aio.Server, int]:
     host, port = split_addr(s.settings.grpc_addr, 50051)
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(target)
+        if s.authority is not None:
+            paths = PkiPaths.of_home(s.settings.home)
+            bound = server.add_secure_port(target, grpc_credentials(paths))
+        else:
+            bound = server.add_insecure_port(target)
     except RuntimeError as exc:
         raise HodeiError(f"cannot listen for gRPC on {target}: {exc}") from None
     if bound == 0:
@@ -267,6 +294,22 @@ async def serve(settings: ServerSettings, ready: asyncio.Event | None = None) ->
     agent_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     s = build(settings, f"{agent_host}:{port}")
     sock = listen_http(settings.http_addr)
+    http_port = sock.getsockname()[1]
+    tls: dict[str, Any] = {}
+    if settings.tls:
+        paths = prepare_pki(settings)
+        s.authority = AgentAuthority(
+            paths, s.otps, settings.cert_lifetime_s, s.registry, s.recovery
+        )
+        tls = {"ssl_keyfile": str(paths.server_key), "ssl_certfile": str(paths.server_cert)}
+        http_host = split_addr(settings.http_addr, 8080)[0]
+        http_host = "127.0.0.1" if http_host in ("0.0.0.0", "", "::") else http_host
+        http_host = f"[{http_host}]" if ":" in http_host else http_host
+        # Local workers enroll over HTTPS with their OTP, trusting this CA.
+        s.provisioner.agent_env = {
+            "HODEI_CA": str(paths.ca_cert),
+            "HODEI_ENROLL_URL": f"https://{http_host}:{http_port}",
+        }
     await s.store.open()
     grpc_server, grpc_port = start_grpc(s)
     if port == 0:  # an ephemeral port (tests): tell agents the real one
@@ -277,8 +320,21 @@ async def serve(settings: ServerSettings, ready: asyncio.Event | None = None) ->
     s.scheduler.start()
     s.provisioner.start()
     app = create_http_app(s.api, s, s.metrics, started)
+    add_pki_routes(app, s.authority)
+    add_access_routes(app, s.auth, s.auditor)
+    if settings.dev:
+        access = "dev mode: no API tokens (loopback only)"
+    else:
+        access = (
+            f"API tokens required; admin token in {await ensure_admin_token(s.auth, settings.home)}"
+        )
     config = uvicorn.Config(
-        app, lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=2
+        s.auth.middleware(app),
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+        **tls,
     )
     web = _Uvicorn(config)
     web_task = asyncio.create_task(web.serve(sockets=[sock]))
@@ -286,14 +342,15 @@ async def serve(settings: ServerSettings, ready: asyncio.Event | None = None) ->
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    http_port = sock.getsockname()[1]
+    scheme = "https" if settings.tls else "http"
     print(
-        f"hodei server ready: http://{split_addr(settings.http_addr, 8080)[0]}:{http_port} "
+        f"hodei server ready: {scheme}://{split_addr(settings.http_addr, 8080)[0]}:{http_port} "
         f"grpc {agent_host}:{grpc_port} home {settings.home} "
         f"({time.time() - started:.2f}s)",
         file=sys.stderr,
         flush=True,
     )
+    print(access, file=sys.stderr, flush=True)
     if ready is not None:
         ready.set()
     demo = asyncio.create_task(run_demo(s, http_port)) if settings.demo else None

@@ -9,12 +9,23 @@ import grpc
 
 from hodei._proto.hodei.v1 import jobs_pb2 as pb
 from hodei._proto.hodei.v1 import jobs_pb2_grpc
+from hodei.domain.access import DEV_PRINCIPAL, Principal, Role
 from hodei.domain.jobs import Job, JobSpec
-from hodei.errors import AuthError, ConflictError, HodeiError, NotFoundError, ValidationError
+from hodei.errors import (
+    AuthError,
+    ConflictError,
+    ForbiddenError,
+    HodeiError,
+    NotFoundError,
+    ValidationError,
+)
+from hodei.server.api_auth import ApiAuth
+from hodei.server.audit import Auditor
 from hodei.server.service import JobsApi, LogPiece
 from hodei.server.views import attempt_to_proto, job_to_proto
 
 T = TypeVar("T")
+MAX_OFFSET = (1 << 63) - 1
 Context = Any  # grpc.aio.ServicerContext: grpcio ships no type information
 
 _STATUS = {
@@ -22,6 +33,7 @@ _STATUS = {
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     ConflictError: grpc.StatusCode.FAILED_PRECONDITION,
     AuthError: grpc.StatusCode.UNAUTHENTICATED,
+    ForbiddenError: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 
@@ -53,25 +65,39 @@ def spec_from_definition(d: pb.JobDefinition, queued_by: str) -> JobSpec:
 
 
 class JobService(jobs_pb2_grpc.JobExecutionServiceServicer):
-    def __init__(self, api: JobsApi) -> None:
+    def __init__(self, api: JobsApi, auth: ApiAuth, auditor: Auditor) -> None:
         self.api = api
+        self.auth = auth
+        self.auditor = auditor
+
+    async def _allow(self, context: Context, needed: Role, what: str) -> Principal:
+        """The caller's token (metadata `authorization: Bearer hodei_...`) and role check."""
+        metadata = dict(context.invocation_metadata() or ())
+        return await _call(
+            context, lambda: self.auth.check(metadata.get("authorization"), needed, what)
+        )
 
     def _proto(self, job: Job) -> pb.Job:
         return job_to_proto(job, self.api.reason(job))
 
     async def QueueJob(self, request: pb.QueueJobRequest, context: Context) -> pb.QueueJobResponse:
+        principal = await self._allow(context, Role.SUBMITTER, "grpc QueueJob")
         d = request.job_definition
-        spec = spec_from_definition(d, request.queued_by)
+        queued_by = request.queued_by if principal is DEV_PRINCIPAL else principal.actor
+        spec = spec_from_definition(d, queued_by)
         key = request.idempotency_key or None
         job, created = await _call(
             context, lambda: self.api.submit_once(spec, d.job_id.value or None, key)
         )
         message = f"job {job.id} queued" if created else f"job {job.id} (same idempotency key)"
+        if created:
+            await self.auditor.record(principal.actor, "job.submit", job.id, job.spec.name)
         return pb.QueueJobResponse(
             success=True, message=message, job=self._proto(job), created=created
         )
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
+        await self._allow(context, Role.VIEWER, "grpc GetJob")
         job_id = request.job_id.value
         job = self._proto(await _call(context, lambda: self.api.get(job_id)))
         attempts = await _call(context, lambda: self.api.attempts(job_id))
@@ -79,6 +105,7 @@ class JobService(jobs_pb2_grpc.JobExecutionServiceServicer):
         return job
 
     async def GetJobStatus(self, request: pb.GetJobRequest, context: Context) -> pb.JobStatus:
+        await self._allow(context, Role.VIEWER, "grpc GetJobStatus")
         job = await _call(context, lambda: self.api.get(request.job_id.value))
         return pb.JobStatus(
             job_id=request.job_id,
@@ -89,9 +116,10 @@ class JobService(jobs_pb2_grpc.JobExecutionServiceServicer):
         )
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
+        await self._allow(context, Role.VIEWER, "grpc ListJobs")
         cursor: int | None = None
         if request.cursor:
-            if not request.cursor.isdigit():
+            if not request.cursor.isdigit() or len(request.cursor) > 18:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "cursor must be a number")
             cursor = int(request.cursor)
         limit = min(max(request.limit or 100, 1), 1000)
@@ -103,17 +131,24 @@ class JobService(jobs_pb2_grpc.JobExecutionServiceServicer):
         )
 
     async def CancelJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
-        return self._proto(await _call(context, lambda: self.api.cancel(request.job_id.value)))
+        principal = await self._allow(context, Role.SUBMITTER, "grpc CancelJob")
+        job = await _call(context, lambda: self.api.cancel(request.job_id.value))
+        await self.auditor.record(principal.actor, "job.cancel", job.id)
+        return self._proto(job)
 
     async def RetryJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
-        return self._proto(await _call(context, lambda: self.api.retry(request.job_id.value)))
+        principal = await self._allow(context, Role.SUBMITTER, "grpc RetryJob")
+        job = await _call(context, lambda: self.api.retry(request.job_id.value))
+        await self.auditor.record(principal.actor, "job.retry", job.id, f"attempt {job.attempts}")
+        return self._proto(job)
 
     async def SubscribeLogs(
         self, request: pb.SubscribeLogsRequest, context: Context
     ) -> AsyncIterator[pb.LogEvent]:
+        await self._allow(context, Role.VIEWER, "grpc SubscribeLogs")
         job_id = request.job_id.value
         _, attempt = await _call(context, lambda: self.api.resolve_attempt(job_id, None))
-        offset = request.since_offset
+        offset = min(request.since_offset, MAX_OFFSET)  # past the end: nothing to read
         if request.tail_bytes:
             size = self.api.hub.size(job_id, attempt)
             offset = max(offset, size - request.tail_bytes)

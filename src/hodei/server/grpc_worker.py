@@ -19,8 +19,9 @@ from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei._proto.hodei.v1 import worker_pb2_grpc
 from hodei.domain.scheduling import WorkerView
 from hodei.errors import AuthError, HodeiError
+from hodei.server.audit import Auditor
 from hodei.server.loghub import LogHub
-from hodei.server.otp import OtpRegistry, ResumeTokens
+from hodei.server.otp import OtpRegistry, Redeemed, ResumeTokens
 from hodei.server.provisioning import Provisioner
 from hodei.server.recovery import Recovery
 from hodei.server.scheduler import Scheduler
@@ -29,6 +30,7 @@ from hodei.server.workers import WorkerRegistry, WorkerSession
 log = logging.getLogger(__name__)
 
 MAX_LABELS = 64
+REPORT_BACKLOG = 64  # agent messages read but not applied yet, per stream
 
 
 class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
@@ -51,6 +53,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         self.hub = hub
         self.provisioner = provisioner
         self.heartbeat_ms = heartbeat_ms
+        self.auditor: Auditor | None = None  # set by the composition root
 
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         first = await context.read()
@@ -63,27 +66,43 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         generation = session.generation
         session.send_register_ack(self.heartbeat_ms, int(self.recovery.grace_s * 1000))
         writer = asyncio.create_task(self._write_loop(session, context, generation))
+        # Starts and results wait for store commits; applying them here would stop the
+        # stream's reading (and its log output) behind every commit. They go, in order, to a
+        # task of their own; logs and heartbeats are taken in at once.
+        reports: asyncio.Queue[pb.AgentMessage | None] = asyncio.Queue(REPORT_BACKLOG)
+        reporter = asyncio.create_task(self._report_loop(session, reports))
         self.scheduler.kick()
         try:
             while True:
                 msg = await context.read()
                 if msg is grpc.aio.EOF:
                     break
-                await self.handle(session, msg)
+                self.take_in(session, msg)
+                if msg.updates or msg.results:
+                    await reports.put(msg)  # blocks only with REPORT_BACKLOG unapplied
         finally:
             writer.cancel()
-            if session.generation == generation:  # not already taken over by a resumed stream
-                log.info("worker %s stream ended", session.id)
-                self.recovery.stream_ended(session)
+            try:
+                await reports.put(None)  # what was read is applied before the end is handled
+                await reporter
+            except asyncio.CancelledError:
+                reporter.cancel()
+                raise
+            finally:
+                if session.generation == generation:  # not taken over by a resumed stream
+                    log.info("worker %s stream ended", session.id)
+                    self.recovery.stream_ended(session)
 
     async def _refuse(self, context: grpc.aio.ServicerContext, why: str) -> NoReturn:
         log.warning("refused worker from %s: %s", context.peer(), why)
+        if self.auditor is not None:
+            await self.auditor.denied(f"peer:{context.peer()}", "worker.refused", "", why)
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, why)
         raise AssertionError("abort returns only by raising")
 
     async def _register(self, reg: pb.Register, context: grpc.aio.ServicerContext) -> WorkerSession:
         try:
-            grant = self.otps.redeem(reg.otp)
+            grant = self._grant(reg, context)
         except AuthError as exc:
             await self._refuse(context, exc.message)
         if len(reg.labels) > MAX_LABELS:
@@ -101,11 +120,15 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             session.hostname,
             session.view.slots,
         )
+        if self.auditor is not None:
+            detail = f"host {session.hostname}, {session.view.slots} slot(s)"
+            await self.auditor.record(f"worker:{session.id}", "worker.register", session.id, detail)
         return session
 
     async def _resume(self, reg: pb.Register, context: grpc.aio.ServicerContext) -> WorkerSession:
         try:
             worker_id, session_id = self.tokens.verify(reg.resume_token)
+            self._check_peer(worker_id, context)
         except AuthError as exc:
             await self._refuse(context, exc.message)
         if session_id in self.recovery.expired:
@@ -123,6 +146,14 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         await self.recovery.adopt(session, reg.running)
         log.info("worker %s reconnected after a server restart", worker_id)
         return session
+
+    def _grant(self, reg: pb.Register, context: grpc.aio.ServicerContext) -> Redeemed:
+        """What entitles this new session: the OTP (AuthError if it is not valid). The mTLS
+        service (server.mtls) also takes the peer's certificate."""
+        return self.otps.redeem(reg.otp)
+
+    def _check_peer(self, worker_id: str, context: grpc.aio.ServicerContext) -> None:
+        """Hook: AuthError when the connection may not act as `worker_id` (see server.mtls)."""
 
     def _new_session(
         self, reg: pb.Register, worker_id: str, session_id: str, grant_labels: dict[str, str]
@@ -159,17 +190,43 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             log.exception("writing to worker %s failed", session.id)
 
     async def handle(self, session: WorkerSession, msg: pb.AgentMessage) -> None:
+        """One message, all of it: take_in, then apply its starts and results."""
+        self.take_in(session, msg)
+        await self.apply_reports(session, msg)
+
+    def take_in(self, session: WorkerSession, msg: pb.AgentMessage) -> None:
+        """What needs no store write: the heartbeat, and log output (durable in the log
+        store, in order per attempt; see Scheduler.store_logs)."""
         if msg.HasField("heartbeat"):
             session.usage = msg.heartbeat.usage
             session.last_heartbeat = time.time()
         if msg.logs:
-            self._store_logs(session, msg.logs)
+            self.scheduler.store_logs(session, msg.logs)
+
+    async def _report_loop(
+        self, session: WorkerSession, reports: asyncio.Queue[pb.AgentMessage | None]
+    ) -> None:
+        while (msg := await reports.get()) is not None:
+            try:
+                await self.apply_reports(session, msg)
+            except Exception:
+                log.exception("reports of worker %s not applied", session.id)
+
+    async def apply_reports(self, session: WorkerSession, msg: pb.AgentMessage) -> None:
+        """Starts, then results, of one message (results after their job's logs: take_in ran
+        first)."""
         if msg.updates:
+            # A start reported with its result (a short job) is stored with the result.
+            ended = {(r.job_id, r.attempt) for r in msg.results}
+            starts = [u for u in msg.updates if u.phase == pb.JobStatusUpdate.STARTED]
+            for u in starts:
+                if (u.job_id, u.attempt) in ended:
+                    await self.scheduler.on_started(session, u, with_result=True)
             await asyncio.gather(
                 *(
                     self.scheduler.on_started(session, u)
-                    for u in msg.updates
-                    if u.phase == pb.JobStatusUpdate.STARTED
+                    for u in starts
+                    if (u.job_id, u.attempt) not in ended
                 )
             )
         if msg.results:
@@ -180,20 +237,3 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             await self.scheduler.on_result(session, result)
         except HodeiError as exc:
             log.error("result of job %s not recorded: %s", result.job_id, exc.message)
-
-    def _store_logs(self, session: WorkerSession, chunks: Any) -> None:
-        acked: dict[tuple[str, int], int] = {}
-        for chunk in chunks:
-            held = session.jobs.get(chunk.job_id)
-            if held is None or held.attempt != chunk.attempt:
-                continue  # not this worker's job (or a stale attempt): never stored
-            try:
-                self.hub.append(
-                    chunk.job_id, chunk.attempt, chunk.sequence, chunk.offset, chunk.data
-                )
-            except HodeiError as exc:
-                log.error("log of job %s not stored: %s", chunk.job_id, exc.message)
-                break  # unacked: the agent keeps the bytes and sends them again
-            acked[(chunk.job_id, chunk.attempt)] = self.hub.last_seq(chunk.job_id, chunk.attempt)
-        for (job_id, attempt), seq in acked.items():
-            session.ack_log(job_id, attempt, seq)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated, Any
 
 import orjson
@@ -15,8 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import hodei
+from hodei.domain.access import DEV_PRINCIPAL
 from hodei.domain.jobs import Job, JobSpec, parse_size
 from hodei.errors import HodeiError, ValidationError
+from hodei.server.access_api import actor_of, principal_of
+from hodei.server.audit import Auditor
+from hodei.server.body_limit import BodyLimit
 from hodei.server.metrics import Metrics
 from hodei.server.service import JobsApi, LogPiece
 from hodei.server.views import attempt_to_dict, iso, job_to_dict, launching_to_dict, worker_to_dict
@@ -24,6 +29,8 @@ from hodei.server.views import attempt_to_dict, iso, job_to_dict, launching_to_d
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
+MAX_INT = (1 << 63) - 1  # offsets and cursors: what a 64-bit store column holds
+MAX_ATTEMPT = 1 << 31
 Text = Annotated[str, Field(max_length=256 * 1024)]
 
 
@@ -149,8 +156,8 @@ def _parse_resume(last_event_id: str | None, offset: int | None) -> int:
             value = int(last_event_id.strip())
         except ValueError:
             raise ValidationError("Last-Event-ID must be a byte offset (an integer)") from None
-        if value < 0:
-            raise ValidationError("Last-Event-ID must not be negative")
+        if not 0 <= value <= MAX_INT:
+            raise ValidationError(f"Last-Event-ID must be between 0 and {MAX_INT}")
         return value
     return offset or 0
 
@@ -159,12 +166,9 @@ def create_http_app(api: JobsApi, services: Any, metrics: Metrics, started_at: f
     app = FastAPI(title="Hodei Jobs", version=hodei.__version__)
     _install_error_handlers(app)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length and (not length.isdigit() or int(length) > MAX_BODY):
-            return error(413, "too_large", f"request body larger than {MAX_BODY} bytes")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+
+    auditor: Auditor = services.auditor
 
     def job_json(job: Job) -> dict[str, Any]:
         return job_to_dict(job, api.reason(job))
@@ -180,22 +184,29 @@ def create_http_app(api: JobsApi, services: Any, metrics: Metrics, started_at: f
     @app.post("/api/v1/jobs", status_code=201)
     async def submit(
         body: SubmitRequest,
+        request: Request,
         response: Response,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> dict[str, Any]:
         key = body.idempotency_key or idempotency_key  # the body's, else the header's
         if body.idempotency_key and idempotency_key and body.idempotency_key != idempotency_key:
             raise ValidationError("Idempotency-Key header and body idempotency_key differ")
-        job, created = await api.submit_once(body.to_spec(), body.id, key)
+        spec = body.to_spec()
+        principal = principal_of(request)
+        if principal is not DEV_PRINCIPAL:  # who queued it is the token, not what it claims
+            spec = replace(spec, queued_by=principal.actor)
+        job, created = await api.submit_once(spec, body.id, key)
         if not created:
             response.status_code = 200  # the job an earlier submit with this key created
+        else:
+            await auditor.record(principal.actor, "job.submit", job.id, job.spec.name)
         return job_json(job)
 
     @app.get("/api/v1/jobs")
     async def list_jobs(
         state: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        cursor: Annotated[int | None, Query(ge=0)] = None,
+        cursor: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
     ) -> dict[str, Any]:
         items, nxt = await api.list(state, limit, cursor)
         return {"items": [job_json(j) for j in items], "next": str(nxt) if nxt else None}
@@ -211,18 +222,22 @@ def create_http_app(api: JobsApi, services: Any, metrics: Metrics, started_at: f
         return {"items": [attempt_to_dict(a) for a in await api.attempts(job_id)]}
 
     @app.post("/api/v1/jobs/{job_id}/cancel")
-    async def cancel(job_id: str) -> dict[str, Any]:
-        return job_json(await api.cancel(job_id))
+    async def cancel(job_id: str, request: Request) -> dict[str, Any]:
+        job = await api.cancel(job_id)
+        await auditor.record(actor_of(request), "job.cancel", job_id)
+        return job_json(job)
 
     @app.post("/api/v1/jobs/{job_id}/retry")
-    async def retry(job_id: str) -> dict[str, Any]:
-        return job_json(await api.retry(job_id))
+    async def retry(job_id: str, request: Request) -> dict[str, Any]:
+        job = await api.retry(job_id)
+        await auditor.record(actor_of(request), "job.retry", job_id, f"attempt {job.attempts}")
+        return job_json(job)
 
     @app.get("/api/v1/jobs/{job_id}/logs")
     async def logs(
         job_id: str,
-        attempt: Annotated[int | None, Query(ge=1)] = None,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        attempt: Annotated[int | None, Query(ge=1, le=MAX_ATTEMPT)] = None,
+        offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
     ) -> Response:
         data = await api.read_log(job_id, attempt, offset)
         return Response(data, media_type="text/plain; charset=utf-8")
@@ -230,8 +245,8 @@ def create_http_app(api: JobsApi, services: Any, metrics: Metrics, started_at: f
     @app.get("/api/v1/jobs/{job_id}/logs/stream")
     async def stream(
         job_id: str,
-        attempt: Annotated[int | None, Query(ge=1)] = None,
-        offset: Annotated[int | None, Query(ge=0)] = None,
+        attempt: Annotated[int | None, Query(ge=1, le=MAX_ATTEMPT)] = None,
+        offset: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> StreamingResponse:
         start = _parse_resume(last_event_id, offset)
@@ -251,6 +266,7 @@ def _add_admin_routes(app: FastAPI, services: Any) -> None:
         services.provisioner,
         services.otps,
     )
+    auditor: Auditor = services.auditor
 
     @app.get("/api/v1/workers")
     async def workers() -> dict[str, Any]:
@@ -259,16 +275,18 @@ def _add_admin_routes(app: FastAPI, services: Any) -> None:
         return {"items": items, "next": None, "provisioning_error": provisioner.last_error}
 
     @app.post("/api/v1/workers/otp", status_code=201)
-    async def new_otp(body: OtpRequest) -> dict[str, Any]:
+    async def new_otp(body: OtpRequest, request: Request) -> dict[str, Any]:
         import secrets as _secrets
 
         worker_id = f"static-{_secrets.token_hex(4)}"
         otp = otps.issue(worker_id, body.ttl_s, body.labels)
+        await auditor.record(actor_of(request), "worker.otp", worker_id)
         return {"worker_id": worker_id, "otp": otp, "expires_at": iso(time.time() + body.ttl_s)}
 
     @app.put("/api/v1/secrets/{name}")
-    async def put_secret(name: str, body: SecretBody) -> dict[str, Any]:
+    async def put_secret(name: str, body: SecretBody, request: Request) -> dict[str, Any]:
         await vault.put(name, body.value)
+        await auditor.record(actor_of(request), "secret.set", name)
         return {"name": name}
 
     @app.get("/api/v1/secrets")
@@ -277,6 +295,7 @@ def _add_admin_routes(app: FastAPI, services: Any) -> None:
         return {"items": items, "next": None}
 
     @app.delete("/api/v1/secrets/{name}", status_code=204)
-    async def delete_secret(name: str) -> Response:
+    async def delete_secret(name: str, request: Request) -> Response:
         await vault.delete(name)
+        await auditor.record(actor_of(request), "secret.delete", name)
         return Response(status_code=204)

@@ -38,6 +38,22 @@ class LogHub:
     def __init__(self, store: LogStore) -> None:
         self._store = store
         self._live: dict[tuple[str, int], LiveLog] = {}
+        # job id -> its attempts in _live: job_changed runs on every job event and must not
+        # walk every live log.
+        self._attempts: dict[str, set[int]] = {}
+
+    def _put(self, job_id: str, attempt: int, live: LiveLog) -> None:
+        self._live[(job_id, attempt)] = live
+        self._attempts.setdefault(job_id, set()).add(attempt)
+
+    def _drop(self, job_id: str, attempt: int) -> LiveLog | None:
+        live = self._live.pop((job_id, attempt), None)
+        attempts = self._attempts.get(job_id)
+        if attempts is not None:
+            attempts.discard(attempt)
+            if not attempts:
+                del self._attempts[job_id]
+        return live
 
     def _get(self, job_id: str, attempt: int) -> LiveLog:
         key = (job_id, attempt)
@@ -45,7 +61,7 @@ class LogHub:
         if live is None:
             size = self._store.size(job_id, attempt)
             live = LiveLog(size=size, agent_end=size, tail_start=size)
-            self._live[key] = live
+            self._put(job_id, attempt, live)
         return live
 
     def append(self, job_id: str, attempt: int, seq: int, offset: int, data: bytes) -> bool:
@@ -83,12 +99,12 @@ class LogHub:
     def seal(self, job_id: str, attempt: int) -> None:
         """The attempt ended: flush it, wake followers, drop the tail unless someone follows."""
         self._store.seal(job_id, attempt)
-        live = self._live.pop((job_id, attempt), None)
+        live = self._drop(job_id, attempt)
         if live is not None:
             live.over = True
             live.wake()
             if live.followers:
-                self._live[(job_id, attempt)] = live
+                self._put(job_id, attempt, live)
 
     def read(self, job_id: str, attempt: int, offset: int = 0, limit: int = -1) -> bytes:
         live = self._live.get((job_id, attempt))
@@ -104,8 +120,9 @@ class LogHub:
 
     def job_changed(self, job: Job) -> None:
         """Mark attempts of `job` that can produce no more bytes, and wake their followers."""
-        for (job_id, attempt), live in list(self._live.items()):
-            if job_id == job.id and not live.over and attempt_over(job, attempt):
+        for attempt in list(self._attempts.get(job.id, ())):
+            live = self._live[(job.id, attempt)]
+            if not live.over and attempt_over(job, attempt):
                 live.over = True
                 live.wake()
 
@@ -134,7 +151,7 @@ class LogHub:
         finally:
             live.followers -= 1
             if live.followers == 0 and live.over:
-                self._live.pop((job_id, attempt), None)
+                self._drop(job_id, attempt)
 
     def close(self) -> None:
         self._store.close()

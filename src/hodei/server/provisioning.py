@@ -51,6 +51,8 @@ class Provisioner:
         self.idle_s = idle_s
         self.otp_ttl_s = otp_ttl_s
         self.labels = dict(labels or {})
+        # What agents need besides the OTP (with --tls: the CA to trust and where to enroll).
+        self.agent_env: dict[str, str] = {}
         self.max_cpus = max_cpus  # the largest worker the provider can make (0 = unknown)
         self.max_memory = max_memory
         self.launching: dict[str, Launch] = {}
@@ -75,19 +77,38 @@ class Provisioner:
         return None
 
     # ---- demand -----------------------------------------------------------------------------
-    def demand(self, waiting: list[Job]) -> str | None:
-        """Called by the scheduler with the jobs no current worker can take now."""
-        fits = [j for j in waiting if not missing_labels(j.spec.labels, self.labels)]
-        if not fits:
+    def can_grow(self) -> bool:
+        """Whether demand() could start a worker now. The scheduler asks first so that, with
+        the cap reached (the usual state under load), it never lists the waiting jobs."""
+        return self.max_workers > len(self.owned) and time.monotonic() >= self._backoff_until
+
+    def fits(self, labels: dict[str, str]) -> bool:
+        """Whether workers of this provider carry `labels`."""
+        return not missing_labels(labels, self.labels)
+
+    def note(self, fitting: int) -> str | None:
+        """What demand() would say about `fitting` waiting jobs, without starting anything."""
+        if fitting <= 0:
             return None
-        wanted = math.ceil(len(fits) / self.slots) - len(self.launching)
-        room = self.max_workers - len(self.owned)
+        wanted = math.ceil(fitting / self.slots) - len(self.launching)
         if wanted <= 0:
             return "a worker is starting"
-        if room <= 0:
+        if self.max_workers - len(self.owned) <= 0:
             return f"worker cap reached ({self.max_workers} {self.provider.name} workers)"
         if time.monotonic() < self._backoff_until:
             return f"provisioning backing off after an error: {self.last_error}"
+        return None
+
+    def demand(self, waiting: list[Job]) -> str | None:
+        """Called by the scheduler with the jobs no current worker can take now."""
+        fits = [j for j in waiting if self.fits(j.spec.labels)]
+        if not fits:
+            return None
+        why_not = self.note(len(fits))
+        if why_not is not None:
+            return why_not
+        wanted = math.ceil(len(fits) / self.slots) - len(self.launching)
+        room = self.max_workers - len(self.owned)
         # Each new worker is sized for the next waiting jobs, highest priority first.
         for job in fits[len(self.launching) * self.slots :][:: self.slots][: min(wanted, room)]:
             self._launch(job)
@@ -106,6 +127,7 @@ class Provisioner:
             self.slots,
             cpu=job.spec.cpu,
             memory_bytes=job.spec.memory_bytes,
+            env=dict(self.agent_env),
         )
         self._spawn(self._provision(launch))
 

@@ -12,7 +12,7 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
@@ -27,15 +27,25 @@ from hodei.domain.scheduling import (
     unschedulable,
 )
 from hodei.errors import ConflictError, HodeiError
+from hodei.server.audit import Auditor
 from hodei.server.bus import JobChanged
 from hodei.server.loghub import LogHub
 from hodei.server.orchestrator import Orchestrator
-from hodei.server.workers import HeldJob, WorkerRegistry, WorkerSession
+from hodei.server.workers import HeldJob, WorkerRegistry, WorkerSession, assignment_stored
 
 log = logging.getLogger(__name__)
 
 NOT_RUN = -1  # JobResult.exit_code of an attempt the agent never started
 Demand = Callable[[list[Job]], str | None]  # jobs waiting for capacity -> reason text
+MAX_PLACED_PER_PASS = 128  # then yield, so log fan-out and gRPC reads interleave with a burst
+# What placement looks at in a spec (labels, cpu, memory): jobs of one shape fit the same
+# workers, so one rejection in a pass stands for all of them.
+Shape = tuple[tuple[tuple[str, str], ...], float, int]
+Entry = tuple[float, int, str]  # (rank, seq, job id): heap order
+
+
+def shape_of(spec: JobSpec) -> Shape:
+    return (tuple(sorted(spec.labels.items())), spec.cpu, spec.memory_bytes)
 
 
 class Scheduler:
@@ -56,13 +66,24 @@ class Scheduler:
         self.policy = policy
         self.aging_s = aging_s
         self.retry_backoff_s = retry_backoff_s
+        self.auditor: Auditor | None = None  # records which job got which secrets
+        self.max_output_bytes = 0  # per attempt, told to agents (0: the agent's default)
         self._backoff: dict[str, float] = {}  # job id -> delay of the retry being recorded
         self._delayed: dict[str, asyncio.TimerHandle] = {}  # retries waiting out a backoff
         self.ceiling: Callable[[JobSpec], str | None] = lambda spec: "no worker can be provisioned"
         self.demand: Demand = lambda jobs: None
-        self._heap: list[tuple[float, int, str]] = []
+        # The provisioner's answers without listing jobs (see Provisioner.can_grow/note/fits).
+        self.can_grow: Callable[[], bool] = lambda: True
+        self.note: Callable[[int], str | None] = lambda fitting: None
+        self.fits: Callable[[dict[str, str]], bool] = lambda labels: True
+        # One heap per shape: a pass looks at the head of each, so jobs no worker can take
+        # cost nothing while they wait (no pass walks the whole queue).
+        self._shapes: dict[Shape, list[Entry]] = {}
         self._queued: dict[str, Job] = {}
-        self.reasons: dict[str, str] = {}
+        self._why: dict[Shape, tuple[str, bool]] = {}  # why a shape waits; True: unschedulable
+        self._starved = False  # the last pass left jobs waiting for capacity
+        self._note: str | None = None  # demand()'s answer in that pass, when it was asked
+        self._note_known = False
         self._dirty = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -78,8 +99,7 @@ class Scheduler:
             else:
                 self.enqueue(job)
         elif event.previous is JobState.QUEUED:
-            self._queued.pop(job.id, None)
-            self.reasons.pop(job.id, None)
+            self._queued.pop(job.id, None)  # its heap entry is dropped when it comes up
             if (timer := self._delayed.pop(job.id, None)) is not None:
                 timer.cancel()
 
@@ -89,16 +109,35 @@ class Scheduler:
 
     def enqueue(self, job: Job) -> None:
         self._queued[job.id] = job
-        heapq.heappush(self._heap, (queue_rank(job, self.aging_s), job.seq, job.id))
+        heap = self._shapes.setdefault(shape_of(job.spec), [])
+        heapq.heappush(heap, (queue_rank(job, self.aging_s), job.seq, job.id))
         self.kick()
 
     def kick(self) -> None:
         self._dirty.set()
 
     def pending_reason(self, job_id: str) -> str:
-        if job_id not in self._queued:
+        """Why a queued job waits, worked out when asked (no pass writes a reason per job)."""
+        job = self._queued.get(job_id)
+        if job is None:
             return ""
-        return self.reasons.get(job_id, "waiting for a free worker slot")
+        why, never = self._why.get(shape_of(job.spec), ("", False))
+        if never:
+            return why
+        note = None
+        if self._starved:
+            note = self._note if self._note_known else self.note(self._fitting())
+        if note:
+            return f"{why or 'waiting'}; {note}"
+        return why or "waiting for a free worker slot"
+
+    def _fitting(self) -> int:
+        """Queued jobs (stale heap entries included) the provisioner's workers could take."""
+        return sum(
+            len(heap)
+            for shape, heap in self._shapes.items()
+            if not self._why.get(shape, ("", False))[1] and self.fits(dict(shape[0]))
+        )
 
     @property
     def queued_count(self) -> int:
@@ -119,52 +158,86 @@ class Scheduler:
             await self._dirty.wait()
             self._dirty.clear()
             try:
-                self._pass()
+                if self._pass():
+                    self.kick()  # bounded pass: the rest after other work had its turn
             except Exception:
                 log.exception("scheduling pass failed")
             await asyncio.sleep(0)  # let dispatches and I/O run between passes
 
     # ---- placement --------------------------------------------------------------------------
-    def _pass(self) -> None:
-        views = {v.id: v for v in self.registry.views()}
-        skipped: list[tuple[float, int, str]] = []
-        waiting: list[Job] = []
-        while self._heap:
-            if not any(v.free_slots > 0 for v in views.values()):
-                waiting.extend(
-                    job
-                    for e in self._heap
-                    if (job := self._queued.get(e[2])) is not None and job.seq == e[1]
-                )
-                break
-            entry = heapq.heappop(self._heap)
+    def _head(self, heap: list[Entry]) -> Job | None:
+        """The job at the top of a shape's heap, dropping stale entries (cancelled, placed)."""
+        while heap:
+            entry = heap[0]
             job = self._queued.get(entry[2])
-            if job is None or job.seq != entry[1]:
-                continue  # cancelled or re-pushed: a stale heap entry
-            outcome = place(job.spec, views.values(), self.policy)
+            if job is not None and job.seq == entry[1]:
+                return job
+            heapq.heappop(heap)
+        return None
+
+    def _pass(self) -> bool:
+        """Place jobs in rank order while workers have free slots; True when the pass
+        stopped at MAX_PLACED_PER_PASS with more to place."""
+        views = self.registry.views()
+        free = sum(v.free_slots for v in views)
+        heads: list[tuple[Entry, Shape]] = []
+        for shape, heap in list(self._shapes.items()):
+            if self._head(heap) is None:
+                del self._shapes[shape]
+                self._why.pop(shape, None)
+            else:
+                heads.append((heap[0], shape))
+        heapq.heapify(heads)
+        placed = 0
+        waiting_shapes: list[Shape] = []
+        by_id = {v.id: v for v in views}
+        while heads and free > 0:
+            if placed >= MAX_PLACED_PER_PASS:
+                return True
+            shape = heads[0][1]
+            heap = self._shapes[shape]
+            job = self._queued[heap[0][2]]
+            outcome = place(job.spec, views, self.policy)
             if isinstance(outcome, Placement):
+                heapq.heappop(heap)
                 del self._queued[job.id]
-                self.reasons.pop(job.id, None)
-                worker = views[outcome.worker_id]
+                self._why.pop(shape, None)
+                worker = by_id[outcome.worker_id]
                 reserve(worker, job.spec)
+                free -= 1
+                placed += 1
                 session = self.registry.get(worker.id)
                 assert session is not None
                 self._spawn(self._dispatch(job, session))
-            else:
-                skipped.append(entry)
-                never = unschedulable(job.spec, views.values(), self.ceiling)
-                if never:
-                    self.reasons[job.id] = never
+                if self._head(heap) is None:
+                    heapq.heappop(heads)
                 else:
-                    self.reasons[job.id] = "waiting for a worker: " + outcome.summary()
-                    waiting.append(job)
-        for entry in skipped:
-            heapq.heappush(self._heap, entry)
-        if waiting:
-            note = self.demand(waiting)
-            if note:
-                for job in waiting:
-                    self.reasons[job.id] = f"{self.reasons.get(job.id, 'waiting')}; {note}"
+                    heapq.heapreplace(heads, (heap[0], shape))
+                continue
+            heapq.heappop(heads)  # no job of this shape fits now: skip the shape this pass
+            never = unschedulable(job.spec, views, self.ceiling)
+            if never:
+                self._why[shape] = (never, True)
+            else:
+                self._why[shape] = ("waiting for a worker: " + outcome.summary(), False)
+                waiting_shapes.append(shape)
+        waiting_shapes.extend(shape for _, shape in heads)  # left when the slots ran out
+        self._starved = bool(waiting_shapes)
+        self._note_known = False
+        if waiting_shapes and self.can_grow():
+            self._note = self.demand(self._waiting_jobs(waiting_shapes))
+            self._note_known = True
+        return False
+
+    def _waiting_jobs(self, shapes: list[Shape]) -> list[Job]:
+        """The queued jobs of `shapes`, highest rank first (only built when the provisioner
+        can act on them)."""
+        jobs: dict[str, Job] = {}  # by id: a re-queued job may have two entries
+        for e in sorted(e for shape in shapes for e in self._shapes[shape]):
+            job = self._queued.get(e[2])
+            if job is not None and job.seq == e[1]:
+                jobs.setdefault(job.id, job)
+        return list(jobs.values())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -174,23 +247,58 @@ class Scheduler:
     async def _dispatch(self, job: Job, session: WorkerSession) -> None:
         try:
             secrets = await self.orch.vault.values(job.spec.secrets)
-            job = await self.orch.move(
-                job, JobState.ASSIGNED, worker_id=session.id, attempts=job.attempts + 1
-            )
-        except ConflictError:
-            release(session.view, job.spec)  # cancelled meanwhile
-            self.kick()
-            return
         except HodeiError as exc:  # e.g. a secret deleted after submit
             release(session.view, job.spec)
             await self._fail_quietly(job, f"cannot dispatch: {exc.message}")
             self.kick()
             return
-        session.jobs[job.id] = HeldJob(job.id, job.attempts, job)
-        if session.closed:
-            await self._lose(session, session.jobs.pop(job.id))
+        if job.spec.secrets and self.auditor is not None:
+            used = self.auditor.record(
+                f"worker:{session.id}",
+                "secret.use",
+                ",".join(job.spec.secrets),
+                f"job {job.id} attempt {job.attempts + 1}",
+            )
+            self._spawn(used)  # off the dispatch path: the trail must not slow a start
+        changes: dict[str, Any] = {"worker_id": session.id, "attempts": job.attempts + 1}
+        assigned = job.with_changes(state=JobState.ASSIGNED, **changes)
+        held = HeldJob(job.id, assigned.attempts, assigned)
+        held.committed = asyncio.get_running_loop().create_future()
+        session.jobs[job.id] = held
+        # The assignment leaves at once, before the `assigned` write commits: the agent starts
+        # while the store syncs (one commit fewer between submit and start). What it reports
+        # is applied only once the write has committed (assignment_stored); if the server
+        # dies first, the job is still queued in the store and Recovery.adopt tells the agent
+        # to drop its attempt: the job runs again (at least once, as promised).
+        sent = not session.closed
+        if sent:
+            session.send_assign(assign_message(assigned, secrets, self.max_output_bytes))
+        try:
+            held.job = await self.orch.move(job, JobState.ASSIGNED, **changes)
+        except HodeiError as exc:  # ConflictError: cancelled meanwhile
+            held.committed.set_result(False)
+            if session.jobs.get(job.id) is held:  # else whoever took it freed its slot
+                del session.jobs[job.id]
+                if sent and not session.unsend_assign(job.id, held.attempt):
+                    session.send_cancel(
+                        pb.CancelJob(
+                            job_id=job.id,
+                            attempt=held.attempt,
+                            grace_ms=0,
+                            reason="this attempt was not recorded (the job moved on)",
+                        )
+                    )
+                release(session.view, job.spec)
+            if not isinstance(exc, ConflictError):
+                await self._fail_quietly(job, f"cannot dispatch: {exc.message}")
+            self.kick()
             return
-        session.send_assign(assign_message(job, secrets))
+        held.committed.set_result(True)
+        if held.early_logs:  # before anything waiting on `committed` resumes
+            early, held.early_logs = held.early_logs, []
+            self.store_logs(session, early)
+        if not sent and session.jobs.get(job.id) is held:
+            await self._lose(session, session.jobs.pop(job.id))
 
     async def _fail_quietly(self, job: Job, reason: str) -> None:
         try:
@@ -199,20 +307,58 @@ class Scheduler:
             log.info("job %s moved on before it could be failed: %s", job.id, reason)
 
     # ---- agent reports -----------------------------------------------------------------------
-    async def on_started(self, session: WorkerSession, update: pb.JobStatusUpdate) -> None:
+    def store_logs(self, session: WorkerSession, chunks: Iterable[pb.LogChunk]) -> None:
+        """Store log chunks of jobs this worker holds and ack them. Chunks of an attempt whose
+        `assigned` write has not committed yet wait in its HeldJob (in order) until it has;
+        they are dropped if it fails (the attempt never existed)."""
+        acked: dict[tuple[str, int], int] = {}
+        for chunk in chunks:
+            held = session.jobs.get(chunk.job_id)
+            if held is None or held.attempt != chunk.attempt:
+                continue  # not this worker's job (or a stale attempt): never stored
+            if held.early_logs or (held.committed is not None and not held.committed.done()):
+                held.early_logs.append(chunk)
+                continue
+            try:
+                self.hub.append(
+                    chunk.job_id, chunk.attempt, chunk.sequence, chunk.offset, chunk.data
+                )
+            except HodeiError as exc:
+                log.error("log of job %s not stored: %s", chunk.job_id, exc.message)
+                break  # unacked: the agent keeps the bytes and sends them again
+            acked[(chunk.job_id, chunk.attempt)] = self.hub.last_seq(chunk.job_id, chunk.attempt)
+        for (job_id, attempt), seq in acked.items():
+            session.ack_log(job_id, attempt, seq)
+
+    async def on_started(
+        self, session: WorkerSession, update: pb.JobStatusUpdate, with_result: bool = False
+    ) -> None:
+        """`with_result`: the attempt's result came in the same message; the start is then
+        stored with it, in one write instead of two."""
         held = session.jobs.get(update.job_id)
         if held is None or held.attempt != update.attempt:
             return
+        started_at = self.orch.now()  # when the report came, not when it could be stored
+        if with_result:
+            if held.started_at is None:
+                held.started_at = started_at
+            return
+        if not await assignment_stored(held) or session.jobs.get(update.job_id) is not held:
+            return
         if held.job.state is JobState.ASSIGNED:
             try:
-                held.job = await self.orch.move(
-                    held.job, JobState.RUNNING, started_at=self.orch.now()
-                )
+                held.job = await self.orch.move(held.job, JobState.RUNNING, started_at=started_at)
             except ConflictError as exc:
                 log.warning("start of %s refused: %s", held.job.id, exc)
 
     async def on_result(self, session: WorkerSession, result: pb.JobResult) -> None:
         held = session.jobs.get(result.job_id)
+        if (
+            held is not None
+            and held.attempt == result.attempt
+            and (not await assignment_stored(held) or session.jobs.get(result.job_id) is not held)
+        ):
+            held = None  # its `assigned` write failed: the attempt never existed
         if held is None or held.attempt != result.attempt:
             session.ack_result(result.job_id, result.attempt, False, "job not held by this worker")
             return
@@ -239,6 +385,8 @@ class Scheduler:
     async def _requeue_unrun(self, held: HeldJob, error: str) -> None:
         """The agent never started this attempt (e.g. it was shutting down): queue it again."""
         try:
+            if not await assignment_stored(held):
+                return  # the attempt was never recorded: the job is where it was
             await self.orch.requeue(
                 held.job, reason=f"not run by its worker: {error}", outcome=AttemptState.NOT_RUN
             )
@@ -259,6 +407,11 @@ class Scheduler:
         """Record the end of an attempt: retry it when the policy allows, else finish the job."""
         job = held.job
         try:
+            if not await assignment_stored(held):
+                return  # the attempt was never recorded: nothing to settle
+            started: dict[str, Any] = {}
+            if held.started_at is not None and job.state is JobState.ASSIGNED:
+                started["started_at"] = held.started_at  # reported with the result
             if target is JobState.FAILED and job.attempts <= job.spec.max_retries:
                 delay = retry_delay(self.retry_backoff_s, job.attempts)
                 self._backoff[job.id] = delay
@@ -268,6 +421,16 @@ class Scheduler:
                     exit_code=exit_code,
                     worker_id=None,
                     reason=f"attempt {job.attempts} {reason}; retrying in {delay:g}s",
+                    **started,
+                )
+            elif started:
+                await self.orch.move(
+                    job,
+                    target,
+                    exit_code=exit_code,
+                    reason=reason,
+                    finished_at=self.orch.now(),
+                    **started,
                 )
             else:
                 await self.orch.finish(job, target, exit_code, reason)
@@ -377,7 +540,7 @@ def describe(result: pb.JobResult, held_cancelled: bool = True) -> str:
     return f"exited with code {result.exit_code}" if result.exit_code else ""
 
 
-def assign_message(job: Job, secrets: dict[str, str]) -> pb.AssignJob:
+def assign_message(job: Job, secrets: dict[str, str], max_output_bytes: int = 0) -> pb.AssignJob:
     spec = job.spec
     return pb.AssignJob(
         job_id=job.id,
@@ -389,4 +552,5 @@ def assign_message(job: Job, secrets: dict[str, str]) -> pb.AssignJob:
         secrets=secrets,
         resources={"cpu": spec.cpu, "memory_bytes": spec.memory_bytes},
         timeout_ms=int(spec.timeout_s * 1000),
+        max_output_bytes=max_output_bytes,
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from hodei.domain.masking import SHORT_SECRET_MESSAGE, secret_too_short
 from hodei.errors import StoreError, ValidationError
 from hodei.ports import JobStore, SecretRecord
 
@@ -43,6 +44,8 @@ class SecretVault:
         check_name(name)
         if not value:
             raise ValidationError("a secret must not be empty")
+        if secret_too_short(value):
+            raise ValidationError(SHORT_SECRET_MESSAGE)
         if len(value.encode()) > MAX_SECRET_BYTES:
             raise ValidationError(f"secret too large (> {MAX_SECRET_BYTES} bytes)")
         await self._store.put_secret(name, self._fernet.encrypt(value.encode()))

@@ -18,6 +18,22 @@ class HeldJob:
     attempt: int
     job: Job  # as last written by this server: the base of the next compare-and-swap
     cancel_sent: bool = False
+    # The assignment leaves before its `assigned` write commits (one commit fewer between
+    # submit and start); this resolves to whether that write succeeded, and whatever the
+    # agent reports about the attempt is applied only after it (see Scheduler._dispatch).
+    committed: asyncio.Future[bool] | None = None
+    started_at: float | None = None  # start reported with the result: stored with it
+    early_logs: list[pb.LogChunk] = field(default_factory=list)  # came before `committed`
+
+
+async def assignment_stored(held: HeldJob) -> bool:
+    """Wait for the `assigned` write of `held` (at once when done); False if it failed."""
+    pending = held.committed
+    if pending is None:
+        return True
+    if not pending.done():
+        await asyncio.shield(pending)  # a cancelled waiter must not cancel it for the others
+    return pending.result()
 
 
 @dataclass(slots=True)
@@ -81,6 +97,14 @@ class WorkerSession:
             pb.ResultAck(job_id=job_id, attempt=attempt, accepted=accepted, reason=reason)
         )
         self._kick()
+
+    def unsend_assign(self, job_id: str, attempt: int) -> bool:
+        """Take an assignment back out of the outbox; False when it has already left."""
+        for i, assign in enumerate(self._out.assignments):
+            if assign.job_id == job_id and assign.attempt == attempt:
+                del self._out.assignments[i]
+                return True
+        return False
 
     def drop_queued_assignments(self) -> None:
         del self._out.assignments[:]

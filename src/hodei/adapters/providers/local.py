@@ -59,6 +59,8 @@ class LocalProvider:
             HODEI_SERVER_URL=launch.server_url,
             HODEI_PARENT_PID=str(os.getpid()),
         )
+        # Without TLS settings from the server, none inherited from its environment either.
+        env.update({"HODEI_CA": "", "HODEI_ENROLL_URL": "", **launch.env})
         args = [sys.executable, "-m", "hodei", "agent", "--slots", str(launch.slots)]
         for key, value in launch.labels.items():
             args += ["--label", f"{key}={value}"]

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from hodei.domain.access import AuditEntry, Role, TokenRecord
 from hodei.domain.attempts import Attempt, AttemptState
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.errors import ConflictError, StoreError
@@ -83,6 +84,38 @@ def row_to_attempt(row: Sequence[Any]) -> Attempt:
     data = dict(zip(ATTEMPT_FIELDS, row, strict=True))
     data["state"] = AttemptState(data["state"])
     return Attempt(**data)
+
+
+# -- API tokens and the audit trail
+
+TOKEN_FIELDS = tuple(f.name for f in fields(TokenRecord))
+AUDIT_FIELDS = tuple(f.name for f in fields(AuditEntry))
+AUDIT_INSERT_FIELDS = tuple(name for name in AUDIT_FIELDS if name != "seq")
+
+
+def token_params(token: TokenRecord) -> tuple[Any, ...]:
+    values = {name: getattr(token, name) for name in TOKEN_FIELDS}
+    values["role"] = Role(token.role).value
+    return tuple(values.values())
+
+
+def row_to_token(row: Sequence[Any]) -> TokenRecord:
+    data = dict(zip(TOKEN_FIELDS, row, strict=True))
+    data["role"] = Role(data["role"])
+    return TokenRecord(**data)
+
+
+def audit_params(entry: AuditEntry) -> tuple[Any, ...]:
+    return tuple(getattr(entry, name) for name in AUDIT_INSERT_FIELDS)
+
+
+def row_to_audit(row: Sequence[Any]) -> AuditEntry:
+    return AuditEntry(**dict(zip(AUDIT_FIELDS, row, strict=True)))
+
+
+def audit_action_filter(action: str) -> tuple[str, bool]:
+    """(value, is_prefix): 'job.' matches every job action, 'job.submit' only itself."""
+    return (action, action.endswith("."))
 
 
 def check_changes(changes: Mapping[str, Any] | None) -> dict[str, Any]:

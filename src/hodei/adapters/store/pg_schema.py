@@ -54,11 +54,31 @@ _V2 = (
         PRIMARY KEY (job_id, number)
     )""",
 )
+_V3 = (
+    """CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        revoked_at DOUBLE PRECISION
+    )""",
+    """CREATE TABLE audit (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at DOUBLE PRECISION NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL
+    )""",
+    "CREATE INDEX audit_action ON audit (action, seq)",
+)
 # The schema, step by step: a database at version N gets steps N+1.. applied on open. Released
 # steps are never edited; a change is a new step at the end.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("jobs, secrets and queue indexes", _V1),
     Migration("idempotency keys and attempt records", _V2),
+    Migration("API tokens and the audit trail", _V3),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -19,17 +19,25 @@ import asyncpg
 
 from hodei.adapters.store.common import (
     ATTEMPT_FIELDS,
+    AUDIT_FIELDS,
+    AUDIT_INSERT_FIELDS,
     INSERT_FIELDS,
     MAX_PAGE,
+    TOKEN_FIELDS,
     Migration,
     attempt_params,
+    audit_action_filter,
+    audit_params,
     check_changes,
     job_params,
     pending_migrations,
     redact_url,
     row_to_attempt,
+    row_to_audit,
     row_to_job,
+    row_to_token,
     state_values,
+    token_params,
     transition_conflict,
 )
 from hodei.adapters.store.pg_batch import GroupCommit, Pending
@@ -46,6 +54,7 @@ from hodei.adapters.store.pg_schema import (
     SELECT_ATTEMPTS,
     STATES_OF,
 )
+from hodei.domain.access import AuditEntry, TokenRecord
 from hodei.domain.attempts import Attempt
 from hodei.domain.jobs import Job, JobState
 from hodei.errors import ConflictError, NotFoundError, StoreError
@@ -395,6 +404,76 @@ class PostgresJobStore:
     async def list_attempts(self, job_id: str) -> list[Attempt]:
         rows = await self._run(lambda c: c.fetch(SELECT_ATTEMPTS, job_id), read=True)
         return [row_to_attempt(row) for row in rows]
+
+    # -- API tokens and the audit trail
+
+    async def create_token(self, token: TokenRecord) -> None:
+        params = token_params(token)
+        marks = ", ".join(f"${i}" for i in range(1, len(params) + 1))
+        sql = (
+            f"INSERT INTO tokens ({', '.join(TOKEN_FIELDS)}) VALUES ({marks}) "
+            "ON CONFLICT (id) DO NOTHING RETURNING id"
+        )
+        if await self._run(lambda c: c.fetchval(sql, *params)) is None:
+            raise ConflictError(f"token {token.id} already exists")
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        sql = f"SELECT {', '.join(TOKEN_FIELDS)} FROM tokens WHERE id = $1"
+        row = await self._run(lambda c: c.fetchrow(sql, token_id), read=True)
+        return row_to_token(row) if row is not None else None
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        sql = f"SELECT {', '.join(TOKEN_FIELDS)} FROM tokens ORDER BY created_at, id"
+        rows = await self._run(lambda c: c.fetch(sql), read=True)
+        return [row_to_token(row) for row in rows]
+
+    async def revoke_token(self, token_id: str, at: float) -> TokenRecord:
+        sql = (
+            "UPDATE tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1 "
+            f"RETURNING {', '.join(TOKEN_FIELDS)}"
+        )
+        row = await self._run(lambda c: c.fetchrow(sql, token_id, at))
+        if row is None:
+            raise NotFoundError(f"no token {token_id}")
+        return row_to_token(row)
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        params = audit_params(entry)
+        marks = ", ".join(f"${i}" for i in range(1, len(params) + 1))
+        sql = f"INSERT INTO audit ({', '.join(AUDIT_INSERT_FIELDS)}) VALUES ({marks})"
+        await self._run(lambda c: c.execute(sql, *params))
+
+    async def list_audit(
+        self,
+        limit: int = 100,
+        cursor: int | None = None,
+        action: str | None = None,
+        target: str | None = None,
+    ) -> tuple[list[AuditEntry], int | None]:
+        limit = max(1, min(MAX_PAGE, int(limit)))
+        where: list[str] = []
+        params: list[Any] = []
+        if action:
+            value, prefix = audit_action_filter(action)
+            params.append(value)
+            # left(), not LIKE: an action may contain '_' or '%'.
+            n = len(params)
+            where.append(f"left(action, length(${n})) = ${n}" if prefix else f"action = ${n}")
+        if target:
+            params.append(target)
+            where.append(f"target = ${len(params)}")
+        if cursor is not None:
+            params.append(int(cursor))
+            where.append(f"seq < ${len(params)}")
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        params.append(limit + 1)
+        sql = (
+            f"SELECT {', '.join(AUDIT_FIELDS)} FROM audit{clause} "
+            f"ORDER BY seq DESC LIMIT ${len(params)}"
+        )
+        rows = await self._run(lambda c: c.fetch(sql, *params), read=True)
+        items = [row_to_audit(row) for row in rows[:limit]]
+        return items, (items[-1].seq if len(rows) > limit else None)
 
     # -- secrets
 

@@ -1,9 +1,11 @@
 """SQLite JobStore: one writer thread owns the connection and group-commits queued operations.
 
 Every async call becomes an operation on a queue. The writer thread drains what is queued, runs
-it in one transaction (a SAVEPOINT per write, so one operation's ConflictError does not undo its
-neighbours), commits once (WAL, synchronous=FULL: one fsync per batch) and only then resolves
-the callers' futures. Reads go through the same thread, so they always see committed writes.
+it in one transaction (optimistically without savepoints; if a write fails, e.g. with a
+ConflictError, the batch is rolled back and run again with a SAVEPOINT per write, so one
+operation's error does not undo its neighbours), commits once (WAL, synchronous=FULL: one
+fsync per batch) and only then resolves the callers' futures. Reads go through the same thread,
+so they always see committed writes.
 """
 
 from __future__ import annotations
@@ -22,20 +24,29 @@ from typing import Any, TypeVar
 from hodei.adapters.store.common import (
     ATTEMPT_CONFLICT,
     ATTEMPT_FIELDS,
+    AUDIT_FIELDS,
+    AUDIT_INSERT_FIELDS,
     INSERT_FIELDS,
     JOB_FIELDS,
     MAX_PAGE,
     MUTABLE_FIELDS,
+    TOKEN_FIELDS,
     Migration,
     attempt_params,
+    audit_action_filter,
+    audit_params,
     check_changes,
     job_params,
     pending_migrations,
     row_to_attempt,
+    row_to_audit,
     row_to_job,
+    row_to_token,
     state_values,
+    token_params,
     transition_conflict,
 )
+from hodei.domain.access import AuditEntry, TokenRecord
 from hodei.domain.attempts import Attempt
 from hodei.domain.jobs import Job, JobState
 from hodei.errors import ConflictError, NotFoundError, StoreError
@@ -44,6 +55,7 @@ from hodei.ports import SecretRecord
 __all__ = ["MIGRATIONS", "MUTABLE_FIELDS", "SCHEMA_VERSION", "SqliteJobStore"]
 
 MAX_BATCH = 500
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # UPDATE ... RETURNING
 _CHUNK = 500  # stay well under SQLite's bound-parameter limit
 
 _T = TypeVar("_T")
@@ -91,10 +103,30 @@ _V2 = (
         PRIMARY KEY (job_id, number)
     )""",
 )
+_V3 = (
+    """CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    )""",
+    """CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL
+    )""",
+    "CREATE INDEX audit_action ON audit (action, seq)",
+)
 # The schema, step by step: a database at version N gets steps N+1.. applied on open.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("jobs, secrets and queue indexes", _V1),
     Migration("idempotency keys and attempt records", _V2),
+    Migration("API tokens and the audit trail", _V3),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -180,6 +212,23 @@ def _rollback(conn: _Conn) -> None:
     if conn.in_transaction:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
+
+
+class _Retry(Exception):
+    """A write failed in a batch run without savepoints: run the batch again with them."""
+
+
+def _run_fast(conn: _Conn, op: _Op) -> tuple[Any, BaseException | None]:
+    """Run one op with no savepoint (two statements fewer per write). A failing write raises
+    _Retry: only a rollback of the whole transaction can undo what it may have done."""
+    try:
+        return op.fn(conn), None
+    except sqlite3.Error:
+        raise
+    except Exception as exc:
+        if op.write:
+            raise _Retry from exc
+        return None, exc
 
 
 def _run_op(conn: _Conn, op: _Op) -> tuple[Any, BaseException | None]:
@@ -299,10 +348,19 @@ class SqliteJobStore:
         try:
             # IMMEDIATE takes the write lock up front (waiting busy_timeout for it) instead of
             # failing with SQLITE_BUSY when a read transaction tries to upgrade.
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            for op in batch:
-                result, error = _run_op(conn, op)
-                outcomes.append((op, result, error))
+            begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+            conn.execute(begin)
+            try:
+                for op in batch:
+                    result, error = _run_fast(conn, op)
+                    outcomes.append((op, result, error))
+            except _Retry:  # rare (a lost race, a duplicate id): ops are pure, run them again
+                conn.execute("ROLLBACK")
+                conn.execute(begin)
+                outcomes = []
+                for op in batch:
+                    result, error = _run_op(conn, op)
+                    outcomes.append((op, result, error))
             conn.execute("COMMIT")
         except Exception as exc:  # sqlite3.Error, or a bug: nothing of this batch is durable
             _rollback(conn)
@@ -453,12 +511,18 @@ class SqliteJobStore:
         # Column names come from MUTABLE_FIELDS only (checked above), so formatting is safe.
         assignments = ", ".join(["state = ?", *(f"{key} = ?" for key in changes)])
         sql = f"UPDATE jobs SET {assignments} WHERE id = ? AND state IN ({_marks(len(states))})"
+        if _RETURNING:  # the updated row in the same statement: no second SELECT per write
+            sql += f" RETURNING {', '.join(JOB_FIELDS)}"
         params = [JobState(target).value, *changes.values(), job_id, *states]
 
         recorded = attempt_params(attempt) if attempt is not None else None
 
         def op(conn: _Conn) -> Job:
-            if states and conn.execute(sql, params).rowcount == 1:
+            if states and _RETURNING and (rows := conn.execute(sql, params).fetchall()):
+                if recorded is not None:
+                    conn.execute(_UPSERT_ATTEMPT, recorded)
+                return row_to_job(rows[0])
+            if states and not _RETURNING and conn.execute(sql, params).rowcount == 1:
                 if recorded is not None:
                     conn.execute(_UPSERT_ATTEMPT, recorded)
                 return _fetch_job(conn, job_id)
@@ -474,6 +538,89 @@ class SqliteJobStore:
 
         def op(conn: _Conn) -> list[Attempt]:
             return [row_to_attempt(row) for row in conn.execute(sql, (job_id,))]
+
+        return await self._submit(op, write=False)
+
+    # -- API tokens and the audit trail
+
+    async def create_token(self, token: TokenRecord) -> None:
+        params = token_params(token)
+        sql = f"INSERT INTO tokens ({', '.join(TOKEN_FIELDS)}) VALUES ({_marks(len(params))})"
+
+        def op(conn: _Conn) -> None:
+            try:
+                conn.execute(sql, params)
+            except sqlite3.IntegrityError:
+                raise ConflictError(f"token {token.id} already exists") from None
+
+        await self._submit(op, write=True)
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        sql = f"SELECT {', '.join(TOKEN_FIELDS)} FROM tokens WHERE id = ?"
+
+        def op(conn: _Conn) -> TokenRecord | None:
+            row = conn.execute(sql, (token_id,)).fetchone()
+            return row_to_token(row) if row is not None else None
+
+        return await self._submit(op, write=False)
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        sql = f"SELECT {', '.join(TOKEN_FIELDS)} FROM tokens ORDER BY created_at, id"
+        return await self._submit(
+            lambda conn: [row_to_token(row) for row in conn.execute(sql)], write=False
+        )
+
+    async def revoke_token(self, token_id: str, at: float) -> TokenRecord:
+        select = f"SELECT {', '.join(TOKEN_FIELDS)} FROM tokens WHERE id = ?"
+
+        def op(conn: _Conn) -> TokenRecord:
+            sql = "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+            conn.execute(sql, (at, token_id))
+            row = conn.execute(select, (token_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no token {token_id}")
+            return row_to_token(row)
+
+        return await self._submit(op, write=True)
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        params = audit_params(entry)
+        sql = f"INSERT INTO audit ({', '.join(AUDIT_INSERT_FIELDS)}) VALUES ({_marks(len(params))})"
+
+        def op(conn: _Conn) -> None:
+            conn.execute(sql, params)
+
+        await self._submit(op, write=True)
+
+    async def list_audit(
+        self,
+        limit: int = 100,
+        cursor: int | None = None,
+        action: str | None = None,
+        target: str | None = None,
+    ) -> tuple[list[AuditEntry], int | None]:
+        limit = max(1, min(MAX_PAGE, int(limit)))
+        where: list[str] = []
+        params: list[Any] = []
+        if action:
+            value, prefix = audit_action_filter(action)
+            # substr, not LIKE: an action may contain '_' or '%'.
+            where.append("substr(action, 1, ?) = ?" if prefix else "action = ?")
+            params += [len(value), value] if prefix else [value]
+        if target:
+            where.append("target = ?")
+            params.append(target)
+        if cursor is not None:
+            where.append("seq < ?")
+            params.append(int(cursor))
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        sql = f"SELECT {', '.join(AUDIT_FIELDS)} FROM audit{clause} ORDER BY seq DESC LIMIT ?"
+        params.append(limit + 1)
+
+        def op(conn: _Conn) -> tuple[list[AuditEntry], int | None]:
+            rows = conn.execute(sql, params).fetchall()
+            items = [row_to_audit(row) for row in rows[:limit]]
+            return items, (items[-1].seq if len(rows) > limit else None)
 
         return await self._submit(op, write=False)
 

@@ -8,6 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RenewCertificateRequest(_message.Message):
+    __slots__ = ("csr_pem",)
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    csr_pem: bytes
+    def __init__(self, csr_pem: _Optional[bytes] = ...) -> None: ...
+
+class RenewCertificateResponse(_message.Message):
+    __slots__ = ("certificate_pem", "not_after_ms", "serial")
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    certificate_pem: bytes
+    not_after_ms: int
+    serial: str
+    def __init__(self, certificate_pem: _Optional[bytes] = ..., not_after_ms: _Optional[int] = ..., serial: _Optional[str] = ...) -> None: ...
+
 class AgentMessage(_message.Message):
     __slots__ = ("register", "heartbeat", "logs", "updates", "results")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
@@ -186,7 +202,7 @@ class RegisterAck(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., session_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., resume_token: _Optional[str] = ..., grace_ms: _Optional[int] = ...) -> None: ...
 
 class AssignJob(_message.Message):
-    __slots__ = ("job_id", "attempt", "name", "command", "arguments", "environment", "secrets", "resources", "timeout_ms", "working_dir")
+    __slots__ = ("job_id", "attempt", "name", "command", "arguments", "environment", "secrets", "resources", "timeout_ms", "working_dir", "max_output_bytes")
     class EnvironmentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +227,7 @@ class AssignJob(_message.Message):
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     WORKING_DIR_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     name: str
@@ -221,7 +238,8 @@ class AssignJob(_message.Message):
     resources: _common_pb2.ResourceRequest
     timeout_ms: int
     working_dir: str
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., name: _Optional[str] = ..., command: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., secrets: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., timeout_ms: _Optional[int] = ..., working_dir: _Optional[str] = ...) -> None: ...
+    max_output_bytes: int
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., name: _Optional[str] = ..., command: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., secrets: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., timeout_ms: _Optional[int] = ..., working_dir: _Optional[str] = ..., max_output_bytes: _Optional[int] = ...) -> None: ...
 
 class CancelJob(_message.Message):
     __slots__ = ("job_id", "attempt", "grace_ms", "reason")

@@ -42,6 +42,11 @@ class WorkerServiceStub:
                 request_serializer=hodei_dot_v1_dot_worker__pb2.AgentMessage.SerializeToString,
                 response_deserializer=hodei_dot_v1_dot_worker__pb2.ServerMessage.FromString,
                 _registered_method=True)
+        self.RenewCertificate = channel.unary_unary(
+                '/hodei.v1.WorkerService/RenewCertificate',
+                request_serializer=hodei_dot_v1_dot_worker__pb2.RenewCertificateRequest.SerializeToString,
+                response_deserializer=hodei_dot_v1_dot_worker__pb2.RenewCertificateResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -56,6 +61,14 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewCertificate(self, request, context):
+        """With mTLS (`hodei server --tls`): a new client certificate for the worker named by the one
+        the caller presents, on the key of the CSR (the private key never leaves the agent).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -63,6 +76,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=hodei_dot_v1_dot_worker__pb2.AgentMessage.FromString,
                     response_serializer=hodei_dot_v1_dot_worker__pb2.ServerMessage.SerializeToString,
+            ),
+            'RenewCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewCertificate,
+                    request_deserializer=hodei_dot_v1_dot_worker__pb2.RenewCertificateRequest.FromString,
+                    response_serializer=hodei_dot_v1_dot_worker__pb2.RenewCertificateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -95,6 +113,33 @@ class WorkerService:
             '/hodei.v1.WorkerService/Connect',
             hodei_dot_v1_dot_worker__pb2.AgentMessage.SerializeToString,
             hodei_dot_v1_dot_worker__pb2.ServerMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hodei.v1.WorkerService/RenewCertificate',
+            hodei_dot_v1_dot_worker__pb2.RenewCertificateRequest.SerializeToString,
+            hodei_dot_v1_dot_worker__pb2.RenewCertificateResponse.FromString,
             options,
             channel_credentials,
             insecure,
