@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import grpc
 import httpx
@@ -136,7 +137,6 @@ def test_the_audit_trail_says_who_did_what(server: RunningServer) -> None:
     assert any("release-bot" in e["actor"] for e in by_action["auth.forbidden"])
     assert any(e["actor"] == "anonymous" for e in by_action["auth.denied"])
     assert by_action["token.create"]
-    assert by_action["worker.register"][0]["actor"].startswith("worker:")
     assert {e["action"] for e in jobs_only} <= {"job.submit", "job.cancel", "job.retry"}
     assert all("s3cr3t-value" not in str(e) for e in entries)
     shown = server.hodei("audit", "--action", "job.cancel")
@@ -161,3 +161,44 @@ def test_dev_mode_needs_no_token_and_only_runs_on_loopback(tmp_path) -> None:  #
     )
     assert out.returncode != 0
     assert "dev mode (no API tokens) is only allowed on loopback" in out.stderr.decode()
+
+
+def test_forged_and_replayed_worker_otps_are_refused_and_audited(server: RunningServer) -> None:
+    otp = server.hodei("worker-otp")
+    assert otp.returncode == 0, otp.stderr.decode()
+    genuine = otp.stdout.decode().strip().split()[-1]
+    cmd = [sys.executable, "-m", "hodei", "agent", "--server", server.grpc]
+
+    def env(otp_value: str) -> dict[str, str]:
+        return {**server.env(), "HODEI_TOKEN": otp_value}
+
+    forged = subprocess.run(cmd, env=env("hwp_" + "A" * 43), capture_output=True, timeout=60)
+    assert forged.returncode == 3, forged.stderr.decode()
+    first = subprocess.Popen(
+        cmd, env=env(genuine), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        with server.http() as client:
+            while not any(
+                w["id"].startswith("static-") for w in client.get("/api/v1/workers").json()["items"]
+            ):
+                assert time.monotonic() < deadline, "the agent with the genuine OTP never came"
+                assert first.poll() is None, first.stderr.read().decode() if first.stderr else ""
+                time.sleep(0.05)
+        replay = subprocess.run(cmd, env=env(genuine), capture_output=True, timeout=60)
+        assert replay.returncode == 3, replay.stderr.decode()
+    finally:
+        first.terminate()
+        first.wait(timeout=30)
+        if first.stderr is not None:
+            first.stderr.close()
+    with server.http() as client:
+        entries = client.get("/api/v1/audit", params={"action": "worker."}).json()["items"]
+    refused = [e for e in entries if e["action"] == "worker.refused"]
+    assert len(refused) == 2
+    assert all("invalid, expired or already used" in e["detail"] for e in refused)
+    assert all(e["actor"].startswith("peer:") for e in refused)
+    registered = [e for e in entries if e["action"] == "worker.register"]
+    assert [e["target"] for e in registered if e["target"].startswith("static-")]
+    assert any(e["action"] == "worker.otp" for e in entries)

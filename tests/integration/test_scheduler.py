@@ -15,6 +15,7 @@ from hodei.adapters.store.sqlite import SqliteJobStore
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.domain.scheduling import WorkerView
 from hodei.errors import ConflictError, ValidationError
+from hodei.server.audit import Auditor
 from hodei.server.bus import EventBus
 from hodei.server.loghub import LogHub
 from hodei.server.orchestrator import Orchestrator
@@ -115,6 +116,29 @@ async def test_a_result_for_a_job_not_held_is_refused(world: World) -> None:
     other = world.worker("w2")
     await world.scheduler.on_result(other, result(a))
     assert (await world.job(job.id)).state is JobState.ASSIGNED
+
+
+async def test_reports_on_jobs_a_worker_does_not_hold_are_audited(world: World) -> None:
+    world.scheduler.auditor = Auditor(world.store)
+    session = world.worker("w1")
+    job = await world.orch.submit(JobSpec(command="true"))
+    (a,) = await assigned(session)
+    intruder = world.worker("w2")
+    await world.scheduler.on_result(intruder, result(a))
+    world.scheduler.store_logs(
+        intruder, [pb.LogChunk(job_id=job.id, attempt=1, sequence=1, offset=0, data=b"forged")]
+    )
+    for _ in range(400):
+        entries, _ = await world.store.list_audit(action="worker.report_refused")
+        if len(entries) == 2:
+            break
+        await asyncio.sleep(0.005)
+    assert sorted(e.detail for e in entries) == [
+        "log of attempt 1: not held by this worker",
+        "result of attempt 1: not held by this worker",
+    ]
+    assert {(e.actor, e.target) for e in entries} == {("worker:w2", job.id)}
+    assert world.hub.read(job.id, 1) == b""  # the forged log was never stored
 
 
 async def test_failed_attempts_are_retried_up_to_max_retries(world: World) -> None:

@@ -67,10 +67,10 @@ class AgentAuthority:
         self._now = time.time
 
     # ---- issuing -----------------------------------------------------------------------------
-    def enroll(self, otp: str, csr_pem: bytes) -> Issued:
+    def enroll(self, otp: str, csr_pem: bytes, source: str = "") -> Issued:
         """Spend the OTP (once) and certify the CSR's key as the worker the OTP was made for."""
         self._check_csr_size(csr_pem)
-        grant = self.otps.redeem(otp)
+        grant = self.otps.redeem(otp, source)
         issued = self._issue(grant.worker_id, csr_pem, grant.labels)
         log.info("worker %s enrolled (certificate %s)", grant.worker_id, issued.info.serial)
         return issued

@@ -320,7 +320,7 @@ async def serve(settings: ServerSettings, ready: asyncio.Event | None = None) ->
     s.scheduler.start()
     s.provisioner.start()
     app = create_http_app(s.api, s, s.metrics, started)
-    add_pki_routes(app, s.authority)
+    add_pki_routes(app, s.authority, s.auditor)
     add_access_routes(app, s.auth, s.auditor)
     if settings.dev:
         access = "dev mode: no API tokens (loopback only)"

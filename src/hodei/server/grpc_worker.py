@@ -21,7 +21,7 @@ from hodei.domain.scheduling import WorkerView
 from hodei.errors import AuthError, HodeiError
 from hodei.server.audit import Auditor
 from hodei.server.loghub import LogHub
-from hodei.server.otp import OtpRegistry, Redeemed, ResumeTokens
+from hodei.server.otp import OtpRegistry, Redeemed, ResumeTokens, source_host
 from hodei.server.provisioning import Provisioner
 from hodei.server.recovery import Recovery
 from hodei.server.scheduler import Scheduler
@@ -150,7 +150,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
     def _grant(self, reg: pb.Register, context: grpc.aio.ServicerContext) -> Redeemed:
         """What entitles this new session: the OTP (AuthError if it is not valid). The mTLS
         service (server.mtls) also takes the peer's certificate."""
-        return self.otps.redeem(reg.otp)
+        return self.otps.redeem(reg.otp, source_host(context.peer()))
 
     def _check_peer(self, worker_id: str, context: grpc.aio.ServicerContext) -> None:
         """Hook: AuthError when the connection may not act as `worker_id` (see server.mtls)."""

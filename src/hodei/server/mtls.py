@@ -23,7 +23,7 @@ from hodei.security import pki
 from hodei.security.pki_files import PkiPaths, init_pki, server_cert_names
 from hodei.server.agent_pki import AgentAuthority
 from hodei.server.grpc_worker import WorkerService
-from hodei.server.otp import Redeemed
+from hodei.server.otp import Redeemed, source_host
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class MtlsWorkerService(WorkerService):
         peer = self._peer(context)
         if not reg.otp:  # spent at enrollment: the certificate is the credential now
             return self.authority.grant(peer.worker_id)
-        grant = self.otps.redeem(reg.otp)
+        grant = self.otps.redeem(reg.otp, source_host(context.peer()))
         if grant.worker_id != peer.worker_id:
             raise AuthError("the token was issued for another worker than this certificate")
         return grant

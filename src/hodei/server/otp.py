@@ -6,7 +6,9 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from hodei.errors import AuthError
 
@@ -28,11 +30,35 @@ class Redeemed:
     labels: dict[str, str]
 
 
+# Failed redemptions allowed per source (client host) in a sliding window; past that every
+# attempt from it is refused until the window has room again. OTPs are 256-bit, so this is not
+# what keeps them safe: it keeps a flood of guesses out of the CPU, the logs and the audit.
+MAX_FAILURES = 30
+FAILURE_WINDOW_S = 60.0
+_MAX_SOURCES = 10_000
+
+
+def source_host(peer: str) -> str:
+    """'ipv4:127.0.0.1:5000' / 'ipv6:[::1]:5000' (gRPC) or '127.0.0.1' (HTTP) -> the host."""
+    kind, _, rest = peer.partition(":")
+    rest = unquote(rest)  # some gRPC versions write ipv6:%5B::1%5D:port
+    if kind not in ("ipv4", "ipv6", "unix"):
+        return peer
+    if kind == "unix":
+        return "unix"
+    host = rest.rpartition(":")[0] if rest.count(":") == 1 or rest.startswith("[") else rest
+    return host.strip("[]") or peer
+
+
 class OtpRegistry:
-    """Only the SHA-256 of an OTP is kept; redeeming removes it, so a replay is refused."""
+    """Only the SHA-256 of an OTP is kept; redeeming removes it, so a replay is refused.
+
+    Redeeming is synchronous (no await between looking a grant up and removing it), so of two
+    concurrent registrations with one OTP exactly one gets through."""
 
     def __init__(self) -> None:
         self._grants: dict[bytes, _Grant] = {}
+        self._failures: dict[str, deque[float]] = {}
         self._now = time.time
 
     def issue(self, worker_id: str, ttl_s: float, labels: dict[str, str] | None = None) -> str:
@@ -41,7 +67,35 @@ class OtpRegistry:
         self._grants[_digest(otp)] = _Grant(worker_id, self._now() + ttl_s, dict(labels or {}))
         return otp
 
-    def redeem(self, otp: str) -> Redeemed:
+    def redeem(self, otp: str, source: str = "") -> Redeemed:
+        """The grant of a valid OTP, spent. AuthError for anything else, and for every attempt
+        from a `source` with too many recent failures."""
+        if source and self._blocked(source):
+            raise AuthError(
+                f"too many failed worker registrations from {source}; try again in a minute"
+            )
+        try:
+            return self._redeem(otp)
+        except AuthError:
+            if source:
+                self._failed(source)
+            raise
+
+    def _blocked(self, source: str) -> bool:
+        times = self._failures.get(source)
+        if not times:
+            return False
+        horizon = self._now() - FAILURE_WINDOW_S
+        while times and times[0] < horizon:
+            times.popleft()
+        return len(times) >= MAX_FAILURES
+
+    def _failed(self, source: str) -> None:
+        if source not in self._failures and len(self._failures) >= _MAX_SOURCES:
+            self._failures.clear()  # bounded memory under a scan from many hosts
+        self._failures.setdefault(source, deque(maxlen=MAX_FAILURES)).append(self._now())
+
+    def _redeem(self, otp: str) -> Redeemed:
         digest = _digest(otp)
         # The dict lookup is on a hash of the secret, so its timing reveals nothing useful;
         # compare_digest keeps the final check constant-time anyway.

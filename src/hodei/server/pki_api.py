@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from hodei.errors import ConflictError
+from hodei.errors import AuthError, ConflictError
 from hodei.security.pki_files import CertRecord
 from hodei.server.agent_pki import MAX_CSR, AgentAuthority
+from hodei.server.audit import Auditor
 from hodei.server.views import iso
 
 
@@ -41,16 +42,27 @@ def record_to_dict(record: CertRecord, now: float) -> dict[str, Any]:
     }
 
 
-def add_pki_routes(app: FastAPI, authority: AgentAuthority | None) -> None:
+def add_pki_routes(
+    app: FastAPI, authority: AgentAuthority | None, auditor: Auditor | None = None
+) -> None:
     def tls_on() -> AgentAuthority:
         if authority is None:
             raise ConflictError("this server runs without --tls: it issues no certificates")
         return authority
 
     @app.post("/api/v1/agents/enroll", status_code=201)
-    async def enroll(body: EnrollRequest) -> dict[str, Any]:
+    async def enroll(body: EnrollRequest, request: Request) -> dict[str, Any]:
         auth = tls_on()
-        issued = auth.enroll(body.otp, body.csr.encode())
+        source = request.client.host if request.client else ""
+        try:
+            issued = auth.enroll(body.otp, body.csr.encode(), source)
+        except AuthError as exc:
+            if auditor is not None:
+                await auditor.denied(f"peer:{source}", "worker.refused", "", exc.message)
+            raise
+        if auditor is not None:
+            worker = issued.info.worker_id
+            await auditor.record(f"worker:{worker}", "worker.enroll", worker, issued.info.serial)
         return {
             "worker_id": issued.info.worker_id,
             "serial": issued.info.serial,

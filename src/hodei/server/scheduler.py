@@ -312,9 +312,11 @@ class Scheduler:
         `assigned` write has not committed yet wait in its HeldJob (in order) until it has;
         they are dropped if it fails (the attempt never existed)."""
         acked: dict[tuple[str, int], int] = {}
+        foreign: set[tuple[str, int]] = set()
         for chunk in chunks:
             held = session.jobs.get(chunk.job_id)
             if held is None or held.attempt != chunk.attempt:
+                foreign.add((chunk.job_id, chunk.attempt))
                 continue  # not this worker's job (or a stale attempt): never stored
             if held.early_logs or (held.committed is not None and not held.committed.done()):
                 held.early_logs.append(chunk)
@@ -329,6 +331,16 @@ class Scheduler:
             acked[(chunk.job_id, chunk.attempt)] = self.hub.last_seq(chunk.job_id, chunk.attempt)
         for (job_id, attempt), seq in acked.items():
             session.ack_log(job_id, attempt, seq)
+        for job_id, attempt in foreign:
+            self._refused_report(session, job_id, f"log of attempt {attempt}")
+
+    def _refused_report(self, session: WorkerSession, job_id: str, what: str) -> None:
+        """An agent reported on a job it does not hold (stale, or not its own): audited."""
+        if self.auditor is not None:
+            detail = f"{what}: not held by this worker"
+            self._spawn(
+                self.auditor.denied(f"worker:{session.id}", "worker.report_refused", job_id, detail)
+            )
 
     async def on_started(
         self, session: WorkerSession, update: pb.JobStatusUpdate, with_result: bool = False
@@ -361,6 +373,7 @@ class Scheduler:
             held = None  # its `assigned` write failed: the attempt never existed
         if held is None or held.attempt != result.attempt:
             session.ack_result(result.job_id, result.attempt, False, "job not held by this worker")
+            self._refused_report(session, result.job_id, f"result of attempt {result.attempt}")
             return
         del session.jobs[result.job_id]
         if result.exit_code == NOT_RUN and not held.cancel_sent:
