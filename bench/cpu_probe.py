@@ -28,6 +28,7 @@ from hodei_bench import (
     start_noop_agents,
     start_server,
     stop_server,
+    submit_many,
     throughput,
 )
 from procs import Procs
@@ -53,7 +54,10 @@ def cpu_s(pids: list[int]) -> dict[int, float]:
 
 
 async def probe(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, Any]:
-    if args.mode in ("w2", "w3-noop"):
+    if args.mode == "submit":  # the REST submit path alone: no worker, the jobs stay queued
+        server = start_server(procs, tmp / "home", "--max-workers", "0")
+        agent_pids = []
+    elif args.mode in ("w2", "w3-noop"):
         server = start_server(procs, tmp / "home", "--max-workers", "0")
         await start_noop_agents(procs, server, 2, args.slots or 64, 30)
         agent_pids = [c.pid for c in procs.children if c.name == "noop agent"]
@@ -69,8 +73,19 @@ async def probe(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, 
         targets += [(pid, f"{args.py_spy_agent}.{i}") for i, pid in enumerate(agent_pids)]
     for pid, out in targets:
         if out:
-            argv = [args.py_spy_bin, "record", "-p", str(pid), "-r", "100", "-f", "raw"]
-            spies.append(procs.spawn("py-spy", [*argv, "-o", out, "--nonblocking", "--threads"]))
+            argv = [
+                args.py_spy_bin,
+                "record",
+                "-p",
+                str(pid),
+                "-r",
+                "100",
+                "-f",
+                "raw",
+                *args.spy_extra,
+            ]
+            mode = [] if args.native else ["--nonblocking"]  # --native needs to pause the process
+            spies.append(procs.spawn("py-spy", [*argv, "-o", out, *mode, "--threads"]))
     if spies:
         await asyncio.sleep(1.0)
     if args.mode == "w4":
@@ -88,7 +103,11 @@ async def probe(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, 
     before = cpu_s([server.pid, *agent_pids])
     threads_before = threads_s(server.pid)
     started = time.monotonic()
-    result = await throughput(server, args.jobs, TRUE_JOB, 16, args.timeout)
+    if args.mode == "submit":
+        sub = await submit_many(server, args.jobs, TRUE_JOB, 16, time.monotonic() + args.timeout)
+        result = {"jobs_per_s": args.jobs / (sub.last_ack - sub.first), "completed": True}
+    else:
+        result = await throughput(server, args.jobs, TRUE_JOB, 16, args.timeout)
     wall = time.monotonic() - started
     after = cpu_s([server.pid, *agent_pids])
     threads_after = threads_s(server.pid)
@@ -130,13 +149,15 @@ async def probe(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--mode", choices=("w1", "w2", "w3", "w3-noop", "w4"), default="w2")
+    p.add_argument("--mode", choices=("w1", "w2", "w3", "w3-noop", "w4", "submit"), default="w2")
     p.add_argument("--jobs", type=int, default=2000)
     p.add_argument("--slots", type=int)
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--py-spy", help="record the server into this file")
-    p.add_argument("--py-spy-agent", help="record the first agent into this file")
+    p.add_argument("--py-spy-agent", help="record each agent into this file + .N")
+    p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     args = p.parse_args()
+    args.spy_extra = ["--native"] if args.native else []
     args.py_spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     procs = Procs(lambda text: None)
     tmp = Path(tempfile.mkdtemp(prefix="hodei-probe-"))

@@ -324,6 +324,14 @@ def server(
     demo: Annotated[
         bool, typer.Option("--demo", help="Submit a demo job and print its log live.")
     ] = False,
+    log_dir: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_LOG_DIR",
+            help="Where job logs live (default HODEI_HOME/logs); servers sharing a PostgreSQL "
+            "database share this directory.",
+        ),
+    ] = "",
     dev: Annotated[
         bool,
         typer.Option(
@@ -374,6 +382,7 @@ def server(
         max_output_bytes=parse_opt(parse_size, max_output, "--max-output"),
         demo=demo,
         dev=dev,
+        log_dir_path=log_dir,
         tls=tls,
         cert_lifetime_s=parse_opt(parse_duration, cert_lifetime, "--cert-lifetime"),
         docker_network=docker_network,

@@ -75,6 +75,8 @@ class ServerSettings:
     demo: bool = False
     # No API tokens: every request acts as an admin. Only on loopback addresses.
     dev: bool = False
+    # Where logs live (default HODEI_HOME/logs). Servers sharing a PostgreSQL store share it.
+    log_dir_path: str = ""
     # mTLS (see docs/pki.md): HTTPS and a gRPC port that requires agent certificates.
     tls: bool = False
     cert_lifetime_s: float = 86400.0  # agent certificates; agents renew at 2/3 of it
@@ -112,7 +114,7 @@ class ServerSettings:
 
     @property
     def log_dir(self) -> Path:
-        return self.home / "logs"
+        return Path(self.log_dir_path) if self.log_dir_path else self.home / "logs"
 
     def validate(self) -> ServerSettings:
         split_addr(self.http_addr, 8080)

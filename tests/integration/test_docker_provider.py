@@ -26,10 +26,10 @@ from hodei.adapters.providers.docker import (
     DockerOptions,
     DockerProvider,
     container_spec,
-    server_instance_id,
 )
 from hodei.config import ServerSettings, parse_mount
 from hodei.errors import ProviderError, ValidationError
+from hodei.home import server_instance_id
 from hodei.ports import WorkerLaunch
 
 IMAGE = os.environ.get("HODEI_TEST_WORKER_IMAGE", "hodei-worker:latest")

@@ -134,3 +134,9 @@ def test_full_disk_leaves_nothing_half_written(logs: FileLogStore) -> None:
     assert logs.size("j1", 1) == 60_000
     assert logs.read("j1", 1) == b"a" * 60_000
     assert logs.append("j1", 1, b"c") == 60_001
+
+
+def test_reading_past_the_end_is_empty_even_for_absurd_offsets(logs: FileLogStore) -> None:
+    logs.append("j", 1, b"abc")
+    for offset in (3, 4, 1 << 40, (1 << 63) - 1):
+        assert logs.read("j", 1, offset) == b""

@@ -173,3 +173,19 @@ async def test_a_start_reported_with_its_result_is_stored_in_one_write(world: Wo
     assert done.started_at is not None and done.finished_at is not None
     assert done.started_at <= done.finished_at
     assert world.store.targets == [JobState.ASSIGNED, JobState.SUCCEEDED]
+
+
+async def test_a_result_ack_and_the_next_assignment_leave_in_one_message(world: World) -> None:
+    session = world.worker("w1", slots=1)
+    first = await world.orch.submit(JobSpec(command="true"))
+    second = await world.orch.submit(JobSpec(command="true"))
+    (a,) = (await next_with(session, "assignments")).assignments
+    assert a.job_id == first.id
+    await world.until(first.id, JobState.ASSIGNED)
+    writer = asyncio.ensure_future(session.next_message())  # idle, as the stream's writer is
+    await asyncio.sleep(0.01)
+    assert not writer.done()
+    await world.scheduler.on_result(session, pb.JobResult(job_id=first.id, attempt=1))
+    msg = await asyncio.wait_for(writer, 2)
+    assert msg is not None and [x.job_id for x in msg.result_acks] == [first.id]
+    assert [x.job_id for x in msg.assignments] == [second.id]

@@ -63,3 +63,33 @@ async def test_resends_after_a_restart_are_cut_by_offset(tmp_path: Path) -> None
     assert not again.append("j3", 1, 1, 0, b"abc")
     assert again.append("j3", 1, 2, 1, b"bcdef")  # overlaps: only "def" is new
     assert again.read("j3", 1) == b"abcdef" and again.last_seq("j3", 1) == 2
+
+
+async def test_a_log_another_server_writes_is_followed_from_the_shared_store(
+    tmp_path: Path,
+) -> None:
+    writer = LogHub(FileLogStore(tmp_path))  # the server whose worker runs the job
+    reader = LogHub(FileLogStore(tmp_path))  # another server, same log directory
+    grown: list[tuple[str, int, int]] = []
+    writer.on_append = lambda job, attempt, size: grown.append((job, attempt, size))
+    writer.append("r1", 1, 1, 0, b"one\n")
+    live = reader.open("r1", 1)
+    got: list[bytes] = []
+
+    async def follow() -> None:
+        async for _, data in reader.follow("r1", 1, live, 0, wait=True):
+            got.append(data)
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.01)
+    writer.append("r1", 1, 2, 4, b"two\n")
+    reader.remote_appended(*grown[-1])  # what the cluster event delivers
+    await asyncio.sleep(0.01)
+    assert b"".join(got) == b"one\ntwo\n"
+    writer.append("r1", 1, 3, 8, b"three\n")  # its event is late: the end still reads all
+    done = Job("r1", JobSpec(command="x"), state=JobState.SUCCEEDED, attempts=1)
+    reader.job_changed(done)
+    await asyncio.wait_for(task, 2)
+    assert b"".join(got) == b"one\ntwo\nthree\n"
+    assert grown == [("r1", 1, 4), ("r1", 1, 8), ("r1", 1, 14)]
+    assert reader.read("r1", 1, 1 << 40) == b""

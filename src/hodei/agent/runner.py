@@ -310,8 +310,8 @@ def _finished(returncode: int, pid: int, cancelled: bool, timed_out: bool) -> Jo
     return JobOutcome(returncode, 0, cancelled, timed_out, pid=pid)
 
 
-def _spawn(argv: list[str], env: dict[str, str], cwd: str, slave: int) -> _Child:
-    popen = subprocess.Popen(
+def _popen(argv: list[str], env: dict[str, str], cwd: str, slave: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [*_pdeathsig_prefix(), *argv],
         stdin=subprocess.DEVNULL,
         stdout=slave,
@@ -320,7 +320,34 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str, slave: int) -> _Child
         env=env,
         start_new_session=True,  # own session and process group: killpg reaches all of it
     )
+
+
+async def _spawn(argv: list[str], env: dict[str, str], cwd: str, slave: int) -> _Child:
+    # Popen returns once the child has exec'd: milliseconds on a busy machine, during which
+    # the loop would move no other job's output. In a thread, it does (vfork and the wait
+    # for the exec release the GIL).
+    # Closes `slave` (only the job holds it then, so its end gives EIO), also on failure.
+    loop = asyncio.get_running_loop()
+    started = loop.run_in_executor(None, _popen, argv, env, cwd, slave)
+    try:
+        popen = await asyncio.shield(started)
+    except asyncio.CancelledError:
+        # It may still start, and still uses `slave`: close it and kill the job once done.
+        started.add_done_callback(lambda f: _kill_started(f, slave))
+        raise
+    except BaseException:
+        os.close(slave)
+        raise
+    os.close(slave)
     return _Child(popen)
+
+
+def _kill_started(started: asyncio.Future[subprocess.Popen[bytes]], slave: int) -> None:
+    os.close(slave)
+    if not started.cancelled() and started.exception() is None:
+        popen = started.result()
+        _kill(popen.pid, signal.SIGKILL)
+        asyncio.get_running_loop().run_in_executor(None, popen.wait)  # reap it
 
 
 async def _run_in_pty(
@@ -338,11 +365,9 @@ async def _run_in_pty(
     proc: _Child | None = None
     try:
         try:
-            proc = _spawn(argv, env, cwd, slave)
+            proc = await _spawn(argv, env, cwd, slave)  # closes the slave
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             return _not_started(exc, out)
-        finally:
-            os.close(slave)  # only the job holds the slave now, so its end gives EIO
         if on_started is not None:
             on_started(proc.pid)
         cancelled, timed_out = await _supervise(proc, cancel, assign.timeout_ms / 1000, grace)

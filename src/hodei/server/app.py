@@ -33,6 +33,7 @@ from hodei.config import ServerSettings, parse_mount, split_addr
 from hodei.domain.jobs import JobState
 from hodei.domain.scheduling import Policy
 from hodei.errors import HodeiError
+from hodei.home import server_instance_id
 from hodei.ports import JobStore, WorkerProvider
 from hodei.security.pki_files import PkiPaths
 from hodei.server.access_api import add_access_routes
@@ -40,6 +41,7 @@ from hodei.server.agent_pki import AgentAuthority
 from hodei.server.api_auth import ApiAuth, ensure_admin_token
 from hodei.server.audit import Auditor
 from hodei.server.bus import EventBus
+from hodei.server.cluster import ClusterLink
 from hodei.server.grpc_guard import MalformedGuard
 from hodei.server.grpc_jobs import JobService
 from hodei.server.grpc_worker import WorkerService
@@ -97,11 +99,7 @@ def make_provider(settings: ServerSettings, on_exit: ExitHandler) -> WorkerProvi
         return LocalProvider(settings.home / "run", on_exit=on_exit)
     if settings.provider == "docker":
         # Imported here: the Docker SDK (and requests) cost start-up time other providers skip.
-        from hodei.adapters.providers.docker import (
-            DockerOptions,
-            DockerProvider,
-            server_instance_id,
-        )
+        from hodei.adapters.providers.docker import DockerOptions, DockerProvider
 
         options = DockerOptions(
             image=settings.worker_image,
@@ -311,6 +309,7 @@ async def serve(settings: ServerSettings, ready: asyncio.Event | None = None) ->
             "HODEI_ENROLL_URL": f"https://{http_host}:{http_port}",
         }
     await s.store.open()
+    link = await join_cluster(s)
     grpc_server, grpc_port = start_grpc(s)
     if port == 0:  # an ephemeral port (tests): tell agents the real one
         s.provisioner.server_url = f"{agent_host}:{grpc_port}"
@@ -366,8 +365,28 @@ async def serve(settings: ServerSettings, ready: asyncio.Event | None = None) ->
         await s.recovery.stop()
         await s.scheduler.stop()
         await web_task
+        if link is not None:
+            await link.stop()
         s.hub.close()
         await s.store.close()
+
+
+async def join_cluster(s: Services) -> ClusterLink | None:
+    """On PostgreSQL, join the other servers sharing the database (see server.cluster)."""
+    settings = s.settings
+    if settings.database_kind != "postgresql":
+        return None
+    from hodei.adapters.cluster.postgres import PostgresCluster
+
+    cluster = PostgresCluster(settings.database_url, server_instance_id(settings.home))
+    link = ClusterLink(
+        cluster, s.store, s.bus, s.hub, s.scheduler, s.registry, settings.worker_grace_s
+    )
+    # Another server may place the same queued job at the same moment: store first, then send.
+    s.scheduler.send_before_commit = False
+    s.recovery.workers_elsewhere = link.others_workers
+    await link.start()
+    return link
 
 
 async def run_demo(s: Services, http_port: int) -> None:

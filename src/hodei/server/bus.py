@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class JobChanged:
     job: Job
-    previous: JobState | None  # None when the job was just created
+    previous: JobState | None  # None when the job was just created, or unknown (remote)
+    remote: bool = False  # another server sharing the store made the change
 
 
 Handler = Callable[[JobChanged], None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from hodei.domain.jobs import Job, attempt_over
@@ -27,6 +27,7 @@ class LiveLog:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     followers: int = 0
     over: bool = False  # the attempt can produce no more bytes
+    local: bool = False  # appended to here: `tail` holds its newest bytes (else read the store)
 
     def wake(self) -> None:
         # Replace the event so every current waiter wakes and later waits block again.
@@ -41,6 +42,8 @@ class LogHub:
         # job id -> its attempts in _live: job_changed runs on every job event and must not
         # walk every live log.
         self._attempts: dict[str, set[int]] = {}
+        # Told of every append (job, attempt, new size): the cluster tells other servers.
+        self.on_append: Callable[[str, int, int], None] | None = None
 
     def _put(self, job_id: str, attempt: int, live: LiveLog) -> None:
         self._live[(job_id, attempt)] = live
@@ -83,6 +86,7 @@ class LogHub:
                 offset - live.agent_end,
             )
         live.size = self._store.append(job_id, attempt, data)
+        live.local = True
         live.agent_end = end
         live.tail += data
         excess = len(live.tail) - TAIL_BYTES
@@ -90,7 +94,18 @@ class LogHub:
             del live.tail[:excess]
             live.tail_start += excess
         live.wake()
+        if self.on_append is not None:
+            self.on_append(job_id, attempt, live.size)
         return True
+
+    def remote_appended(self, job_id: str, attempt: int, size: int) -> None:
+        """Another server appended to this log (on the shared log directory): wake followers
+        here, who then read the new bytes from the store."""
+        live = self._live.get((job_id, attempt))
+        if live is None:
+            return  # nobody follows it here
+        live.size = max(live.size, size)
+        live.wake()
 
     def last_seq(self, job_id: str, attempt: int) -> int:
         live = self._live.get((job_id, attempt))
@@ -108,7 +123,7 @@ class LogHub:
 
     def read(self, job_id: str, attempt: int, offset: int = 0, limit: int = -1) -> bytes:
         live = self._live.get((job_id, attempt))
-        if live is not None and offset >= live.tail_start:
+        if live is not None and live.local and offset >= live.tail_start:
             start = offset - live.tail_start
             end = len(live.tail) if limit < 0 else start + limit
             return bytes(live.tail[start:end])

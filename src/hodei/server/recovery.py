@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.domain.jobs import ACTIVE, Job
@@ -30,6 +30,8 @@ class Recovery:
         self.grace_s = grace_s
         self.expired: set[str] = set()  # session ids declared lost: never resumed
         self._tasks: set[asyncio.Task[None]] = set()
+        # Several servers on one store: workers on the others (their jobs are theirs to settle).
+        self.workers_elsewhere: Callable[[], Awaitable[set[str]]] = _no_workers
 
     # ---- a stream ends -------------------------------------------------------------------
     def stream_ended(self, session: WorkerSession) -> None:
@@ -120,8 +122,11 @@ class Recovery:
         """Active jobs from before the restart: those on workers of our own provider are gone
         (the provider's reconcile removed them); others get the grace period to come back."""
         jobs = await self.scheduler.orch.store.jobs_in_states(ACTIVE)
+        elsewhere = await self.workers_elsewhere()
         waiting = []
         for job in jobs:
+            if job.worker_id in elsewhere:
+                continue  # another server's (sharing the store): it watches them
             if job.worker_id and job.worker_id.startswith(provider_prefix):
                 await self._settle_orphan(job.id)
             else:
@@ -156,3 +161,7 @@ class Recovery:
         for session in self.registry.sessions():
             if session.grace_timer is not None:
                 session.grace_timer.cancel()
+
+
+async def _no_workers() -> set[str]:
+    return set()

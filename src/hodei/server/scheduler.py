@@ -67,6 +67,11 @@ class Scheduler:
         self.aging_s = aging_s
         self.retry_backoff_s = retry_backoff_s
         self.auditor: Auditor | None = None  # records which job got which secrets
+        # Several servers on one store (server.cluster): tell the others to cancel a job whose
+        # worker is theirs; and store an assignment before sending it, since another server
+        # may be placing the same queued job at the same moment.
+        self.remote_cancel: Callable[[str], None] | None = None
+        self.send_before_commit = True
         self.max_output_bytes = 0  # per attempt, told to agents (0: the agent's default)
         self._backoff: dict[str, float] = {}  # job id -> delay of the retry being recorded
         self._delayed: dict[str, asyncio.TimerHandle] = {}  # retries waiting out a backoff
@@ -92,13 +97,15 @@ class Scheduler:
     def on_job_changed(self, event: JobChanged) -> None:
         job = event.job
         if job.state is JobState.QUEUED:
+            if event.remote and (job.id in self._queued or job.id in self._delayed):
+                return  # queued here already (another server's event about it)
             delay = self._backoff.pop(job.id, 0.0)
             if delay > 0:  # a retry waits out its backoff before it can be placed
                 loop = asyncio.get_running_loop()
                 self._delayed[job.id] = loop.call_later(delay, self._release, job)
             else:
                 self.enqueue(job)
-        elif event.previous is JobState.QUEUED:
+        elif event.previous is JobState.QUEUED or event.remote:
             self._queued.pop(job.id, None)  # its heap entry is dropped when it comes up
             if (timer := self._delayed.pop(job.id, None)) is not None:
                 timer.cancel()
@@ -270,7 +277,7 @@ class Scheduler:
         # is applied only once the write has committed (assignment_stored); if the server
         # dies first, the job is still queued in the store and Recovery.adopt tells the agent
         # to drop its attempt: the job runs again (at least once, as promised).
-        sent = not session.closed
+        sent = not session.closed and self.send_before_commit
         if sent:
             session.send_assign(assign_message(assigned, secrets, self.max_output_bytes))
         try:
@@ -294,6 +301,9 @@ class Scheduler:
             self.kick()
             return
         held.committed.set_result(True)
+        if not self.send_before_commit and not session.closed and session.jobs.get(job.id) is held:
+            session.send_assign(assign_message(held.job, secrets, self.max_output_bytes))
+            sent = True
         if held.early_logs:  # before anything waiting on `committed` resumes
             early, held.early_logs = held.early_logs, []
             self.store_logs(session, early)
@@ -489,6 +499,8 @@ class Scheduler:
         session = self.registry.get(job.worker_id)
         held = session.jobs.get(job.id) if session else None
         if session is None or held is None:
+            if self.remote_cancel is not None and job.worker_id:
+                self.remote_cancel(job.id)  # its worker may be another server's: kill it there
             return await self.orch.finish(job, JobState.CANCELLED, None, "cancelled by user")
         if not held.cancel_sent:
             held.cancel_sent = True

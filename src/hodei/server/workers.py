@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
@@ -118,11 +119,20 @@ class WorkerSession:
     async def next_message(self, generation: int = 0) -> pb.ServerMessage | None:
         """Wait for pending output and take all of it as one message; None once closed or
         once a resumed stream (a newer `generation`) has taken over."""
+        waited = False
         while not self._has_out or self.generation != generation:
             if self.closed or self.generation != generation:
                 return None
             self._wake.clear()
             await self._wake.wait()
+            waited = True
+        if waited:
+            # Woken from idle: two loop turns (no timer) let what the same event starts join
+            # this message, e.g. the next assignment for the slot a result's ack frees.
+            for _ in range(2):
+                await asyncio.sleep(0)
+            if self.closed or self.generation != generation:
+                return None  # the output waits for a resumed stream
         msg, self._out = self._out, pb.ServerMessage()
         for (job_id, attempt), seq in self._log_acks.items():
             msg.log_acks.append(pb.LogAck(job_id=job_id, attempt=attempt, sequence=seq))
@@ -150,9 +160,12 @@ class WorkerSession:
 class WorkerRegistry:
     def __init__(self) -> None:
         self._sessions: dict[str, WorkerSession] = {}
+        # Told of every worker that connects here (the cluster records which server holds it).
+        self.on_add: Callable[[WorkerSession], None] = lambda session: None
 
     def add(self, session: WorkerSession) -> None:
         self._sessions[session.id] = session
+        self.on_add(session)
 
     def remove(self, session: WorkerSession) -> None:
         if self._sessions.get(session.id) is session:

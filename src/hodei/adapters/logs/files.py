@@ -90,6 +90,8 @@ class FileLogStore:
             return b""
         try:
             with path.open("rb") as f:
+                if offset >= os.fstat(f.fileno()).st_size:
+                    return b""  # past the end (e.g. an offset a client made up): nothing yet
                 f.seek(offset)
                 return f.read(limit if limit > 0 else -1)
         except FileNotFoundError:

@@ -20,12 +20,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import docker
@@ -64,19 +62,6 @@ class DockerOptions:
     mounts: tuple[tuple[str, str, str], ...] = ()  # (host path, container path, "ro" | "rw")
     entrypoint: tuple[str, ...] = AGENT_ENTRYPOINT
     stop_grace_s: float = 10.0  # SIGTERM to the agent, then SIGKILL
-
-
-def server_instance_id(home: Path) -> str:
-    """This server's id (HODEI_HOME/server-id, made once): the label its containers carry."""
-    path = home / "server-id"
-    with contextlib.suppress(OSError):
-        value = path.read_text().strip()
-        if value:
-            return value
-    value = secrets.token_hex(8)
-    home.mkdir(parents=True, exist_ok=True)
-    path.write_text(value + "\n")
-    return value
 
 
 def engine_address() -> str:

@@ -73,12 +73,27 @@ _V3 = (
     )""",
     "CREATE INDEX audit_action ON audit (action, seq)",
 )
+_V4 = (
+    # Several servers on one database (adapters.cluster.postgres): who is alive, and which
+    # server each worker's stream is on.
+    """CREATE TABLE cluster_servers (
+        id TEXT PRIMARY KEY,
+        heartbeat_at DOUBLE PRECISION NOT NULL
+    )""",
+    """CREATE TABLE cluster_workers (
+        worker_id TEXT PRIMARY KEY,
+        server_id TEXT NOT NULL
+    )""",
+    "CREATE INDEX cluster_workers_server ON cluster_workers (server_id)",
+    "CREATE INDEX jobs_worker ON jobs (worker_id)",
+)
 # The schema, step by step: a database at version N gets steps N+1.. applied on open. Released
 # steps are never edited; a change is a new step at the end.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("jobs, secrets and queue indexes", _V1),
     Migration("idempotency keys and attempt records", _V2),
     Migration("API tokens and the audit trail", _V3),
+    Migration("servers sharing the database", _V4),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,0 +1,1 @@
+"""Cluster adapters: how several servers sharing one store hear of each other's events."""

@@ -1,0 +1,190 @@
+"""Joins this server to the others sharing its PostgreSQL store.
+
+Local job events and log growth go out as hints; the others' come in and are applied from the
+store (a job event re-reads the job, a log event wakes followers of a log on the shared log
+directory). Every server watches the others' heartbeats: the active jobs of one silent for
+longer than the worker grace period are settled by the retry policy (compare-and-swap in the
+store lets exactly one server do it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from hodei.domain.cluster import ClusterEvent, EventKind
+from hodei.domain.jobs import ACTIVE, JobState
+from hodei.errors import HodeiError, NotFoundError
+from hodei.ports import JobStore
+from hodei.server.bus import EventBus, JobChanged
+from hodei.server.loghub import LogHub
+from hodei.server.scheduler import Scheduler
+from hodei.server.workers import WorkerRegistry, WorkerSession
+
+log = logging.getLogger(__name__)
+
+
+class Cluster(Protocol):
+    instance_id: str
+
+    async def start(self, on_event: Any, on_reconnect: Any) -> None: ...
+
+    def publish(self, event: ClusterEvent) -> None: ...
+
+    async def worker_connected(self, worker_id: str) -> None: ...
+
+    async def workers_elsewhere(self) -> set[str]: ...
+
+    async def orphaned_jobs(self, grace_s: float) -> dict[str, list[str]]: ...
+
+    async def forget_server(self, server_id: str) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class ClusterLink:
+    def __init__(
+        self,
+        cluster: Cluster,
+        store: JobStore,
+        bus: EventBus,
+        hub: LogHub,
+        scheduler: Scheduler,
+        registry: WorkerRegistry,
+        grace_s: float,
+    ) -> None:
+        self.cluster = cluster
+        self.store = store
+        self.bus = bus
+        self.hub = hub
+        self.scheduler = scheduler
+        self.registry = registry
+        self.grace_s = grace_s
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._logs: dict[tuple[str, int], int] = {}  # log growth not yet sent, coalesced
+        self._logs_flush: asyncio.Handle | None = None
+
+    @property
+    def instance_id(self) -> str:
+        return self.cluster.instance_id
+
+    async def others_workers(self) -> set[str]:
+        """Workers whose streams are on other servers (their jobs are not this server's)."""
+        return await self.cluster.workers_elsewhere()
+
+    async def start(self) -> None:
+        self.bus.subscribe(self._local_job)
+        self.hub.on_append = self._local_log
+        self.registry.on_add = self._worker_added
+        self.scheduler.remote_cancel = self._remote_cancel
+        await self.cluster.start(self._received, self._resync)
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="cluster-sweep")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for task in list(self._tasks):
+            task.cancel()
+        self._send_logs()
+        await self.cluster.stop()
+
+    # -- outgoing
+
+    def _local_job(self, event: JobChanged) -> None:
+        if not event.remote:
+            self.cluster.publish(ClusterEvent(EventKind.JOB, self.instance_id, event.job.id))
+
+    def _local_log(self, job_id: str, attempt: int, size: int) -> None:
+        self._logs[(job_id, attempt)] = size
+        if self._logs_flush is None:  # one event per log per loop turn, not one per chunk
+            self._logs_flush = asyncio.get_running_loop().call_soon(self._send_logs)
+
+    def _send_logs(self) -> None:
+        self._logs_flush = None
+        logs, self._logs = self._logs, {}
+        for (job_id, attempt), size in logs.items():
+            self.cluster.publish(
+                ClusterEvent(EventKind.LOG, self.instance_id, job_id, attempt, size)
+            )
+
+    def _remote_cancel(self, job_id: str) -> None:
+        self.cluster.publish(ClusterEvent(EventKind.CANCEL, self.instance_id, job_id))
+
+    def _worker_added(self, session: WorkerSession) -> None:
+        self._spawn(self.cluster.worker_connected(session.id))
+
+    # -- incoming
+
+    def _received(self, event: ClusterEvent) -> None:
+        if event.kind is EventKind.JOB:
+            self._spawn(self._job_changed(event.job_id))
+        elif event.kind is EventKind.LOG:
+            self.hub.remote_appended(event.job_id, event.attempt, event.size)
+        elif event.kind is EventKind.CANCEL:
+            self._spawn(self._cancel_here(event.job_id))
+
+    async def _job_changed(self, job_id: str) -> None:
+        try:
+            job = await self.store.get_job(job_id)
+        except NotFoundError:
+            return
+        except HodeiError as exc:
+            log.warning("job %s changed on another server, cannot read it: %s", job_id, exc)
+            return
+        self.bus.publish(JobChanged(job, None, remote=True))
+
+    async def _cancel_here(self, job_id: str) -> None:
+        """Another server cancelled a job (in the store); if one of this server's workers runs
+        it, kill it there (its late result is then refused by the store's compare-and-swap)."""
+        try:
+            job = await self.store.get_job(job_id)
+        except HodeiError as exc:
+            log.info("cancel of %s from another server not applied: %s", job_id, exc)
+            return
+        session = self.registry.get(job.worker_id)
+        held = session.jobs.get(job_id) if session is not None else None
+        if session is not None and held is not None and not held.cancel_sent:
+            held.cancel_sent = True
+            session.send_cancel(self.scheduler.cancel_message(held))
+
+    def _resync(self) -> None:
+        """Events were missed while not listening: take the queue from the store again."""
+        self._spawn(self._requeue_from_store())
+
+    async def _requeue_from_store(self) -> None:
+        for job in await self.store.jobs_in_states((JobState.QUEUED,)):
+            self.bus.publish(JobChanged(job, None, remote=True))
+
+    # -- dead servers
+
+    async def _sweep_loop(self) -> None:
+        interval = max(0.5, min(self.grace_s / 3, 10.0))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+            except HodeiError as exc:
+                log.warning("sweep of silent servers failed: %s", exc)
+            except Exception:
+                log.exception("sweep of silent servers failed")
+
+    async def sweep(self) -> None:
+        """Settle the active jobs of servers silent for longer than the grace period."""
+        for server_id, job_ids in (await self.cluster.orphaned_jobs(self.grace_s)).items():
+            for job_id in job_ids:
+                job = await self.store.get_job(job_id)
+                if job.state in ACTIVE:
+                    log.warning("server %s is gone: settling job %s", server_id, job_id)
+                    await self.scheduler.settle_lost(job, f"server {server_id} stopped answering")
+            await self.cluster.forget_server(server_id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
