@@ -47,6 +47,10 @@ class JobStore(Protocol):
         """Newest first. `cursor` is the `seq` below which to continue; returns (items, next)."""
         ...
 
+    async def pending_jobs(self, limit: int | None = None) -> list[Job]:
+        """Queued jobs in dispatch order: higher priority first, then oldest first."""
+        ...
+
     async def jobs_in_states(self, states: Collection[JobState]) -> list[Job]:
         """Every job in one of `states`, oldest first (used at start-up to rebuild queues)."""
         ...

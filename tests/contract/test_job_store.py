@@ -482,6 +482,18 @@ async def test_list_jobs_state_filter(store: JobStore) -> None:
     assert await store.list_jobs(state=JobState.FAILED) == ([], None)
 
 
+async def test_pending_jobs_in_dispatch_order_priority_then_age(store: JobStore) -> None:
+    specs = [("p0-old", 0), ("p5-old", 5), ("p0-new", 0), ("n3", -3), ("p5-new", 5)]
+    for job_id, priority in specs:
+        await store.create_job(make_job(job_id, priority=priority))
+    await store.create_job(make_job("running", priority=9))
+    await store.transition("running", {Q}, A, {"attempts": 1})
+    order = [j.id for j in await store.pending_jobs()]
+    assert order == ["p5-old", "p5-new", "p0-old", "p0-new", "n3"]
+    assert [j.id for j in await store.pending_jobs(limit=2)] == ["p5-old", "p5-new"]
+    assert await store.pending_jobs(limit=0) == []
+
+
 async def test_jobs_in_states_oldest_first_whatever_the_priority(store: JobStore) -> None:
     for i in range(5):
         await store.create_job(make_job(f"o{i}", priority=5 - i))

@@ -361,13 +361,16 @@ async def _run_in_pty(
     on_started: Callable[[int], None] | None,
 ) -> JobOutcome:
     master, slave = _open_pty()
-    reader = _PtyReader(master, out)
+    reader: _PtyReader | None = None
     proc: _Child | None = None
     try:
         try:
             proc = await _spawn(argv, env, cwd, slave)  # closes the slave
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             return _not_started(exc, out)
+        # Read from here on (the PTY buffers until then): the job's output never comes
+        # before its start is reported, though the spawn ran in a thread.
+        reader = _PtyReader(master, out)
         if on_started is not None:
             on_started(proc.pid)
         cancelled, timed_out = await _supervise(proc, cancel, assign.timeout_ms / 1000, grace)
@@ -380,7 +383,11 @@ async def _run_in_pty(
             _kill(proc.pid, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 1.0)  # reap it
-        reader.close()
+        if reader is not None:
+            reader.close()
+        else:
+            os.close(master)
+            out.flush()
 
 
 async def run_job(

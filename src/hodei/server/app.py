@@ -30,7 +30,6 @@ from hodei.adapters.logs.files import FileLogStore
 from hodei.adapters.providers.local import ExitHandler, LocalProvider
 from hodei.adapters.store.sqlite import SqliteJobStore
 from hodei.config import ServerSettings, parse_mount, split_addr
-from hodei.domain.jobs import JobState
 from hodei.domain.scheduling import Policy
 from hodei.errors import HodeiError
 from hodei.home import server_instance_id
@@ -200,7 +199,7 @@ def build(settings: ServerSettings, grpc_target: str) -> Services:
 async def recover(s: Services) -> None:
     """Rebuild the queue from the store; attempts running when the server stopped wait for
     their workers to reconnect (see server.recovery)."""
-    for job in await s.store.jobs_in_states((JobState.QUEUED,)):
+    for job in await s.store.pending_jobs():
         s.scheduler.enqueue(job)
     await s.recovery.after_restart(provider_prefix=f"{s.provisioner.provider.name}-")
 

@@ -16,7 +16,7 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from hodei.domain.cluster import ClusterEvent, EventKind
-from hodei.domain.jobs import ACTIVE, JobState
+from hodei.domain.jobs import ACTIVE
 from hodei.errors import HodeiError, NotFoundError
 from hodei.ports import JobStore
 from hodei.server.bus import EventBus, JobChanged
@@ -158,7 +158,7 @@ class ClusterLink:
         self._spawn(self._requeue_from_store())
 
     async def _requeue_from_store(self) -> None:
-        for job in await self.store.jobs_in_states((JobState.QUEUED,)):
+        for job in await self.store.pending_jobs():
             self.bus.publish(JobChanged(job, None, remote=True))
 
     # -- dead servers

@@ -342,6 +342,14 @@ class PostgresJobStore:
         items = [row_to_job(row) for row in rows[:limit]]
         return items, (items[-1].seq if len(rows) > limit else None)
 
+    async def pending_jobs(self, limit: int | None = None) -> list[Job]:
+        """Queued jobs in dispatch order: higher priority first, then oldest first."""
+        # The jobs_queue index (state, priority DESC, seq) serves this order.
+        sql = f"{SELECT} WHERE state = $1 ORDER BY priority DESC, seq LIMIT $2"
+        count = None if limit is None else max(0, int(limit))
+        rows = await self._run(lambda c: c.fetch(sql, JobState.QUEUED.value, count), read=True)
+        return [row_to_job(row) for row in rows]
+
     async def jobs_in_states(self, states: Collection[JobState]) -> list[Job]:
         """Every job in one of `states`, oldest first (used at start-up to rebuild queues)."""
         values = state_values(states)

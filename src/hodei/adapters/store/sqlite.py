@@ -481,6 +481,15 @@ class SqliteJobStore:
 
         return await self._submit(op, write=False)
 
+    async def pending_jobs(self, limit: int | None = None) -> list[Job]:
+        """Queued jobs in dispatch order: higher priority first, then oldest first."""
+        # -1: no limit in SQLite. The (state, priority, seq) index serves this order.
+        sql = f"{_SELECT} WHERE state = ? ORDER BY priority DESC, seq LIMIT ?"
+        params = (JobState.QUEUED.value, -1 if limit is None else max(0, int(limit)))
+        return await self._submit(
+            lambda conn: [row_to_job(row) for row in conn.execute(sql, params)], write=False
+        )
+
     async def jobs_in_states(self, states: Collection[JobState]) -> list[Job]:
         """Every job in one of `states`, oldest first (used at start-up to rebuild queues)."""
         values = sorted({JobState(s).value for s in states})
