@@ -375,21 +375,37 @@ class SqliteJobStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the directory of {self.path}: {exc}") from exc
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000
-        )
-        try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"job store {self.path}: cannot enable WAL (mode is {mode})")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-            self._migrate(conn)
-        except BaseException:
-            _rollback(conn)
-            conn.close()
-            raise
-        return conn
+        deadline = time.monotonic() + max(1.0, self._busy_timeout_ms / 1000)
+        delay = 0.01
+        while True:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000
+            )
+            try:
+                self._prepare(conn)
+                return conn
+            except sqlite3.OperationalError as exc:
+                _rollback(conn)
+                conn.close()
+                # Servers opening a new file together: SQLite answers BUSY at once (no busy
+                # wait) when two connections would deadlock switching it to WAL; try again.
+                busy = getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED")
+                if not busy or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+            except BaseException:
+                _rollback(conn)
+                conn.close()
+                raise
+
+    def _prepare(self, conn: _Conn) -> None:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"job store {self.path}: cannot enable WAL (mode is {mode})")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        self._migrate(conn)
 
     def _migrate(self, conn: _Conn) -> None:
         conn.execute("BEGIN IMMEDIATE")
