@@ -505,28 +505,20 @@ async def log_latency_under_load(
     return result
 
 
-# The same agent session started without the `hodei` CLI (typer, pydantic): an experiment that
-# shows how much of the connect time is CLI start-up.
-LEAN_AGENT = (
-    "import os, sys\n"
-    "from hodei.agent.main import run_agent\n"
-    "sys.exit(run_agent(os.environ['HODEI_SERVER_URL'], os.environ['HODEI_TOKEN'], {}, 1))\n"
-)
-
-
 async def agent_connect(
-    procs: Procs, server: HodeiServer, repeats: int, limit_s: float, lean: bool = False
+    procs: Procs, server: HodeiServer, repeats: int, limit_s: float, cli: bool = False
 ) -> dict[str, Any]:
-    """W5: spawn a real `hodei agent` (static worker) -> visible in GET /api/v1/workers.
-    With `lean`, the agent session is started by `python -c` instead of the CLI."""
+    """W5: spawn a real agent -> visible in GET /api/v1/workers. By default as local workers
+    are started (`python -m hodei.agent`); with `cli`, through the `hodei agent` command (what
+    a person starts for a static worker: the CLI's imports add to it)."""
     times: list[float] = []
     rss: list[float] = []
     for _ in range(repeats):
         grant = await server.otp()
         env = {**os.environ, "HODEI_TOKEN": grant["otp"], "HODEI_SERVER_URL": server.grpc}
-        argv = [sys.executable, "-m", "hodei", "agent", "--slots", "1"]
-        if lean:
-            argv = [sys.executable, "-c", LEAN_AGENT]
+        argv = [sys.executable, "-m", "hodei.agent", "--slots", "1"]
+        if cli:
+            argv = [sys.executable, "-m", "hodei", "agent", "--slots", "1"]
         child = procs.spawn("hodei agent", argv, env=env)
         deadline = time.monotonic() + limit_s
         try:

@@ -214,9 +214,9 @@ async def _server_b(
         w5["agent_connect_ms"] = connect.get("connect_ms", {})
         w5["agent_idle_rss_mb"] = connect.get("idle_rss_mb", float("nan"))
         log(f"W5 hodei: agent connect {_brief(connect)}")
-        lean = await hb.guarded("W5 lean", hb.agent_connect(procs, server, 3, 30, lean=True))
-        w5["agent_connect_without_cli_ms"] = lean.get("connect_ms", {})
-        log(f"W5 hodei: agent connect without the CLI (experiment) {_brief(lean)}")
+        cli = await hb.guarded("W5 cli", hb.agent_connect(procs, server, 3, 30, cli=True))
+        w5["agent_connect_cli_ms"] = cli.get("connect_ms", {})
+        log(f"W5 hodei: agent connect through the `hodei agent` CLI {_brief(cli)}")
         agents = await hb.start_noop_agents(
             procs, server, cfg.workers, cfg.w2_slots, 30, trace_dir=trace_dir
         )

@@ -236,7 +236,7 @@ def build_rows(results: Results) -> list[Row]:
         _row(
             r,
             "W5",
-            "agent connect (spawn -> in /workers) p50",
+            "agent connect (spawn -> in /workers, as local workers start) p50",
             "ms",
             "lower",
             ("agent_connect_ms", "p50"),
@@ -246,10 +246,10 @@ def build_rows(results: Results) -> list[Row]:
         _row(
             r,
             "W5",
-            "agent connect, session started without the CLI (experiment) p50",
+            "agent connect through the `hodei agent` CLI (static workers) p50",
             "ms",
             "lower",
-            ("agent_connect_without_cli_ms", "p50"),
+            ("agent_connect_cli_ms", "p50"),
             (),
         ),
     ]

@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hodei.errors import AuthError, ValidationError
-from hodei.security import pki
+from hodei.security import MAX_CSR, pki
 from hodei.security.pki_files import CertRecord, CertRegistry, PkiPaths, load_ca
 from hodei.server.otp import OtpRegistry, Redeemed
 from hodei.server.recovery import Recovery
 from hodei.server.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
-
-MAX_CSR = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import grpc
 import psutil
@@ -34,9 +34,7 @@ from hodei.domain.scheduling import Policy
 from hodei.errors import HodeiError
 from hodei.home import server_instance_id
 from hodei.ports import JobStore, WorkerProvider
-from hodei.security.pki_files import PkiPaths
 from hodei.server.access_api import add_access_routes
-from hodei.server.agent_pki import AgentAuthority
 from hodei.server.api_auth import ApiAuth, ensure_admin_token
 from hodei.server.audit import Auditor
 from hodei.server.bus import EventBus
@@ -47,7 +45,6 @@ from hodei.server.grpc_worker import WorkerService
 from hodei.server.http_api import create_http_app
 from hodei.server.loghub import LogHub
 from hodei.server.metrics import Metrics
-from hodei.server.mtls import MtlsWorkerService, grpc_credentials, prepare_pki
 from hodei.server.orchestrator import Orchestrator
 from hodei.server.otp import OtpRegistry, ResumeTokens
 from hodei.server.pki_api import add_pki_routes
@@ -57,6 +54,9 @@ from hodei.server.scheduler import Scheduler
 from hodei.server.service import JobsApi, LogPiece
 from hodei.server.vault import SecretVault, load_or_create_key
 from hodei.server.workers import WorkerRegistry
+
+if TYPE_CHECKING:
+    from hodei.server.agent_pki import AgentAuthority
 
 log = logging.getLogger("hodei.server")
 
@@ -248,7 +248,11 @@ class _Uvicorn(uvicorn.Server):
 def start_grpc(s: Services) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[MalformedGuard()])
     # With --tls the agents' service reads identities from client certificates.
-    worker_service = partial(MtlsWorkerService, authority=s.authority) if s.authority else None
+    worker_service = None
+    if s.authority is not None:
+        from hodei.server.mtls import MtlsWorkerService
+
+        worker_service = partial(MtlsWorkerService, authority=s.authority)
     workers = (worker_service or WorkerService)(
         s.otps,
         s.tokens,
@@ -274,6 +278,9 @@ def start_grpc(s: Services) -> tuple[grpc.aio.Server, int]:
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         if s.authority is not None:
+            from hodei.security.pki_files import PkiPaths
+            from hodei.server.mtls import grpc_credentials
+
             paths = PkiPaths.of_home(s.settings.home)
             bound = server.add_secure_port(target, grpc_credentials(paths))
         else:
@@ -294,6 +301,10 @@ async def serve(settings: ServerSettings, ready: asyncio.Event | None = None) ->
     http_port = sock.getsockname()[1]
     tls: dict[str, Any] = {}
     if settings.tls:
+        # Imported only with --tls: the PKI's modules cost start-up time and memory.
+        from hodei.server.agent_pki import AgentAuthority
+        from hodei.server.mtls import prepare_pki
+
         paths = prepare_pki(settings)
         s.authority = AgentAuthority(
             paths, s.otps, settings.cert_lifetime_s, s.registry, s.recovery

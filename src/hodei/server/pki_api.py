@@ -8,16 +8,19 @@ server.mtls) and an agent has none yet; the HTTPS listener authenticates the ser
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from hodei.errors import AuthError, ConflictError
-from hodei.security.pki_files import CertRecord
-from hodei.server.agent_pki import MAX_CSR, AgentAuthority
+from hodei.security import MAX_CSR
 from hodei.server.audit import Auditor
 from hodei.server.views import iso
+
+if TYPE_CHECKING:  # only with --tls are these loaded (cryptography's x509 costs memory)
+    from hodei.security.pki_files import CertRecord
+    from hodei.server.agent_pki import AgentAuthority
 
 
 class EnrollRequest(BaseModel):

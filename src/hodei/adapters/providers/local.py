@@ -1,4 +1,5 @@
-"""Local provider (the embedded default): each worker is a `hodei agent` subprocess.
+"""Local provider (the embedded default): each worker is an agent subprocess
+(`python -m hodei.agent`).
 
 The OTP travels in the child's environment (never on its command line). HODEI_PARENT_PID asks
 the agent to set PR_SET_PDEATHSIG on itself (see agent.lifeline) so that none outlives the
@@ -61,7 +62,8 @@ class LocalProvider:
         )
         # Without TLS settings from the server, none inherited from its environment either.
         env.update({"HODEI_CA": "", "HODEI_ENROLL_URL": "", **launch.env})
-        args = [sys.executable, "-m", "hodei", "agent", "--slots", str(launch.slots)]
+        # The bare agent module, not the CLI: it connects ~140 ms sooner (see agent.__main__).
+        args = [sys.executable, "-m", "hodei.agent", "--slots", str(launch.slots)]
         for key, value in launch.labels.items():
             args += ["--label", f"{key}={value}"]
         proc = await asyncio.create_subprocess_exec(
