@@ -147,9 +147,15 @@ class Submitted:
 
 
 async def submit_many(
-    server: HodeiServer, count: int, body: bytes, connections: int, deadline: float
+    server: HodeiServer,
+    count: int,
+    body: bytes,
+    connections: int,
+    deadline: float,
+    batch: int = 0,
 ) -> Submitted:
-    """POST `count` jobs over `connections` keep-alive connections, as fast as they go."""
+    """POST `count` jobs over `connections` keep-alive connections, as fast as they go; with
+    `batch`, that many per request to /api/v1/jobs/batch."""
     ids: list[str] = []
     left = [count]
     conns = [RawConnection(server.host, server.port) for _ in range(connections)]
@@ -160,6 +166,15 @@ async def submit_many(
         while left[0] > 0:
             if time.monotonic() > deadline:
                 raise WorkloadTimeout(f"only {len(ids)} of {count} jobs submitted in time")
+            if batch:
+                n = min(batch, left[0])
+                left[0] -= n
+                payload = b'{"jobs":[' + b",".join([body] * n) + b"]}"
+                status, reply = await conn.request("POST", "/api/v1/jobs/batch", payload)
+                if status != 201:
+                    raise RuntimeError(f"batch submit answered {status}: {reply[:300]!r}")
+                ids.extend(item["id"] for item in orjson.loads(reply)["items"])
+                continue
             left[0] -= 1
             status, reply = await conn.request("POST", "/api/v1/jobs", body)
             if status != 201:
@@ -266,14 +281,19 @@ async def ensure_workers(server: HodeiServer, count: int, slots: int, limit_s: f
 
 
 async def throughput(
-    server: HodeiServer, count: int, body: bytes, connections: int, limit_s: float
+    server: HodeiServer,
+    count: int,
+    body: bytes,
+    connections: int,
+    limit_s: float,
+    batch: int = 0,
 ) -> dict[str, Any]:
     """W1/W2: submit `count` jobs as fast as possible; jobs/s from first submit to the last
     completion the server recorded."""
     deadline = time.monotonic() + limit_s
     base = await server.finished_total()
     states_before = await server.finished()
-    sub = await submit_many(server, count, body, connections, deadline)
+    sub = await submit_many(server, count, body, connections, deadline, batch)
     try:
         await server.wait_finished(base + count, deadline)
     except WorkloadTimeout as exc:

@@ -22,6 +22,7 @@ from procs import Procs, rss_mb
 
 T = TypeVar("T")
 PROFILE_DIR = Path(__file__).resolve().parent / "results" / "profiles"
+W2_BATCH = 500  # jobs per request in the batched W2 (POST /api/v1/jobs/batch)
 
 
 def log(text: str) -> None:
@@ -238,6 +239,14 @@ async def _server_b(
         results["W2"]["hodei"] = await _profiled(procs, py_spy, targets, out_dir, profiles, w2)
         results["W2"]["hodei"]["slots_per_agent"] = cfg.w2_slots
         log(f"W2 hodei: {_brief(results['W2']['hodei'])}")
+        batched = await hb.guarded(
+            "W2 batch",
+            hb.throughput(
+                server, cfg.w2_jobs, hb.TRUE_JOB, cfg.connections, cfg.timeout, batch=W2_BATCH
+            ),
+        )
+        results["W2"]["hodei"]["batch_submit"] = {**batched, "per_request": W2_BATCH}
+        log(f"W2 hodei, {W2_BATCH} jobs per POST /api/v1/jobs/batch: {_brief(batched)}")
     finally:
         for agent in agents:
             with contextlib.suppress(Exception):

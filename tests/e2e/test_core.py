@@ -348,3 +348,33 @@ def test_idempotency_key_makes_a_repeated_submit_return_the_same_job(
         listed = client.get("/api/v1/jobs", params={"limit": 1000}).json()["items"]
     assert sum(1 for j in listed if j["idempotency_key"] == "release-7") == 1
     assert sum(1 for j in listed if j["idempotency_key"] == "rest-1") == 1
+
+
+def test_a_batch_submit_stores_every_job_or_refuses_the_whole_batch(server: RunningServer) -> None:
+    jobs = [{"command": f"echo batch-{i}"} for i in range(50)]
+    jobs.append({"command": "echo keyed", "idempotency_key": "batch-key"})
+    with server.http() as client:
+        answer = client.post("/api/v1/jobs/batch", json={"jobs": jobs})
+        assert answer.status_code == 201, answer.text
+        items = answer.json()["items"]
+        assert len(items) == 51 and all(item["created"] for item in items)
+        again = client.post("/api/v1/jobs/batch", json={"jobs": jobs[-1:]}).json()["items"]
+        assert again[0]["id"] == items[-1]["id"] and not again[0]["created"]
+        changed = {"command": "echo other", "idempotency_key": "batch-key"}
+        mixed = client.post("/api/v1/jobs/batch", json={"jobs": [changed, jobs[0]]}).json()
+        assert mixed["items"][0]["error"]["code"] == "conflict"
+        assert mixed["items"][1]["created"]
+        bad = [*jobs[:3], {"command": "x", "env": {"1BAD": "v"}}]
+        refused = client.post("/api/v1/jobs/batch", json={"jobs": bad})
+        assert refused.status_code == 400 and "jobs[3]" in refused.json()["error"]["message"]
+        named = client.post("/api/v1/jobs/batch", json={"jobs": [{"command": "x", "id": "n1"}]})
+        assert named.status_code == 400
+        too_many = client.post("/api/v1/jobs/batch", json={"jobs": [{"command": "x"}] * 1001})
+        assert too_many.status_code in (413, 422)
+        total = len(client.get("/api/v1/jobs", params={"limit": 1000}).json()["items"])
+    assert total == 52  # the refused batches stored nothing
+    for item in items[:50:10]:
+        job = server.wait_state(item["id"], {"succeeded"}, timeout=60)
+        assert job["exit_code"] == 0
+    out = server.hodei("logs", items[7]["id"])
+    assert out.stdout == b"batch-7\n"

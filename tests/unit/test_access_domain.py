@@ -22,6 +22,7 @@ from hodei.security.tokens import hash_secret, new_token, secret_matches, split_
         ("POST", "/api/v1/jobs", Role.SUBMITTER),
         ("POST", "/api/v1/jobs/j1/cancel", Role.SUBMITTER),
         ("POST", "/api/v1/jobs/j1/retry", Role.SUBMITTER),
+        ("POST", "/api/v1/jobs/batch", Role.SUBMITTER),
         ("POST", "/api/v1/jobs/j1/other", Role.ADMIN),
         ("GET", "/api/v1/secrets", Role.ADMIN),
         ("PUT", "/api/v1/secrets/X", Role.ADMIN),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -68,6 +69,14 @@ class SubmitRequest(BaseModel):
             priority=self.priority,
             queued_by=self.queued_by,
         )
+
+
+MAX_BATCH = 1000
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    jobs: list[SubmitRequest] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class SecretBody(BaseModel):
@@ -201,6 +210,36 @@ def create_http_app(api: JobsApi, services: Any, metrics: Metrics, started_at: f
         else:
             await auditor.record(principal.actor, "job.submit", job.id, job.spec.name)
         return job_json(job)
+
+    @app.post("/api/v1/jobs/batch", status_code=201)
+    async def submit_batch(body: BatchRequest, request: Request) -> dict[str, Any]:
+        """Up to 1,000 jobs in one request and one group commit. The answer lists, in order,
+        each job (`created` false for a known idempotency key) or its own error."""
+        principal = principal_of(request)
+        requests = []
+        for index, item in enumerate(body.jobs):
+            if item.id is not None:
+                raise ValidationError(f"jobs[{index}]: a batch cannot name job ids")
+            spec = item.to_spec()
+            if principal is not DEV_PRINCIPAL:
+                spec = replace(spec, queued_by=principal.actor)
+            requests.append((spec, item.idempotency_key))
+        items: list[dict[str, Any]] = []
+        created_ids: list[str] = []
+        for result in await api.submit_many(requests):
+            if isinstance(result, HodeiError):
+                code = type(result).__name__.removesuffix("Error").lower() or "error"
+                items.append({"error": {"code": code, "message": result.message}})
+                continue
+            job, created = result
+            if created:
+                created_ids.append(job.id)
+            items.append({**job_json(job), "created": created})
+        detail = f"in a batch of {len(body.jobs)}"
+        await asyncio.gather(
+            *(auditor.record(principal.actor, "job.submit", i, detail) for i in created_ids)
+        )
+        return {"items": items}
 
     @app.get("/api/v1/jobs")
     async def list_jobs(

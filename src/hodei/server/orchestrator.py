@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +20,7 @@ from hodei.domain.jobs import (
     validate_job_id,
     validate_spec,
 )
-from hodei.errors import ConflictError, ValidationError
+from hodei.errors import ConflictError, HodeiError, ValidationError
 from hodei.ports import JobStore
 from hodei.server.bus import EventBus, JobChanged
 from hodei.server.vault import SecretVault
@@ -79,6 +80,41 @@ class Orchestrator:
             return _same_submission(earlier, spec, job_id), False
         self.bus.publish(JobChanged(job, None))
         return job, True
+
+    async def submit_many(
+        self, requests: Sequence[tuple[JobSpec, str | None]]
+    ) -> list[tuple[Job, bool] | HodeiError]:
+        """Store many jobs at once (spec, idempotency key), in one group commit. Every spec and
+        key is checked first: one invalid request refuses the whole batch (ValidationError
+        naming its index) and stores nothing. What can only fail when storing (a key used for
+        a different submission) fails alone, in its place in the answer."""
+        names: set[str] = set()
+        for index, (spec, key) in enumerate(requests):
+            try:
+                validate_spec(spec)
+                if key is not None:
+                    validate_idempotency_key(key)
+            except ValidationError as exc:
+                raise ValidationError(f"jobs[{index}]: {exc.message}") from None
+            names.update(spec.secrets)
+        if names:
+            known = await self.store.get_secrets(names)
+            missing = sorted(names - set(known))
+            if missing:
+                raise ValidationError("unknown secret(s): " + ", ".join(missing))
+        results = await asyncio.gather(
+            *(self.submit_once(spec, None, key) for spec, key in requests),
+            return_exceptions=True,
+        )
+        answer: list[tuple[Job, bool] | HodeiError] = []
+        for result in results:
+            if isinstance(result, HodeiError):
+                answer.append(result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                answer.append(result)
+        return answer
 
     async def move(
         self, job: Job, target: JobState, outcome: AttemptState | None = None, **changes: Any

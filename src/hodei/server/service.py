@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from hodei.domain.attempts import Attempt
 from hodei.domain.jobs import Job, JobSpec, JobState, attempt_over, log_attempt
-from hodei.errors import ValidationError
+from hodei.errors import HodeiError, ValidationError
 from hodei.server.loghub import LogHub
 from hodei.server.orchestrator import Orchestrator
 from hodei.server.scheduler import Scheduler
@@ -33,6 +33,11 @@ class JobsApi:
     ) -> tuple[Job, bool]:
         """(job, created): with a known idempotency key, the job it created earlier."""
         return await self.orch.submit_once(spec, job_id, idempotency_key)
+
+    async def submit_many(
+        self, requests: Sequence[tuple[JobSpec, str | None]]
+    ) -> list[tuple[Job, bool] | HodeiError]:
+        return await self.orch.submit_many(requests)
 
     async def attempts(self, job_id: str) -> list[Attempt]:
         await self.get(job_id)  # NotFoundError for an unknown job
