@@ -150,6 +150,10 @@ def start_server(home: Path, *extra: str, timeout: float = 20) -> RunningServer:
     server.pump.start()
     if not ready.wait(timeout):
         proc.kill()
+        proc.wait()
+        server.pump.join(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
         raise AssertionError("server did not start:\n" + "".join(server.stderr[-40:]))
     return server
 
