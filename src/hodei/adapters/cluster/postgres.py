@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +26,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "hodei_events"  # then "_<schema>": databases shared by several Hodei schemas
 MAX_BATCH = 500
 _NOTIFY_MANY = "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload"
+_NOW = "extract(epoch FROM clock_timestamp())"
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
@@ -39,12 +39,10 @@ class PostgresCluster:
         instance_id: str,
         *,
         heartbeat_s: float = 2.0,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.dsn = dsn
         self.instance_id = instance_id
         self.heartbeat_s = heartbeat_s
-        self._clock = clock
         self._where = f"cluster on {redact_url(dsn)}"
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
@@ -135,11 +133,12 @@ class PostgresCluster:
 
     async def beat(self) -> None:
         assert self._pool is not None
+        # The database's clock, not ours: servers on hosts whose clocks differ must not take
+        # each other for dead.
         await self._pool.execute(
-            "INSERT INTO cluster_servers (id, heartbeat_at) VALUES ($1, $2) "
+            f"INSERT INTO cluster_servers (id, heartbeat_at) VALUES ($1, {_NOW}) "
             "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
             self.instance_id,
-            self._clock(),
         )
 
     async def _heartbeat_loop(self) -> None:
@@ -178,9 +177,9 @@ class PostgresCluster:
             "LEFT JOIN cluster_workers w ON w.server_id = s.id "
             "LEFT JOIN jobs j ON j.worker_id = w.worker_id "
             "AND j.state IN ('assigned', 'running') "
-            "WHERE s.id <> $1 AND s.heartbeat_at < $2",
+            f"WHERE s.id <> $1 AND s.heartbeat_at < {_NOW} - $2",
             self.instance_id,
-            self._clock() - grace_s,
+            float(grace_s),
         )
         found: dict[str, list[str]] = {}
         for row in rows:

@@ -289,7 +289,7 @@ class PostgresJobStore:
         """The first call for an id that came back inserted wins; any other call gets a
         ConflictError naming the id or the idempotency key that was taken."""
         seqs = {row["id"]: row["seq"] for row in rows}
-        refused = [p for p in batch if p.key not in seqs or seqs[p.key] is None]
+        refused = [p for p in batch if p.key not in seqs]
         keys = [p.request[_KEY_AT] for p in refused if p.request[_KEY_AT] is not None]
         owners: dict[str, str] = {}
         if keys:
