@@ -359,6 +359,15 @@ async def test_transition_success(store: JobStore) -> None:
     )
 
 
+async def test_a_retry_time_is_kept_with_the_job_and_can_be_cleared(store: JobStore) -> None:
+    await store.create_job(make_job("nb"))
+    await store.transition("nb", {Q}, A, {"attempts": 1})
+    waiting = await store.transition("nb", {A}, Q, {"not_before": 1234.5})
+    assert waiting.not_before == 1234.5 == (await store.pending_jobs())[0].not_before
+    cleared = await store.transition("nb", {Q}, A, {"not_before": None, "attempts": 2})
+    assert cleared.not_before is None
+
+
 async def test_transition_can_clear_fields(store: JobStore) -> None:
     await store.create_job(full_job("c1"))
     job = await store.transition(

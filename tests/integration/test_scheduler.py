@@ -233,3 +233,21 @@ async def test_retry_only_of_finished_jobs_and_unknown_secrets_refused(world: Wo
     assert again.state is JobState.QUEUED
     with pytest.raises(ValidationError, match="unknown secret"):
         await world.orch.submit(JobSpec(command="true", secrets=("NOPE",)))
+
+
+async def test_a_retry_is_not_placed_before_its_stored_time(world: World) -> None:
+    session = world.worker("w1")
+    job = await world.orch.submit(JobSpec(command="true", max_retries=1))
+    (a,) = await assigned(session)
+    world.scheduler.retry_backoff_s = 0.3
+    await world.scheduler.on_result(session, result(a, 1))
+    queued = await world.until(job.id, JobState.QUEUED)
+    assert queued.not_before is not None and queued.not_before > queued.created_at
+    assert (await world.job(job.id)).state is JobState.QUEUED
+    await asyncio.sleep(0.1)
+    assert (await world.job(job.id)).state is JobState.QUEUED  # still waiting it out
+    (again,) = await assigned(session)
+    assert again.attempt == 2
+    # What a restarted server (or another one on the store) reads honours it too.
+    world.scheduler.admit(queued.with_changes(id="other", not_before=world.orch.now() + 60))
+    assert "other" not in world.scheduler._queued

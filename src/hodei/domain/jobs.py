@@ -227,6 +227,8 @@ class Job:
     seq: int = 0  # store order (insertion), used for FIFO within a priority and for paging
     # A client's key for "submit at most once": a repeated submit with it returns this job.
     idempotency_key: str | None = None
+    # A retry waiting out its backoff is not placed before this time (unix seconds).
+    not_before: float | None = None
 
     def with_changes(self, **changes: object) -> Job:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -200,7 +200,7 @@ async def recover(s: Services) -> None:
     """Rebuild the queue from the store; attempts running when the server stopped wait for
     their workers to reconnect (see server.recovery)."""
     for job in await s.store.pending_jobs():
-        s.scheduler.enqueue(job)
+        s.scheduler.admit(job)
     await s.recovery.after_restart(provider_prefix=f"{s.provisioner.provider.name}-")
 
 

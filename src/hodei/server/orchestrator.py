@@ -146,6 +146,7 @@ class Orchestrator:
             worker_id=None,
             started_at=None,
             finished_at=None,
+            not_before=None,
         )
 
     def now(self) -> float:

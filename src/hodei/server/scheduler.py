@@ -73,7 +73,6 @@ class Scheduler:
         self.remote_cancel: Callable[[str], None] | None = None
         self.send_before_commit = True
         self.max_output_bytes = 0  # per attempt, told to agents (0: the agent's default)
-        self._backoff: dict[str, float] = {}  # job id -> delay of the retry being recorded
         self._delayed: dict[str, asyncio.TimerHandle] = {}  # retries waiting out a backoff
         self.ceiling: Callable[[JobSpec], str | None] = lambda spec: "no worker can be provisioned"
         self.demand: Demand = lambda jobs: None
@@ -99,16 +98,21 @@ class Scheduler:
         if job.state is JobState.QUEUED:
             if event.remote and (job.id in self._queued or job.id in self._delayed):
                 return  # queued here already (another server's event about it)
-            delay = self._backoff.pop(job.id, 0.0)
-            if delay > 0:  # a retry waits out its backoff before it can be placed
-                loop = asyncio.get_running_loop()
-                self._delayed[job.id] = loop.call_later(delay, self._release, job)
-            else:
-                self.enqueue(job)
+            self.admit(job)
         elif event.previous is JobState.QUEUED or event.remote:
             self._queued.pop(job.id, None)  # its heap entry is dropped when it comes up
             if (timer := self._delayed.pop(job.id, None)) is not None:
                 timer.cancel()
+
+    def admit(self, job: Job) -> None:
+        """Queue a queued job, or wait out its retry backoff first (`not_before` is stored with
+        the job, so a restarted server and the others sharing the store honour it too)."""
+        delay = (job.not_before or 0.0) - self.orch.now()
+        if delay > 0:
+            loop = asyncio.get_running_loop()
+            self._delayed[job.id] = loop.call_later(delay, self._release, job)
+        else:
+            self.enqueue(job)
 
     def _release(self, job: Job) -> None:
         if self._delayed.pop(job.id, None) is not None:
@@ -437,12 +441,12 @@ class Scheduler:
                 started["started_at"] = held.started_at  # reported with the result
             if target is JobState.FAILED and job.attempts <= job.spec.max_retries:
                 delay = retry_delay(self.retry_backoff_s, job.attempts)
-                self._backoff[job.id] = delay
                 await self.orch.move(
                     job,
                     JobState.QUEUED,
                     exit_code=exit_code,
                     worker_id=None,
+                    not_before=self.orch.now() + delay,
                     reason=f"attempt {job.attempts} {reason}; retrying in {delay:g}s",
                     **started,
                 )

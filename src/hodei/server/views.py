@@ -42,6 +42,7 @@ def job_to_dict(job: Job, reason: str | None = None) -> dict[str, Any]:
         "reason": reason if reason is not None else job.reason,
         "queued_by": spec.queued_by,
         "idempotency_key": job.idempotency_key,
+        "retry_at": iso(job.not_before),  # a retry waiting out its backoff: not placed before
     }
 
 

@@ -19,7 +19,7 @@ MAX_PAGE = 1000
 
 # The Job fields transition() may set; id, spec, seq and created_at never change, state is its own.
 MUTABLE_FIELDS = frozenset(
-    {"exit_code", "attempts", "worker_id", "started_at", "finished_at", "reason"}
+    {"exit_code", "attempts", "worker_id", "started_at", "finished_at", "reason", "not_before"}
 )
 
 # Every Job field has a column of the same name (a new field without one fails loudly in the

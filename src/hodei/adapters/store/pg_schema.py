@@ -87,6 +87,7 @@ _V4 = (
     "CREATE INDEX cluster_workers_server ON cluster_workers (server_id)",
     "CREATE INDEX jobs_worker ON jobs (worker_id)",
 )
+_V5 = ("ALTER TABLE jobs ADD COLUMN not_before DOUBLE PRECISION",)
 # The schema, step by step: a database at version N gets steps N+1.. applied on open. Released
 # steps are never edited; a change is a new step at the end.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -94,6 +95,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("idempotency keys and attempt records", _V2),
     Migration("API tokens and the audit trail", _V3),
     Migration("servers sharing the database", _V4),
+    Migration("retry backoff kept with the job", _V5),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -118,6 +120,7 @@ COLUMN_TYPES = {
     "reason": "text",
     "priority": "int4",
     "idempotency_key": "text",
+    "not_before": "float8",
 }
 ATTEMPT_TYPES = {
     "job_id": "text",
@@ -147,7 +150,15 @@ KEY_OWNERS = "SELECT idempotency_key, id FROM jobs WHERE idempotency_key = ANY($
 # Compare-and-swap of many jobs in one statement. Per row: the id, the expected states joined
 # by commas, the target, then for every mutable field its value and whether to set it (a
 # transition may set a field to NULL, so "not given" needs its own flag).
-MOVE_FIELDS = ("exit_code", "attempts", "worker_id", "started_at", "finished_at", "reason")
+MOVE_FIELDS = (
+    "exit_code",
+    "attempts",
+    "worker_id",
+    "started_at",
+    "finished_at",
+    "reason",
+    "not_before",
+)
 if set(MOVE_FIELDS) != MUTABLE_FIELDS:  # a new mutable Job field needs its place here
     raise RuntimeError(f"MOVE_FIELDS {MOVE_FIELDS} do not match {sorted(MUTABLE_FIELDS)}")
 _MOVE_ARRAYS = [("id", "text"), ("expected", "text"), ("target", "text")]

@@ -127,6 +127,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("jobs, secrets and queue indexes", _V1),
     Migration("idempotency keys and attempt records", _V2),
     Migration("API tokens and the audit trail", _V3),
+    Migration("retry backoff kept with the job", ("ALTER TABLE jobs ADD COLUMN not_before REAL",)),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
