@@ -432,7 +432,9 @@ def agent(
     """Run a worker agent that dials out to the server (normally started by a provider)."""
     from hodei.domain.jobs import parse_duration
 
-    if bool(ca) != bool(enroll_url):
+    # A container gets the CA certificate itself in HODEI_CA_PEM (no host path there).
+    ca_pem = "" if ca else os.environ.get("HODEI_CA_PEM", "")
+    if bool(ca or ca_pem) != bool(enroll_url):
         raise typer.BadParameter(
             "--ca and --enroll-url go together (mTLS needs both)", param_hint="'--ca'"
         )
@@ -447,7 +449,9 @@ def agent(
     from hodei.agent.main import run_agent
 
     try:
-        status = run_agent(server, token, labels, slots, grace, ca=ca, enroll_url=enroll_url)
+        status = run_agent(
+            server, token, labels, slots, grace, ca=ca, enroll_url=enroll_url, ca_pem=ca_pem
+        )
     except OSError as exc:
         fail(f"cannot start the agent: {exc}")
     raise SystemExit(status)

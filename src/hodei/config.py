@@ -146,10 +146,6 @@ class ServerSettings:
             raise ValidationError("max output must be between 1K and 1T")
         if not 1 <= self.cert_lifetime_s <= 366 * 86400:
             raise ValidationError("certificate lifetime must be between 1s and 366 days")
-        if self.tls and self.provider != "local":
-            raise ValidationError(
-                f"--tls works with the local provider only for now (not {self.provider!r})"
-            )
         if self.dev:
             for addr, port in ((self.http_addr, 8080), (self.grpc_addr, 50051)):
                 if not is_loopback(split_addr(addr, port)[0]):

@@ -173,3 +173,21 @@ def test_no_container_is_left_after_kill_9_and_a_restart(
         time.sleep(0.1)
     stop_server(second)
     assert ours(engine, home) == []
+
+
+def test_with_tls_container_workers_enroll_and_run_jobs_over_mtls(
+    server_factory: type, home: Path, engine: Any
+) -> None:
+    server = start(server_factory, home, "--tls", "--max-workers", "1")
+    out = server.hodei("submit", "-f", "--", "sh", "-c", "echo over-mtls; exit 4", timeout=120)
+    assert out.returncode == 4, out.stderr.decode()
+    assert out.stdout == b"over-mtls\n"
+    (container,) = ours(engine, home)
+    container.reload()
+    env_names = {item.split("=", 1)[0] for item in container.attrs["Config"]["Env"]}
+    assert {"HODEI_CA_PEM", "HODEI_ENROLL_URL"} <= env_names and "HODEI_CA" not in env_names
+    listed = server.hodei("pki", "list")
+    worker_id = container.labels["io.hodei.worker-id"]
+    assert listed.returncode == 0 and worker_id in listed.stdout.decode(), listed.stderr
+    stop_server(server)
+    assert ours(engine, home) == []

@@ -100,6 +100,14 @@ def test_container_spec_limits_labels_and_safe_defaults() -> None:
     assert spec["security_opt"] == ["no-new-privileges:true"]
 
 
+def test_container_spec_with_tls_passes_the_ca_itself_never_a_host_path() -> None:
+    env = {"HODEI_CA": "/home/x/pki/ca.crt", "HODEI_CA_PEM": "-----BEGIN", "HODEI_ENROLL_URL": "u"}
+    spec = container_spec(DockerOptions(), "s", launch(env=env))
+    assert spec["environment"]["HODEI_CA_PEM"] == "-----BEGIN"
+    assert spec["environment"]["HODEI_ENROLL_URL"] == "u"
+    assert "HODEI_CA" not in spec["environment"]
+
+
 def test_container_spec_without_requests_has_no_limits_and_a_memory_floor() -> None:
     plain = container_spec(DockerOptions(), "s", launch())
     assert "nano_cpus" not in plain and "mem_limit" not in plain

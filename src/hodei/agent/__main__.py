@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     from hodei.agent.main import run_agent
 
     ca, enroll_url = os.environ.get("HODEI_CA", ""), os.environ.get("HODEI_ENROLL_URL", "")
+    ca_pem = os.environ.get("HODEI_CA_PEM", "")  # containers get the CA itself, not a path
     try:
-        return run_agent(server, otp, labels, slots, ca=ca, enroll_url=enroll_url)
+        return run_agent(server, otp, labels, slots, ca=ca, enroll_url=enroll_url, ca_pem=ca_pem)
     except OSError as exc:
         print(f"error: cannot start the agent: {exc}", file=sys.stderr)
         return 1

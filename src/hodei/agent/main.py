@@ -27,6 +27,7 @@ def run_agent(
     *,
     ca: str = "",
     enroll_url: str = "",
+    ca_pem: str = "",
 ) -> int:
     """Run the agent until it stops; return the process exit code (0, 1 or 3). With `ca` (and
     `enroll_url`) it enrolls for a client certificate and connects with mTLS."""
@@ -34,7 +35,11 @@ def run_agent(
     # A provider that started this agent as its child asks, via HODEI_PARENT_PID, that the
     # agent dies with it (the SIGTERM then stops the agent and its jobs cleanly).
     tie_to_parent(os.environ.get("HODEI_PARENT_PID"))
-    tls = AgentTls.from_file(ca, enroll_url) if ca else None
+    tls = None
+    if ca:
+        tls = AgentTls.from_file(ca, enroll_url)
+    elif ca_pem:
+        tls = AgentTls.from_pem(ca_pem.encode(), enroll_url)
     session = AgentSession(server_url, otp, labels, slots, cancel_grace_s, tls=tls)
     try:
         import uvloop

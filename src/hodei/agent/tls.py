@@ -56,7 +56,15 @@ class AgentTls:
             ca_pem = Path(ca_path).expanduser().read_bytes()
         except OSError as exc:
             raise HodeiError(f"cannot read the CA certificate {ca_path}: {exc.strerror}") from None
-        pki.cert_from_pem(ca_pem)  # a clear error now rather than a failed handshake later
+        return cls.from_pem(ca_pem, enroll_url)
+
+    @classmethod
+    def from_pem(cls, ca_pem: bytes, enroll_url: str) -> AgentTls:
+        """From the CA certificate itself (HODEI_CA_PEM: a container has no host path)."""
+        try:
+            pki.cert_from_pem(ca_pem)  # a clear error now rather than a failed handshake later
+        except ValueError as exc:
+            raise HodeiError(f"the CA certificate is not valid PEM: {exc}") from None
         if not enroll_url.startswith("https://"):
             raise HodeiError(f"the enrollment URL must be https:// (got {enroll_url!r})")
         return cls(ca_pem, enroll_url)

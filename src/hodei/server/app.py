@@ -316,6 +316,7 @@ async def serve(settings: ServerSettings, ready: asyncio.Event | None = None) ->
         # Local workers enroll over HTTPS with their OTP, trusting this CA.
         s.provisioner.agent_env = {
             "HODEI_CA": str(paths.ca_cert),
+            "HODEI_CA_PEM": paths.ca_cert.read_text(),  # for containers (no host path there)
             "HODEI_ENROLL_URL": f"https://{http_host}:{http_port}",
         }
     await s.store.open()

@@ -97,6 +97,9 @@ def container_spec(options: DockerOptions, server_id: str, launch: WorkerLaunch)
         "environment": {
             "HODEI_TOKEN": launch.otp,
             "HODEI_SERVER_URL": options.server_url or launch.server_url,
+            # With --tls: the CA certificate itself (the host's path means nothing in here)
+            # and where to enroll.
+            **{k: v for k, v in launch.env.items() if k in ("HODEI_CA_PEM", "HODEI_ENROLL_URL")},
         },
         "labels": {LABEL_MANAGED: "true", LABEL_SERVER: server_id, LABEL_WORKER: launch.worker_id},
         "network_mode": options.network,

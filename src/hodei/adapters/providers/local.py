@@ -61,7 +61,7 @@ class LocalProvider:
             HODEI_PARENT_PID=str(os.getpid()),
         )
         # Without TLS settings from the server, none inherited from its environment either.
-        env.update({"HODEI_CA": "", "HODEI_ENROLL_URL": "", **launch.env})
+        env.update({"HODEI_CA": "", "HODEI_CA_PEM": "", "HODEI_ENROLL_URL": "", **launch.env})
         # The bare agent module, not the CLI: it connects ~140 ms sooner (see agent.__main__).
         args = [sys.executable, "-m", "hodei.agent", "--slots", str(launch.slots)]
         for key, value in launch.labels.items():
