@@ -294,11 +294,11 @@ def test_job_dies_with_its_agent() -> None:
         assert agent.stdout is not None
         job_pid = int(agent.stdout.readline())
         assert not gone(job_pid)
-        # setpriv sets PR_SET_PDEATHSIG just before it execs the job: wait for that exec.
+        # Wait for the job's exec (its start is reported as soon as Popen returns).
         deadline = time.monotonic() + 5
         while psutil.Process(job_pid).name() != "sleep" and time.monotonic() < deadline:
             time.sleep(0.01)
-        agent.kill()  # no chance to clean up: PR_SET_PDEATHSIG must do it
+        agent.kill()  # no chance to clean up: its job reaper must do it
     deadline = time.monotonic() + 5
     while not gone(job_pid) and time.monotonic() < deadline:
         time.sleep(0.01)

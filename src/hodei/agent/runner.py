@@ -30,6 +30,7 @@ from typing import Protocol
 import psutil
 
 from hodei._proto.hodei.v1 import worker_pb2
+from hodei.agent.reaper import JobReaper
 from hodei.domain.job_output import JobOutput
 from hodei.domain.jobs import JobSpec
 
@@ -310,9 +311,13 @@ def _finished(returncode: int, pid: int, cancelled: bool, timed_out: bool) -> Jo
     return JobOutcome(returncode, 0, cancelled, timed_out, pid=pid)
 
 
+REAPER = JobReaper()  # kills this agent's jobs if it dies without cleaning up
+
+
 def _popen(argv: list[str], env: dict[str, str], cwd: str, slave: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [*_pdeathsig_prefix(), *argv],
+    reaped = REAPER.ready()
+    popen = subprocess.Popen(
+        argv if reaped else [*_pdeathsig_prefix(), *argv],
         stdin=subprocess.DEVNULL,
         stdout=slave,
         stderr=slave,
@@ -320,6 +325,9 @@ def _popen(argv: list[str], env: dict[str, str], cwd: str, slave: int) -> subpro
         env=env,
         start_new_session=True,  # own session and process group: killpg reaches all of it
     )
+    if reaped:
+        REAPER.watch(popen.pid)  # its group id: the pid (a new session)
+    return popen
 
 
 async def _spawn(argv: list[str], env: dict[str, str], cwd: str, slave: int) -> _Child:
@@ -375,12 +383,14 @@ async def _run_in_pty(
             on_started(proc.pid)
         cancelled, timed_out = await _supervise(proc, cancel, assign.timeout_ms / 1000, grace)
         _kill(proc.pid, signal.SIGKILL)  # nothing the job started is left behind
+        REAPER.forget(proc.pid)
         await reader.drain(DRAIN_S)
         assert proc.returncode is not None
         return _finished(proc.returncode, proc.pid, cancelled, timed_out)
     finally:
         if proc is not None and proc.returncode is None:  # we were cancelled ourselves
             _kill(proc.pid, signal.SIGKILL)
+            REAPER.forget(proc.pid)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 1.0)  # reap it
         if reader is not None:
