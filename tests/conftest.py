@@ -6,6 +6,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -60,3 +61,33 @@ def postgres_dsn() -> Iterator[str]:
         )
     yield f"{url}{'&' if '?' in url else '?'}search_path={schema}"
     _admin(url, f"DROP SCHEMA {schema} CASCADE")
+
+
+WORKER_IMAGE = os.environ.get("HODEI_TEST_WORKER_IMAGE", "hodei-worker:latest")
+
+
+@pytest.fixture
+def engine() -> Iterator[Any]:
+    """A Docker SDK client of an engine that has the worker image (HODEI_TEST_WORKER_IMAGE;
+    .ci/services/docker.sh starts one and builds it): else skip loudly, or fail in CI."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except Exception as exc:  # any failure to reach it means the service is not there
+        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        require_service(
+            "docker", False, f"no Docker engine at {where}: {exc} (run .ci/services/docker.sh)"
+        )
+    try:
+        client.images.get(WORKER_IMAGE)
+    except docker.errors.ImageNotFound:
+        client.close()
+        require_service(
+            "docker",
+            False,
+            f"worker image {WORKER_IMAGE} is missing (scripts/build_worker_image.sh)",
+        )
+    yield client
+    client.close()

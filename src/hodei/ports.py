@@ -1,17 +1,19 @@
 """Ports: the Protocols that infrastructure adapters implement.
 
 A port exists where there are (or will soon be) two adapters: JobStore (SQLite, PostgreSQL),
-LogStore (files, shared storage), WorkerProvider (local, docker, kubernetes, microvm).
+LogStore (files, shared storage), WorkerProvider (local, docker, kubernetes, microvm), Cluster
+(PostgreSQL LISTEN/NOTIFY; a single server on SQLite needs none).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hodei.domain.access import AuditEntry, TokenRecord
 from hodei.domain.attempts import Attempt
+from hodei.domain.cluster import ClusterEvent
 from hodei.domain.jobs import Job, JobState
 
 
@@ -165,3 +167,25 @@ class WorkerProvider(Protocol):
     async def stop(self) -> None:
         """Terminate every worker this provider started."""
         ...
+
+
+class Cluster(Protocol):
+    """Servers sharing one store (PostgreSQL): events between them, liveness, worker homes."""
+
+    instance_id: str
+
+    async def start(
+        self, on_event: Callable[[ClusterEvent], None], on_reconnect: Callable[[], None]
+    ) -> None: ...
+
+    def publish(self, event: ClusterEvent) -> None: ...
+
+    async def worker_connected(self, worker_id: str) -> None: ...
+
+    async def workers_elsewhere(self) -> set[str]: ...
+
+    async def orphaned_jobs(self, grace_s: float) -> dict[str, list[str]]: ...
+
+    async def forget_server(self, server_id: str) -> None: ...
+
+    async def stop(self) -> None: ...

@@ -5,7 +5,6 @@ for workers and builds the worker image), checked as a user would, with the engi
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -23,40 +22,6 @@ pytestmark = pytest.mark.e2e
 
 IMAGE = os.environ.get("HODEI_TEST_WORKER_IMAGE", "hodei-worker:latest")
 SERVER_LABEL = "io.hodei.server"
-
-
-def _require_service(name: str, available: bool, why: str) -> None:
-    # tests/conftest.py's helper, loaded by path: `import conftest` here finds e2e's own.
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("hodei_tests_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.require_service(name, available, why)
-
-
-@pytest.fixture
-def engine() -> Iterator[Any]:
-    """A Docker SDK client of an engine that has the worker image (else skip, or fail in CI)."""
-    import docker
-
-    try:
-        client = docker.from_env(timeout=30)
-        client.ping()
-    except Exception as exc:
-        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        _require_service(
-            "docker", False, f"no Docker engine at {where}: {exc} (run .ci/services/docker.sh)"
-        )
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        client.close()
-        _require_service(
-            "docker", False, f"worker image {IMAGE} is missing (scripts/build_worker_image.sh)"
-        )
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ other's containers (nor a real server's), and whatever a test leaves is removed 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import secrets
 import time
@@ -35,38 +34,6 @@ from hodei.ports import WorkerLaunch
 IMAGE = os.environ.get("HODEI_TEST_WORKER_IMAGE", "hodei-worker:latest")
 # A worker that only sleeps: the container-level behaviour without a server to register with.
 SLEEPER = ("sh", "-c", "exec sleep 300", "worker")
-
-
-def _require_service(name: str, available: bool, why: str) -> None:
-    # tests/conftest.py's helper, loaded by path: `import conftest` may find e2e's own.
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("hodei_tests_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.require_service(name, available, why)
-
-
-def docker_client() -> Any:
-    """A client of the engine with the worker image, or skip/fail (require_service)."""
-    import docker
-
-    try:
-        client = docker.from_env(timeout=30)
-        client.ping()
-    except Exception as exc:
-        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        _require_service(
-            "docker", False, f"no Docker engine at {where}: {exc} (run .ci/services/docker.sh)"
-        )
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        client.close()
-        _require_service(
-            "docker", False, f"worker image {IMAGE} is missing (scripts/build_worker_image.sh)"
-        )
-    return client
 
 
 def launch(worker_id: str = "", **kw: Any) -> WorkerLaunch:
@@ -180,13 +147,6 @@ class Exits:
                 self.changed.clear()
                 await self.changed.wait()
         return self.codes[worker_id]
-
-
-@pytest.fixture
-def engine() -> Iterator[Any]:
-    client = docker_client()
-    yield client
-    client.close()
 
 
 @pytest.fixture

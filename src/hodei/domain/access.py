@@ -71,6 +71,11 @@ class Principal:
     def actor(self) -> str:
         return f"token:{self.token_id}" + (f" ({self.name})" if self.name else "")
 
+    def queued_by(self, claimed: str) -> str:
+        """Who a job is recorded as queued by: the token, whatever the request claims; in dev
+        mode (no tokens) what it claims."""
+        return claimed if self is DEV_PRINCIPAL else self.actor
+
 
 DEV_PRINCIPAL = Principal("dev", "dev mode", Role.ADMIN)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from starlette.datastructures import Headers
 
 from hodei.domain.access import DEV_PRINCIPAL, Principal, Role, TokenRecord, permits, required_role
 from hodei.errors import AuthError, ForbiddenError, HodeiError
@@ -106,7 +107,7 @@ class ApiAuth:
             method, path = scope["method"], scope["path"]
             needed = required_role(method, path)
             if needed is not None:
-                header = _header(scope, b"authorization")
+                header = Headers(scope=scope).get("authorization")
                 try:
                     principal = await self.check(header, needed, f"{method} {path}")
                 except AuthError as exc:
@@ -116,13 +117,6 @@ class ApiAuth:
             await app(scope, receive, send)
 
         return guarded
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
 
 
 async def _error(send: Send, exc: HodeiError) -> None:

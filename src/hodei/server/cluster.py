@@ -13,36 +13,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 from hodei.domain.cluster import ClusterEvent, EventKind
 from hodei.domain.jobs import ACTIVE
 from hodei.errors import HodeiError, NotFoundError
-from hodei.ports import JobStore
+from hodei.ports import Cluster, JobStore
 from hodei.server.bus import EventBus, JobChanged
 from hodei.server.loghub import LogHub
 from hodei.server.scheduler import Scheduler
 from hodei.server.workers import WorkerRegistry, WorkerSession
 
 log = logging.getLogger(__name__)
-
-
-class Cluster(Protocol):
-    instance_id: str
-
-    async def start(self, on_event: Any, on_reconnect: Any) -> None: ...
-
-    def publish(self, event: ClusterEvent) -> None: ...
-
-    async def worker_connected(self, worker_id: str) -> None: ...
-
-    async def workers_elsewhere(self) -> set[str]: ...
-
-    async def orphaned_jobs(self, grace_s: float) -> dict[str, list[str]]: ...
-
-    async def forget_server(self, server_id: str) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 class ClusterLink:

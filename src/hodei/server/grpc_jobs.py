@@ -9,7 +9,7 @@ import grpc
 
 from hodei._proto.hodei.v1 import jobs_pb2 as pb
 from hodei._proto.hodei.v1 import jobs_pb2_grpc
-from hodei.domain.access import DEV_PRINCIPAL, Principal, Role
+from hodei.domain.access import Principal, Role
 from hodei.domain.jobs import Job, JobSpec
 from hodei.errors import (
     AuthError,
@@ -83,8 +83,7 @@ class JobService(jobs_pb2_grpc.JobExecutionServiceServicer):
     async def QueueJob(self, request: pb.QueueJobRequest, context: Context) -> pb.QueueJobResponse:
         principal = await self._allow(context, Role.SUBMITTER, "grpc QueueJob")
         d = request.job_definition
-        queued_by = request.queued_by if principal is DEV_PRINCIPAL else principal.actor
-        spec = spec_from_definition(d, queued_by)
+        spec = spec_from_definition(d, principal.queued_by(request.queued_by))
         key = request.idempotency_key or None
         job, created = await _call(
             context, lambda: self.api.submit_once(spec, d.job_id.value or None, key)

@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import hodei
-from hodei.domain.access import DEV_PRINCIPAL
 from hodei.domain.jobs import Job, JobSpec, parse_size
 from hodei.errors import HodeiError, ValidationError
 from hodei.server.access_api import actor_of, principal_of
@@ -202,8 +201,7 @@ def create_http_app(api: JobsApi, services: Any, metrics: Metrics, started_at: f
             raise ValidationError("Idempotency-Key header and body idempotency_key differ")
         spec = body.to_spec()
         principal = principal_of(request)
-        if principal is not DEV_PRINCIPAL:  # who queued it is the token, not what it claims
-            spec = replace(spec, queued_by=principal.actor)
+        spec = replace(spec, queued_by=principal.queued_by(spec.queued_by))
         job, created = await api.submit_once(spec, body.id, key)
         if not created:
             response.status_code = 200  # the job an earlier submit with this key created
@@ -221,8 +219,7 @@ def create_http_app(api: JobsApi, services: Any, metrics: Metrics, started_at: f
             if item.id is not None:
                 raise ValidationError(f"jobs[{index}]: a batch cannot name job ids")
             spec = item.to_spec()
-            if principal is not DEV_PRINCIPAL:
-                spec = replace(spec, queued_by=principal.actor)
+            spec = replace(spec, queued_by=principal.queued_by(spec.queued_by))
             requests.append((spec, item.idempotency_key))
         items: list[dict[str, Any]] = []
         created_ids: list[str] = []

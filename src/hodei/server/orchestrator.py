@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -54,14 +54,25 @@ class Orchestrator:
         validate_spec(spec)
         if idempotency_key is not None:
             validate_idempotency_key(idempotency_key)
+        return await self._create(spec, job_id, idempotency_key, check_secrets=True)
+
+    async def _check_secrets(self, names: Collection[str]) -> None:
+        known = await self.store.get_secrets(names) if names else {}
+        missing = sorted(set(names) - set(known))
+        if missing:
+            raise ValidationError("unknown secret(s): " + ", ".join(missing))
+
+    async def _create(
+        self, spec: JobSpec, job_id: str | None, idempotency_key: str | None, check_secrets: bool
+    ) -> tuple[Job, bool]:
+        """Store a checked spec (its secrets too, unless `check_secrets` is False because the
+        caller checked them already)."""
+        if idempotency_key is not None:
             earlier = await self.store.job_by_idempotency_key(idempotency_key)
             if earlier is not None:
                 return _same_submission(earlier, spec, job_id), False
-        if spec.secrets:
-            known = await self.store.get_secrets(spec.secrets)
-            missing = [n for n in spec.secrets if n not in known]
-            if missing:
-                raise ValidationError("unknown secret(s): " + ", ".join(missing))
+        if check_secrets:
+            await self._check_secrets(spec.secrets)
         job = Job(
             id=validate_job_id(job_id) if job_id else new_job_id(),
             spec=spec,
@@ -97,13 +108,9 @@ class Orchestrator:
             except ValidationError as exc:
                 raise ValidationError(f"jobs[{index}]: {exc.message}") from None
             names.update(spec.secrets)
-        if names:
-            known = await self.store.get_secrets(names)
-            missing = sorted(names - set(known))
-            if missing:
-                raise ValidationError("unknown secret(s): " + ", ".join(missing))
+        await self._check_secrets(names)  # once for the batch, not once per job
         results = await asyncio.gather(
-            *(self.submit_once(spec, None, key) for spec, key in requests),
+            *(self._create(spec, None, key, check_secrets=False) for spec, key in requests),
             return_exceptions=True,
         )
         answer: list[tuple[Job, bool] | HodeiError] = []
