@@ -1,0 +1,262 @@
+"""Job commands: submit, logs, jobs (the list), show, cancel, retry."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from hodei.cli.common import (
+    DEFAULT_URL,
+    Output,
+    OutputOpt,
+    ServerOpt,
+    app,
+    client,
+    fail,
+    get_items,
+    guarded,
+    parse_opt,
+    parse_pairs,
+)
+
+if TYPE_CHECKING:
+    from hodei.cli_client import Client
+
+
+def job_end_exit(job_id: str, state: str, exit_code: int | None, status: int) -> NoReturn:
+    if state != "succeeded":
+        detail = f" (exit code {exit_code})" if exit_code is not None else ""
+        typer.echo(f"job {job_id} {state}{detail}", err=True)
+    raise typer.Exit(status)
+
+
+def follow(api: Client, job_id: str) -> NoReturn:
+    """Stream a job's log to stdout live, then exit with the job's exit status."""
+    from hodei.cli_client import follow_logs
+    from hodei.cli_render import encode_text, write_bytes, write_text
+    from hodei.domain.terminal import TerminalFilter
+
+    tail = {"newline": True}
+    terminal = TerminalFilter()  # colours kept; cursor moves, titles, clear screen made inert
+
+    def write(text: str) -> None:
+        if text:
+            write_bytes(terminal.feed(encode_text(text)))
+            tail["newline"] = text.endswith("\n")
+
+    end = follow_logs(api, job_id, write)
+    write_bytes(terminal.flush())
+    if not tail["newline"] and sys.stdout.isatty():
+        write_text("\n")
+    job_end_exit(job_id, end.state, end.exit_code, end.process_exit)
+
+
+def _read_script(path: str) -> str:
+    from pathlib import Path
+
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot read {path}: {exc.strerror}", param_hint="'--script'"
+        ) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise typer.BadParameter(f"{path} is not UTF-8 text", param_hint="'--script'") from None
+
+
+def _job_body(command: list[str] | None, script: str | None, **fields: Any) -> dict[str, Any]:
+    if script is not None and command:
+        raise typer.BadParameter("give either --script or a command after --, not both")
+    if script is not None:
+        text, arguments = _read_script(script), []
+    elif command:
+        text, arguments = command[0], command[1:]
+    else:
+        raise typer.BadParameter("nothing to run: give a command after -- or --script FILE")
+    if not text.strip():
+        raise typer.BadParameter("the command is empty")
+    return {"command": text, "arguments": arguments, **fields}
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+@guarded
+def submit(
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="CMD ARGS... One string runs under bash -c; several are exec'd directly.",
+            show_default=False,
+        ),
+    ] = None,
+    name: Annotated[str, typer.Option(help="Job name.")] = "",
+    label: Annotated[
+        list[str] | None, typer.Option("--label", "-l", help="Required worker label k=v.")
+    ] = None,
+    cpu: Annotated[float, typer.Option(min=0, help="CPU cores requested.")] = 0.0,
+    memory: Annotated[str | None, typer.Option(help="Memory requested (512M, 2G).")] = None,
+    timeout: Annotated[str | None, typer.Option(help="Time limit (30s, 5m, 1h).")] = None,
+    retries: Annotated[int, typer.Option(min=0, help="Retries after a failure.")] = 0,
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="Env var K=V.")] = None,
+    secret: Annotated[
+        list[str] | None, typer.Option(help="Secret NAME, seen by the job as env var NAME.")
+    ] = None,
+    job_id: Annotated[str | None, typer.Option("--id", help="Job id (default: generated).")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(help="Submit at most once: a repeat with this key gets the same job."),
+    ] = None,
+    script: Annotated[
+        str | None, typer.Option(help="Run this script file ('-' reads stdin).")
+    ] = None,
+    follow_log: Annotated[
+        bool, typer.Option("--follow", "-f", help="Stream the log; exit with the job's code.")
+    ] = False,
+    server: ServerOpt = DEFAULT_URL,
+) -> None:
+    """Submit a job: `hodei submit [opts] -- CMD ARGS...` or `hodei submit --script FILE`."""
+    from hodei.domain.jobs import (
+        parse_duration,
+        parse_size,
+        validate_idempotency_key,
+        validate_job_id,
+    )
+
+    body = _job_body(
+        command,
+        script,
+        name=name,
+        labels=parse_pairs(label, "--label", "KEY"),
+        env=parse_pairs(env, "--env", "NAME"),
+        secrets=list(dict.fromkeys(secret or [])),
+        cpu=cpu,
+        memory_bytes=parse_opt(parse_size, memory, "--memory") if memory else 0,
+        timeout_s=parse_opt(parse_duration, timeout, "--timeout") if timeout else 0.0,
+        max_retries=retries,
+        priority=priority,
+    )
+    if job_id:
+        body["id"] = parse_opt(validate_job_id, job_id, "--id")
+    if idempotency_key is not None:
+        body["idempotency_key"] = parse_opt(
+            validate_idempotency_key, idempotency_key, "--idempotency-key"
+        )
+    with client(server) as api:
+        job = api.call("POST", "/api/v1/jobs", json_body=body)
+        new_id = str(job.get("id", "")) if isinstance(job, dict) else ""
+        if not new_id:
+            fail("the server accepted the job but sent no id")
+        if not follow_log:
+            typer.echo(new_id)
+            return
+        typer.echo(f"job {new_id} submitted", err=True)
+        follow(api, new_id)
+
+
+@app.command()
+@guarded
+def logs(
+    job: Annotated[str, typer.Argument(help="Job id.")],
+    follow_log: Annotated[
+        bool, typer.Option("--follow", "-f", help="Stream live; exit with the job's code.")
+    ] = False,
+    server: ServerOpt = DEFAULT_URL,
+) -> None:
+    """Print a job's log (colours kept, other escape sequences shown inert); -f follows it
+    until the job ends."""
+    from hodei.cli_client import job_path
+    from hodei.cli_render import write_bytes
+    from hodei.domain.terminal import neutralise
+
+    with client(server) as api:
+        if follow_log:
+            follow(api, job)
+        response = api.request("GET", job_path(job, "/logs"), not_found=f"no job {job!r}")
+        write_bytes(neutralise(response.content))
+
+
+@app.command()
+@guarded
+def jobs(
+    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many.")] = 50,
+    output: OutputOpt = Output.table,
+    server: ServerOpt = DEFAULT_URL,
+) -> None:
+    """List jobs, newest first."""
+    from hodei.cli_render import jobs_table
+    from hodei.domain.jobs import JobState
+
+    params: dict[str, Any] = {"limit": limit}
+    if state:
+        if state not in {s.value for s in JobState}:
+            allowed = ", ".join(s.value for s in JobState)
+            raise typer.BadParameter(f"unknown state {state!r} ({allowed})", param_hint="'--state'")
+        params["state"] = state
+    items = get_items(server, "/api/v1/jobs", output, params)
+    if items is not None:
+        typer.echo(jobs_table(items) if items else "no jobs")
+
+
+def _job_request(server: str, method: str, job: str, suffix: str = "") -> tuple[bytes, Any]:
+    from hodei.cli_client import decode_json, job_path
+
+    with client(server) as api:
+        response = api.request(method, job_path(job, suffix), not_found=f"no job {job!r}")
+        body = decode_json(response)
+    if not isinstance(body, dict):
+        fail("unexpected answer from the server (not a job object)")
+    return response.content, body
+
+
+@app.command()
+@guarded
+def show(
+    job: Annotated[str, typer.Argument(help="Job id.")],
+    output: OutputOpt = Output.table,
+    server: ServerOpt = DEFAULT_URL,
+) -> None:
+    """Show every field of a job, including why it waits or failed."""
+    from hodei.cli_render import job_detail, write_json_verbatim
+
+    raw, body = _job_request(server, "GET", job)
+    if output is Output.json:
+        write_json_verbatim(raw)
+    else:
+        typer.echo(job_detail(body))
+
+
+@app.command()
+@guarded
+def cancel(
+    job: Annotated[str, typer.Argument(help="Job id.")],
+    server: ServerOpt = DEFAULT_URL,
+) -> None:
+    """Cancel a job (a running one gets SIGTERM, then SIGKILL after the grace period)."""
+    from hodei.cli_render import clean
+
+    _, body = _job_request(server, "POST", job, "/cancel")
+    state = clean(body.get("state"))
+    if state == "cancelled":
+        typer.echo(f"job {clean(job)} cancelled")
+    else:
+        typer.echo(f"job {clean(job)}: cancel requested (state: {state})")
+
+
+@app.command()
+@guarded
+def retry(
+    job: Annotated[str, typer.Argument(help="Job id.")],
+    server: ServerOpt = DEFAULT_URL,
+) -> None:
+    """Queue a finished job again; prints its id."""
+    from hodei.cli_render import clean
+
+    _, body = _job_request(server, "POST", job, "/retry")
+    new_id = clean(body.get("id") or job)
+    typer.echo(new_id)
+    typer.echo(f"job {new_id} {clean(body.get('state'))}", err=True)

@@ -1,0 +1,199 @@
+"""`hodei server`: run the server (REST + SSE, gRPC, scheduler, on-demand workers)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from hodei.cli.common import DEFAULT_GRPC, HomeOpt, app, fail, guarded, parse_opt
+
+
+@app.command()
+@guarded
+def server(
+    http_addr: Annotated[
+        str, typer.Option(envvar="HODEI_HTTP_ADDR", help="REST/SSE address.")
+    ] = "127.0.0.1:8080",
+    grpc_addr: Annotated[
+        str, typer.Option(envvar="HODEI_GRPC_ADDR", help="gRPC address.")
+    ] = DEFAULT_GRPC,
+    database_url: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_DATABASE_URL",
+            help="sqlite:///path (default: in --home) or postgresql://user:pass@host/db.",
+        ),
+    ] = "",
+    provider: Annotated[
+        str, typer.Option(envvar="HODEI_PROVIDER", help="Worker provider.")
+    ] = "local",
+    worker_image: Annotated[
+        str, typer.Option(envvar="HODEI_WORKER_IMAGE", help="Worker image (container providers).")
+    ] = "hodei-worker:latest",
+    docker_network: Annotated[
+        str,
+        typer.Option(envvar="HODEI_DOCKER_NETWORK", help="Network mode of Docker workers."),
+    ] = "host",
+    docker_server_url: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_DOCKER_SERVER_URL",
+            help="gRPC address Docker workers dial (default: the server's --grpc-addr).",
+        ),
+    ] = "",
+    docker_privileged: Annotated[
+        bool,
+        typer.Option(
+            "--docker-privileged",
+            envvar="HODEI_DOCKER_PRIVILEGED",
+            help="Run Docker workers privileged (off: never).",
+        ),
+    ] = False,
+    docker_socket: Annotated[
+        bool,
+        typer.Option(
+            "--docker-socket",
+            envvar="HODEI_DOCKER_SOCKET",
+            help="Give Docker workers the engine's socket (root on the host; off: never).",
+        ),
+    ] = False,
+    docker_mount: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="HODEI_DOCKER_MOUNTS",
+            help="Host path for Docker workers, HOST:CONTAINER[:ro|rw] (repeatable; read-only "
+            "unless :rw; none by default).",
+        ),
+    ] = None,
+    home: HomeOpt = None,
+    max_workers: Annotated[
+        int, typer.Option(envvar="HODEI_MAX_WORKERS", min=0, help="Provisioned workers at most.")
+    ] = 4,
+    worker_slots: Annotated[
+        int, typer.Option(envvar="HODEI_WORKER_SLOTS", min=1, help="Jobs per provisioned worker.")
+    ] = 1,
+    worker_idle: Annotated[
+        str, typer.Option(envvar="HODEI_WORKER_IDLE", help="Stop idle provisioned workers after.")
+    ] = "30s",
+    heartbeat_interval: Annotated[
+        str,
+        typer.Option(envvar="HODEI_HEARTBEAT_INTERVAL", help="How often agents report usage."),
+    ] = "5s",
+    cancel_grace: Annotated[
+        str,
+        typer.Option(envvar="HODEI_CANCEL_GRACE", help="SIGTERM -> SIGKILL delay on cancel."),
+    ] = "5s",
+    scheduling_policy: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_SCHEDULING_POLICY", help="spread (least-loaded first) or binpack."
+        ),
+    ] = "spread",
+    priority_aging: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_PRIORITY_AGING",
+            help="Waiting this long is worth one priority point (0 turns aging off).",
+        ),
+    ] = "60s",
+    retry_backoff: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_RETRY_BACKOFF",
+            help="First retry waits this long; each next one twice as long (max 5m).",
+        ),
+    ] = "1s",
+    worker_grace: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_WORKER_GRACE", help="How long a disconnected worker may come back."
+        ),
+    ] = "30s",
+    max_output: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_MAX_OUTPUT",
+            help="Output kept per job attempt; past it the log is truncated with a note.",
+        ),
+    ] = "100M",
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Submit a demo job and print its log live.")
+    ] = False,
+    log_dir: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_LOG_DIR",
+            help="Where job logs live (default HODEI_HOME/logs); servers sharing a PostgreSQL "
+            "database share this directory.",
+        ),
+    ] = "",
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            envvar="HODEI_DEV",
+            help="No API tokens: every request acts as an admin (loopback addresses only).",
+        ),
+    ] = False,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            envvar="HODEI_TLS",
+            help="HTTPS, and mTLS for agents with certificates from the home's CA (see "
+            "`hodei pki`; created on first use).",
+        ),
+    ] = False,
+    cert_lifetime: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_CERT_LIFETIME",
+            help="Lifetime of agent certificates (agents renew at 2/3 of it).",
+        ),
+    ] = "24h",
+) -> None:
+    """Start the server (REST + SSE, gRPC, scheduler, on-demand workers)."""
+    from pathlib import Path
+
+    from hodei.config import ServerSettings
+    from hodei.domain.jobs import parse_duration, parse_size
+
+    idle = parse_opt(parse_duration, worker_idle, "--worker-idle")
+    settings = ServerSettings(
+        database_url=database_url,
+        provider=provider,
+        http_addr=http_addr,
+        grpc_addr=grpc_addr,
+        worker_image=worker_image,
+        max_workers=max_workers,
+        worker_slots=worker_slots,
+        worker_idle_s=idle,
+        heartbeat_interval_s=parse_opt(parse_duration, heartbeat_interval, "--heartbeat-interval"),
+        cancel_grace_s=parse_opt(parse_duration, cancel_grace, "--cancel-grace"),
+        worker_grace_s=parse_opt(parse_duration, worker_grace, "--worker-grace"),
+        scheduling_policy=scheduling_policy,
+        retry_backoff_s=parse_opt(parse_duration, retry_backoff, "--retry-backoff"),
+        priority_aging_s=parse_opt(parse_duration, priority_aging, "--priority-aging"),
+        max_output_bytes=parse_opt(parse_size, max_output, "--max-output"),
+        demo=demo,
+        dev=dev,
+        log_dir_path=log_dir,
+        tls=tls,
+        cert_lifetime_s=parse_opt(parse_duration, cert_lifetime, "--cert-lifetime"),
+        docker_network=docker_network,
+        docker_server_url=docker_server_url,
+        docker_privileged=docker_privileged,
+        docker_socket=docker_socket,
+        docker_mounts=tuple(docker_mount or ()),
+    )
+    if home:
+        settings.home = Path(home).expanduser()
+    settings.validate()
+    from hodei.server.app import run_server
+
+    try:
+        status = run_server(settings)
+    except OSError as exc:  # e.g. the address is in use
+        fail(f"cannot start the server: {exc}")
+    raise SystemExit(status)

@@ -1,0 +1,55 @@
+"""Worker commands: workers (the list) and worker-otp."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from hodei.cli.common import (
+    DEFAULT_URL,
+    LabelOpt,
+    Output,
+    OutputOpt,
+    ServerOpt,
+    app,
+    client,
+    fail,
+    get_items,
+    guarded,
+    parse_opt,
+    parse_pairs,
+)
+
+
+@app.command()
+@guarded
+def workers(output: OutputOpt = Output.table, server: ServerOpt = DEFAULT_URL) -> None:
+    """List connected workers with capacity, usage and running jobs."""
+    from hodei.cli_render import workers_table
+
+    items = get_items(server, "/api/v1/workers", output)
+    if items is not None:
+        typer.echo(workers_table(items) if items else "no workers")
+
+
+@app.command("worker-otp")
+@guarded
+def worker_otp(
+    label: LabelOpt = None,
+    ttl: Annotated[str, typer.Option(help="How long the OTP stays valid.")] = "10m",
+    server: ServerOpt = DEFAULT_URL,
+) -> None:
+    """Create a single-use worker OTP and print it alone (for `hodei agent --token`)."""
+    from hodei.domain.jobs import parse_duration
+
+    body = {
+        "labels": parse_pairs(label, "--label", "KEY"),
+        "ttl_s": parse_opt(parse_duration, ttl, "--ttl"),
+    }
+    with client(server) as api:
+        answer = api.call("POST", "/api/v1/workers/otp", json_body=body)
+    otp = answer.get("otp") if isinstance(answer, dict) else None
+    if not isinstance(otp, str) or not otp:
+        fail("unexpected answer from the server (no 'otp')")
+    typer.echo(otp)
