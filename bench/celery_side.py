@@ -14,6 +14,7 @@ from typing import Any
 
 import celery_bench as cb
 from procs import Procs, free_port, rss_mb, tree_rss_mb
+from report import brief
 
 
 def log(text: str) -> None:
@@ -55,7 +56,7 @@ def run(
             "W1",
             lambda: cb.throughput(client, "shell", cfg.w1_jobs, cfg.submit_threads, cfg.timeout),
         )
-        log(f"W1 celery: {_brief(results['W1']['celery'])}")
+        log(f"W1 celery: {brief(results['W1']['celery'])}")
         after = cb.footprint(workers)
         w5["worker_rss_after_w1_mb"] = after["main_rss_mb"]
         w5["worker_after_w1_tree"] = after
@@ -66,29 +67,15 @@ def run(
         results["W3"]["celery"] = cb.guarded(
             "W3", lambda: cb.sequential_latency(client, cfg.w3_jobs, cfg.timeout)
         )
-        log(f"W3 celery: {_brief(results['W3']['celery'])}")
+        log(f"W3 celery: {brief(results['W3']['celery'])}")
         results["W2"]["celery"] = cb.guarded(
             "W2",
             lambda: cb.throughput(client, "noop", cfg.w2_jobs, cfg.submit_threads, cfg.timeout),
         )
         results["W2"]["celery"]["concurrency_per_worker"] = cfg.slots
-        log(f"W2 celery: {_brief(results['W2']['celery'])}")
+        log(f"W2 celery: {brief(results['W2']['celery'])}")
         results["W4"]["celery"] = {"note": "n/a: Celery does not stream job output"}
     finally:
         client.close()
         cb.stop_workers(procs, workers)
         procs.stop(redis)
-
-
-def _brief(result: dict[str, Any]) -> str:
-    if "error" in result:
-        return f"ERROR {result['error']}"
-    parts = []
-    for key, value in result.items():
-        if isinstance(value, float):
-            parts.append(f"{key}={value:.2f}")
-        elif isinstance(value, dict) and "p50" in value:
-            parts.append(f"{key} p50={value['p50']:.2f} p99={value['p99']:.2f}")
-        elif isinstance(value, int | str):
-            parts.append(f"{key}={value}")
-    return ", ".join(parts)

@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import hodei_bench as hb
 import profiling
-from procs import Procs, rss_mb
+from procs import Child, Procs, rss_mb
+from report import brief
 
-T = TypeVar("T")
 PROFILE_DIR = Path(__file__).resolve().parent / "results" / "profiles"
 W2_BATCH = 500  # jobs per request in the batched W2 (POST /api/v1/jobs/batch)
 
@@ -29,17 +30,63 @@ def log(text: str) -> None:
     print(text, flush=True)
 
 
-async def _profiled(
+@dataclass
+class _Run:
+    """What the phases of one Hodei run share: where they record, what they may start."""
+
+    cfg: Any
+    procs: Procs
+    tmp: Path
+    results: dict[str, dict[str, Any]]
+    profiles: dict[str, Any]
+    py_spy: str | None  # None unless the run is profiled
+    stamp: str
+
+
+def run(
+    cfg: Any,
     procs: Procs,
-    py_spy: str | None,
-    targets: dict[str, int],
-    out_dir: Path,
+    tmp: Path,
+    results: dict[str, dict[str, Any]],
     profiles: dict[str, Any],
-    work: Callable[[], Awaitable[T]],
-) -> T:
-    """Run `work` with py-spy recording each of `targets` (name -> pid) when py_spy is set."""
+    py_spy: str | None,
+    stamp: str,
+) -> None:
+    """Hodei's workloads in the order of the module docstring, on uvloop (asyncio without)."""
+    ctx = _Run(cfg, procs, tmp, results, profiles, py_spy if cfg.profile else None, stamp)
+    try:
+        import uvloop
+
+        uvloop.run(_run(ctx))
+    except ImportError:  # pragma: no cover - uvloop comes with hodei on Linux
+        asyncio.run(_run(ctx))
+
+
+async def _run(ctx: _Run) -> None:
+    w5: dict[str, Any] = {}
+    ctx.results["W5"]["hodei"] = w5
+    await _ready_and_idle(ctx.procs, ctx.tmp, w5)
+    await _server_a(ctx)
+    await _server_b(ctx)
+    await _server_c(ctx)
+
+
+async def _profiled_throughput(
+    ctx: _Run, workload: str, server: hb.HodeiServer, agents: dict[str, int], jobs: int
+) -> dict[str, Any]:
+    """W1 or W2 (`workload`): `jobs` jobs `true` through `server`. In a profiled run, py-spy
+    records the server and each of `agents` (name -> pid) meanwhile."""
+    cfg, procs, py_spy = ctx.cfg, ctx.procs, ctx.py_spy
+
+    def work() -> Awaitable[dict[str, Any]]:
+        job = hb.throughput(server, jobs, hb.TRUE_JOB, cfg.connections, cfg.timeout)
+        return hb.guarded(workload, job)
+
     if not py_spy:
         return await work()
+    out_dir = PROFILE_DIR / ctx.stamp
+    out_dir.mkdir(parents=True, exist_ok=True)
+    targets = {f"{workload.lower()}-server": server.pid} | agents
     recs = [
         profiling.start(procs, py_spy, pid, name, out_dir / f"{name}.pyspy.txt")
         for name, pid in targets.items()
@@ -51,30 +98,22 @@ async def _profiled(
         for rec in recs:
             profiling.stop(procs, rec)
             top = profiling.top_functions(rec.path)
-            profiles[rec.name] = {"file": str(rec.path), **top}
+            ctx.profiles[rec.name] = {"file": str(rec.path), **top}
             log(profiling.format_top(rec.name, top))
 
 
-async def run(
-    cfg: Any,
-    procs: Procs,
-    tmp: Path,
-    results: dict[str, dict[str, Any]],
-    profiles: dict[str, Any],
-    py_spy: str | None,
-    stamp: str,
-) -> None:
-    w5: dict[str, Any] = {}
-    results["W5"]["hodei"] = w5
-    await _ready_and_idle(procs, tmp, w5)
-    await _server_a(cfg, procs, tmp, results, profiles, py_spy if cfg.profile else None, stamp)
-    await _server_b(cfg, procs, tmp, results, profiles, py_spy if cfg.profile else None, stamp)
-    await _server_c(cfg, procs, tmp, results)
+async def _stop(procs: Procs, server: hb.HodeiServer, agents: list[Child]) -> None:
+    """Stop the no-op `agents` (as far as they still run), then `server`."""
+    for agent in agents:
+        with contextlib.suppress(Exception):
+            procs.stop(agent)
+    await hb.stop_server(procs, server)
 
 
-async def _server_c(cfg: Any, procs: Procs, tmp: Path, results: dict[str, dict[str, Any]]) -> None:
+async def _server_c(ctx: _Run) -> None:
     """Experiment: W3 with the no-op executor on bench/traced_server.py, to see which stage of
     the dispatch path the created -> started time goes to."""
+    cfg, procs, tmp = ctx.cfg, ctx.procs, ctx.tmp
     trace = tmp / "server-trace.jsonl"
     trace_dir = tmp / "noop-traces-c"
     trace_dir.mkdir(parents=True, exist_ok=True)
@@ -86,14 +125,11 @@ async def _server_c(cfg: Any, procs: Procs, tmp: Path, results: dict[str, dict[s
             "W3 traced", hb.sequential_latency(server, cfg.w3_jobs, cfg.timeout, detail=True)
         )
     finally:
-        for agent in agents:
-            with contextlib.suppress(Exception):
-                procs.stop(agent)
-        await hb.stop_server(procs, server)
+        await _stop(procs, server, agents)
     if "detail" not in w3:
         return
     stages = hb.dispatch_stages(w3.pop("detail"), trace, trace_dir)
-    results["W3"].setdefault("hodei", {})["dispatch_stages_experiment"] = stages
+    ctx.results["W3"].setdefault("hodei", {})["dispatch_stages_experiment"] = stages
     log("W3 hodei (experiment, traced server, no-op executor): ms per stage, p50 / p99")
     for name, summary in stages.items():
         log(f"  {name:20s} {summary['p50']:7.2f} {summary['p99']:7.2f}")
@@ -122,41 +158,26 @@ async def _ready_and_idle(procs: Procs, tmp: Path, w5: dict[str, Any]) -> None:
     )
 
 
-async def _server_a(
-    cfg: Any,
-    procs: Procs,
-    tmp: Path,
-    results: dict[str, dict[str, Any]],
-    profiles: dict[str, Any],
-    py_spy: str | None,
-    stamp: str,
-) -> None:
+async def _server_a(ctx: _Run) -> None:
+    cfg, procs, results = ctx.cfg, ctx.procs, ctx.results
     w5 = results["W5"]["hodei"]
     server = hb.start_server(
         procs,
-        tmp / "a",
+        ctx.tmp / "a",
         *("--max-workers", str(cfg.workers), "--worker-slots", str(cfg.slots)),
         *("--worker-idle", "1h"),
     )
     try:
         log(f"hodei server A at {server.url} (pid {server.pid}); warming up workers")
         await hb.ensure_workers(server, cfg.workers, cfg.slots, 60)
-        agents = server.agent_pids()
-        targets = {"w1-server": server.pid} | {f"w1-agent{i}": p for i, p in enumerate(agents)}
-        out_dir = PROFILE_DIR / stamp if py_spy else tmp
-
-        def w1() -> Awaitable[dict[str, Any]]:
-            job = hb.throughput(server, cfg.w1_jobs, hb.TRUE_JOB, cfg.connections, cfg.timeout)
-            return hb.guarded("W1", job)
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        results["W1"]["hodei"] = await _profiled(procs, py_spy, targets, out_dir, profiles, w1)
-        log(f"W1 hodei: {_brief(results['W1']['hodei'])}")
+        named = {f"w1-agent{i}": pid for i, pid in enumerate(server.agent_pids())}
+        results["W1"]["hodei"] = await _profiled_throughput(ctx, "W1", server, named, cfg.w1_jobs)
+        log(f"W1 hodei: {brief(results['W1']['hodei'])}")
         _footprint_after_w1(server, w5)
         results["W3"]["hodei"] = await hb.guarded(
             "W3", hb.sequential_latency(server, cfg.w3_jobs, cfg.timeout)
         )
-        log(f"W3 hodei: {_brief(results['W3']['hodei'])}")
+        log(f"W3 hodei: {brief(results['W3']['hodei'])}")
         results["W4"]["hodei"] = await _w4(cfg, server)
     finally:
         await hb.stop_server(procs, server)
@@ -180,30 +201,23 @@ async def _w4(cfg: Any, server: hb.HodeiServer) -> dict[str, Any]:
     w4["idle"] = await hb.guarded(
         "W4 idle", hb.log_latency(server, lines, cfg.w4_period, cfg.timeout)
     )
-    log(f"W4 hodei idle: {_brief(w4['idle'])}")
+    log(f"W4 hodei idle: {brief(w4['idle'])}")
     w4["firehose"] = await hb.guarded(
         "W4 firehose", hb.firehose(server, cfg.firehose_mb * 1_000_000, cfg.timeout)
     )
-    log(f"W4 hodei firehose: {_brief(w4['firehose'])}")
+    log(f"W4 hodei firehose: {brief(w4['firehose'])}")
     w4["loaded"] = await hb.guarded(
         "W4 loaded",
         hb.log_latency_under_load(
             server, cfg.w1_jobs, cfg.connections, lines, cfg.w4_period, cfg.timeout
         ),
     )
-    log(f"W4 hodei under load: {_brief(w4['loaded'])}")
+    log(f"W4 hodei under load: {brief(w4['loaded'])}")
     return w4
 
 
-async def _server_b(
-    cfg: Any,
-    procs: Procs,
-    tmp: Path,
-    results: dict[str, dict[str, Any]],
-    profiles: dict[str, Any],
-    py_spy: str | None,
-    stamp: str,
-) -> None:
+async def _server_b(ctx: _Run) -> None:
+    cfg, procs, tmp, results = ctx.cfg, ctx.procs, ctx.tmp, ctx.results
     w5 = results["W5"]["hodei"]
     server = hb.start_server(procs, tmp / "b", "--max-workers", "0")
     agents = []
@@ -214,10 +228,10 @@ async def _server_b(
         connect = await hb.guarded("W5 connect", hb.agent_connect(procs, server, 3, 30))
         w5["agent_connect_ms"] = connect.get("connect_ms", {})
         w5["agent_idle_rss_mb"] = connect.get("idle_rss_mb", float("nan"))
-        log(f"W5 hodei: agent connect {_brief(connect)}")
+        log(f"W5 hodei: agent connect {brief(connect)}")
         cli = await hb.guarded("W5 cli", hb.agent_connect(procs, server, 3, 30, cli=True))
         w5["agent_connect_cli_ms"] = cli.get("connect_ms", {})
-        log(f"W5 hodei: agent connect through the `hodei agent` CLI {_brief(cli)}")
+        log(f"W5 hodei: agent connect through the `hodei agent` CLI {brief(cli)}")
         agents = await hb.start_noop_agents(
             procs, server, cfg.workers, cfg.w2_slots, 30, trace_dir=trace_dir
         )
@@ -225,20 +239,11 @@ async def _server_b(
             "W3 no-op", hb.sequential_latency(server, cfg.w3_jobs, cfg.timeout, detail=True)
         )
         results["W3"]["hodei"]["noop_executor"] = noop_w3
-        log(f"W3 hodei with the no-op executor (control plane only): {_brief(noop_w3)}")
-        targets = {"w2-server": server.pid} | {
-            f"w2-noop-agent{i}": a.pid for i, a in enumerate(agents)
-        }
-        out_dir = PROFILE_DIR / stamp if py_spy else tmp
-
-        def w2() -> Awaitable[dict[str, Any]]:
-            job = hb.throughput(server, cfg.w2_jobs, hb.TRUE_JOB, cfg.connections, cfg.timeout)
-            return hb.guarded("W2", job)
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        results["W2"]["hodei"] = await _profiled(procs, py_spy, targets, out_dir, profiles, w2)
+        log(f"W3 hodei with the no-op executor (control plane only): {brief(noop_w3)}")
+        named = {f"w2-noop-agent{i}": a.pid for i, a in enumerate(agents)}
+        results["W2"]["hodei"] = await _profiled_throughput(ctx, "W2", server, named, cfg.w2_jobs)
         results["W2"]["hodei"]["slots_per_agent"] = cfg.w2_slots
-        log(f"W2 hodei: {_brief(results['W2']['hodei'])}")
+        log(f"W2 hodei: {brief(results['W2']['hodei'])}")
         batched = await hb.guarded(
             "W2 batch",
             hb.throughput(
@@ -246,28 +251,10 @@ async def _server_b(
             ),
         )
         results["W2"]["hodei"]["batch_submit"] = {**batched, "per_request": W2_BATCH}
-        log(f"W2 hodei, {W2_BATCH} jobs per POST /api/v1/jobs/batch: {_brief(batched)}")
+        log(f"W2 hodei, {W2_BATCH} jobs per POST /api/v1/jobs/batch: {brief(batched)}")
     finally:
-        for agent in agents:
-            with contextlib.suppress(Exception):
-                procs.stop(agent)
-        await hb.stop_server(procs, server)
+        await _stop(procs, server, agents)
     noop = results["W3"].get("hodei", {}).get("noop_executor", {})
     if "detail" in noop:
         noop["legs"] = hb.executor_legs(noop.pop("detail"), trace_dir)
-        log(f"W3 hodei no-op legs: {_brief(noop['legs'])}")
-
-
-def _brief(result: dict[str, Any]) -> str:
-    """A one-line progress summary of a workload's result."""
-    if "error" in result:
-        return f"ERROR {result['error']}"
-    parts = []
-    for key, value in result.items():
-        if isinstance(value, float):
-            parts.append(f"{key}={value:.2f}")
-        elif isinstance(value, dict) and "p50" in value:
-            parts.append(f"{key} p50={value['p50']:.2f} p99={value['p99']:.2f}")
-        elif isinstance(value, int | bool | str) and key not in ("timestamps_from",):
-            parts.append(f"{key}={value}")
-    return ", ".join(parts)
+        log(f"W3 hodei no-op legs: {brief(noop['legs'])}")

@@ -38,22 +38,9 @@ def rss_mb(pid: int) -> float:
         return 0.0
 
 
-def tree_rss_mb(pid: int) -> float:
-    """RSS of a process and all its descendants, in MiB (shared pages counted in each)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0.0
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            total += proc.memory_info().rss
-    return total / 2**20
-
-
-def tree_pss_mb(pid: int) -> float:
-    """Proportional set size of a process tree in MiB (shared pages split between sharers)."""
+def _tree_mb(pid: int, size: Callable[[psutil.Process], int]) -> float:
+    """`size` (bytes) summed over a process and all its descendants, in MiB (0 when it is
+    gone); a process that ends meanwhile, or whose `size` this platform lacks, counts 0."""
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
@@ -62,8 +49,18 @@ def tree_pss_mb(pid: int) -> float:
     total = 0.0
     for proc in procs:
         with contextlib.suppress(psutil.Error, AttributeError):
-            total += proc.memory_full_info().pss
+            total += size(proc)
     return total / 2**20
+
+
+def tree_rss_mb(pid: int) -> float:
+    """RSS of a process and all its descendants, in MiB (shared pages counted in each)."""
+    return _tree_mb(pid, lambda proc: proc.memory_info().rss)
+
+
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size of a process tree in MiB (shared pages split between sharers)."""
+    return _tree_mb(pid, lambda proc: proc.memory_full_info().pss)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The figures table (both systems, their ratio, DESIGN.md section 5 targets) and the JSON."""
+"""The figures table (both systems, their ratio, DESIGN.md section 5 targets), the JSON, and
+the one-line summaries printed as each workload ends."""
 
 from __future__ import annotations
 
@@ -311,3 +312,18 @@ def format_table(rows: list[Row]) -> str:
 
 def rows_json(rows: list[Row]) -> list[dict[str, Any]]:
     return [{**asdict(row), "ratio_hodei_over_celery": row.ratio} for row in rows]
+
+
+def brief(result: dict[str, Any]) -> str:
+    """A one-line progress summary of a workload's result (either system's)."""
+    if "error" in result:
+        return f"ERROR {result['error']}"
+    parts = []
+    for key, value in result.items():
+        if isinstance(value, float):
+            parts.append(f"{key}={value:.2f}")
+        elif isinstance(value, dict) and "p50" in value:
+            parts.append(f"{key} p50={value['p50']:.2f} p99={value['p99']:.2f}")
+        elif isinstance(value, int | bool | str) and key not in ("timestamps_from",):
+            parts.append(f"{key}={value}")
+    return ", ".join(parts)

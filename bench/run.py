@@ -157,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
 
         results["floor"] = {"hodei": spawn_floor.measure(1.0)}
         if args.only != "celery":
-            run_hodei(cfg, procs, tmp, results, profiles, py_spy, stamp)
+            import hodei_side
+
+            hodei_side.run(cfg, procs, tmp, results, profiles, py_spy, stamp)
             load["after_hodei"] = list(os.getloadavg())
         if args.only != "hodei":
             import celery_side
@@ -172,27 +174,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     return finish(args, cfg, results, profiles, stamp, time.monotonic() - started, load)
-
-
-def run_hodei(
-    cfg: Config,
-    procs: Any,
-    tmp: Path,
-    results: dict[str, dict[str, Any]],
-    profiles: dict[str, Any],
-    py_spy: str | None,
-    stamp: str,
-) -> None:
-    import hodei_side
-
-    try:
-        import uvloop
-
-        uvloop.run(hodei_side.run(cfg, procs, tmp, results, profiles, py_spy, stamp))
-    except ImportError:  # pragma: no cover - uvloop comes with hodei on Linux
-        import asyncio
-
-        asyncio.run(hodei_side.run(cfg, procs, tmp, results, profiles, py_spy, stamp))
 
 
 def _clean(value: Any) -> Any:
