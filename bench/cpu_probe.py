@@ -79,7 +79,7 @@ async def probe(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, 
                 "-p",
                 str(pid),
                 "-r",
-                "100",
+                str(args.rate),
                 "-f",
                 "raw",
                 *args.spy_extra,
@@ -107,7 +107,7 @@ async def probe(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, 
         sub = await submit_many(server, args.jobs, TRUE_JOB, 16, time.monotonic() + args.timeout)
         result = {"jobs_per_s": args.jobs / (sub.last_ack - sub.first), "completed": True}
     else:
-        result = await throughput(server, args.jobs, TRUE_JOB, 16, args.timeout)
+        result = await throughput(server, args.jobs, TRUE_JOB, 16, args.timeout, batch=args.batch)
     wall = time.monotonic() - started
     after = cpu_s([server.pid, *agent_pids])
     threads_after = threads_s(server.pid)
@@ -153,9 +153,11 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=2000)
     p.add_argument("--slots", type=int)
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--batch", type=int, default=0, help="jobs per POST /api/v1/jobs/batch (w1/w2)")
     p.add_argument("--py-spy", help="record the server into this file")
     p.add_argument("--py-spy-agent", help="record each agent into this file + .N")
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
+    p.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     args = p.parse_args()
     args.spy_extra = ["--native"] if args.native else []
     args.py_spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")

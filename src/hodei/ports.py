@@ -7,14 +7,15 @@ LogStore (files, shared storage), WorkerProvider (local, docker, kubernetes, mic
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hodei.domain.access import AuditEntry, TokenRecord
 from hodei.domain.attempts import Attempt
 from hodei.domain.cluster import ClusterEvent
-from hodei.domain.jobs import Job, JobState
+from hodei.domain.jobs import Job, JobSpec, JobState
+from hodei.errors import ConflictError
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,11 @@ class JobStore(Protocol):
     async def create_job(self, job: Job) -> Job:
         """Insert a new job; returns it with `seq` set. ConflictError if the id exists, or its
         idempotency key is already another job's."""
+        ...
+
+    async def create_jobs(self, jobs: Sequence[Job]) -> list[Job | ConflictError]:
+        """Insert many new jobs in one transaction, in order: each comes back with `seq` set,
+        or as the ConflictError that refused it alone (as create_job would)."""
         ...
 
     async def job_by_idempotency_key(self, key: str) -> Job | None:
@@ -64,12 +70,15 @@ class JobStore(Protocol):
         target: JobState,
         changes: Mapping[str, Any] | None = None,
         attempt: Attempt | None = None,
+        spec: JobSpec | None = None,
     ) -> Job:
         """Compare-and-swap: set state=target (and the given Job fields) only if the current
         state is in `expected`. Returns the updated job. ConflictError when the state was not in
         `expected` (the message names the actual state), NotFoundError when there is no job.
         With `attempt`, that attempt record is written (upserted by job id and number; its None
-        fields keep the stored values) in the same transaction, only if the change applies."""
+        fields keep the stored values) in the same transaction, only if the change applies.
+        `spec`: the job's spec if the caller has it (specs never change), so the store need
+        not decode it again."""
         ...
 
     async def list_attempts(self, job_id: str) -> list[Attempt]:
@@ -94,7 +103,9 @@ class JobStore(Protocol):
         """NotFoundError if there is no such token; revoking twice keeps the first time."""
         ...
 
-    async def append_audit(self, entry: AuditEntry) -> None: ...
+    async def append_audit(self, *entries: AuditEntry) -> None:
+        """Store the entries, in order, in one transaction."""
+        ...
 
     async def list_audit(
         self,

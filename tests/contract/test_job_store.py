@@ -210,6 +210,34 @@ async def test_concurrent_creates(store: JobStore) -> None:
     assert {job.id: job.seq for job in stored} == {job.id: job.seq for job in created}
 
 
+async def test_create_many_in_one_call_refuses_only_the_conflicting_ones(store: JobStore) -> None:
+    assert await store.create_jobs([]) == []
+    await store.create_job(make_job("old"))
+    await store.create_job(Job(id="keyed", spec=JobSpec(command="x"), idempotency_key="k1"))
+    jobs = [
+        make_job("m1"),
+        make_job("old"),
+        make_job("m2"),
+        Job(id="m3", spec=JobSpec(command="x"), idempotency_key="k1"),
+        make_job("m1"),
+        full_job("m4"),
+    ]
+    results = await store.create_jobs(jobs)
+    assert [type(r).__name__ for r in results] == [
+        "Job", "ConflictError", "Job", "ConflictError", "ConflictError", "Job"
+    ]  # fmt: skip
+    assert "job old already exists" in str(results[1])
+    assert "idempotency key already used by job keyed" in str(results[3])
+    created = [r for r in results if isinstance(r, Job)]
+    assert [j.seq for j in created] == sorted(j.seq for j in created)  # in the given order
+    for job in created:
+        assert job == await store.get_job(job.id)
+    assert created[2] == full_job("m4").with_changes(seq=created[2].seq)
+    with pytest.raises(NotFoundError):
+        await store.get_job("m3")
+    assert (await store.get_job("old")).seq < created[0].seq  # the first "old" is kept
+
+
 async def test_conflict_among_concurrent_creates_keeps_the_others(store: JobStore) -> None:
     await store.create_job(make_job("taken"))
     ids = ["a", "taken", "b", "a", "c"]
@@ -338,6 +366,23 @@ async def test_audit_pages_newest_first_and_filters(store: JobStore) -> None:
     assert [(e.action, e.target, e.actor, e.detail) for e in exact] == [
         ("job.submit", "j4", "token:t", "d")
     ]
+
+
+async def test_audit_many_entries_in_one_write_keep_their_order(store: JobStore) -> None:
+    await store.append_audit()  # nothing to store: no error
+    entries = [AuditEntry(5.0, "token:t", "job.submit", f"b{i}", "in a batch") for i in range(7)]
+    await store.append_audit(*entries)
+    stored, _ = await store.list_audit()
+    assert [e.target for e in reversed(stored)] == [f"b{i}" for i in range(7)]
+    assert len({e.seq for e in stored}) == 7
+
+
+async def test_transition_with_the_callers_spec_returns_the_same_job(store: JobStore) -> None:
+    created = await store.create_job(make_job("ts1"))
+    plain = await store.transition("ts1", {Q}, A, {"worker_id": "w1", "attempts": 1})
+    back = await store.transition("ts1", {A}, Q, {"worker_id": None}, spec=created.spec)
+    assert back.spec == created.spec == plain.spec
+    assert back == await store.get_job("ts1")
 
 
 # -- compare-and-swap transitions

@@ -364,6 +364,11 @@ def test_a_batch_submit_stores_every_job_or_refuses_the_whole_batch(server: Runn
         mixed = client.post("/api/v1/jobs/batch", json={"jobs": [changed, jobs[0]]}).json()
         assert mixed["items"][0]["error"]["code"] == "conflict"
         assert mixed["items"][1]["created"]
+        twice = [{"command": "echo t", "idempotency_key": "twice"}] * 2
+        twice.append({"command": "echo u", "idempotency_key": "twice"})
+        same = client.post("/api/v1/jobs/batch", json={"jobs": twice}).json()["items"]
+        assert same[0]["created"] and not same[1]["created"] and same[0]["id"] == same[1]["id"]
+        assert same[2]["error"]["code"] == "conflict"
         bad = [*jobs[:3], {"command": "x", "env": {"1BAD": "v"}}]
         refused = client.post("/api/v1/jobs/batch", json={"jobs": bad})
         assert refused.status_code == 400 and "jobs[3]" in refused.json()["error"]["message"]
@@ -372,7 +377,7 @@ def test_a_batch_submit_stores_every_job_or_refuses_the_whole_batch(server: Runn
         too_many = client.post("/api/v1/jobs/batch", json={"jobs": [{"command": "x"}] * 1001})
         assert too_many.status_code in (413, 422)
         total = len(client.get("/api/v1/jobs", params={"limit": 1000}).json()["items"])
-    assert total == 52  # the refused batches stored nothing
+    assert total == 53  # the refused batches stored nothing
     for item in items[:50:10]:
         job = server.wait_state(item["id"], {"succeeded"}, timeout=60)
         assert job["exit_code"] == 0

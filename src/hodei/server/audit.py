@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from hodei.domain.access import AuditEntry
 from hodei.errors import HodeiError
@@ -33,13 +33,22 @@ class Auditor:
         return self._clock()
 
     async def record(self, actor: str, action: str, target: str = "", detail: str = "") -> None:
-        entry = AuditEntry(
-            self._clock(), actor[:MAX_TEXT], action, target[:MAX_TEXT], detail[:MAX_TEXT]
-        )
+        await self.record_many(actor, action, (target,), detail)
+
+    async def record_many(
+        self, actor: str, action: str, targets: Sequence[str], detail: str = ""
+    ) -> None:
+        """One entry per target (e.g. each job of a batch submit), in one store write."""
+        now = self._clock()
+        entries = [
+            AuditEntry(now, actor[:MAX_TEXT], action, target[:MAX_TEXT], detail[:MAX_TEXT])
+            for target in targets
+        ]
         try:
-            await self.store.append_audit(entry)
+            await self.store.append_audit(*entries)
         except HodeiError as exc:
-            log.error("audit entry %s %s %s not stored: %s", actor, action, target, exc)
+            what = targets[0] if len(targets) == 1 else f"{len(targets)} targets"
+            log.error("audit entry %s %s %s not stored: %s", actor, action, what, exc)
 
     async def denied(self, actor: str, action: str, target: str, detail: str) -> None:
         minute = int(self._clock() // 60)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -233,9 +232,7 @@ def create_http_app(api: JobsApi, services: Any, metrics: Metrics, started_at: f
                 created_ids.append(job.id)
             items.append({**job_json(job), "created": created})
         detail = f"in a batch of {len(body.jobs)}"
-        await asyncio.gather(
-            *(auditor.record(principal.actor, "job.submit", i, detail) for i in created_ids)
-        )
+        await auditor.record_many(principal.actor, "job.submit", created_ids, detail)
         return {"items": items}
 
     @app.get("/api/v1/jobs")

@@ -109,19 +109,34 @@ class Orchestrator:
                 raise ValidationError(f"jobs[{index}]: {exc.message}") from None
             names.update(spec.secrets)
         await self._check_secrets(names)  # once for the batch, not once per job
-        results = await asyncio.gather(
-            *(self._create(spec, None, key, check_secrets=False) for spec, key in requests),
-            return_exceptions=True,
-        )
-        answer: list[tuple[Job, bool] | HodeiError] = []
-        for result in results:
-            if isinstance(result, HodeiError):
-                answer.append(result)
-            elif isinstance(result, BaseException):
-                raise result
+        answer: list[tuple[Job, bool] | HodeiError | None] = [None] * len(requests)
+        keyed = [(index, key) for index, (_, key) in enumerate(requests) if key is not None]
+        found = await asyncio.gather(*(self.store.job_by_idempotency_key(k) for _, k in keyed))
+        for (index, _), earlier in zip(keyed, found, strict=True):
+            if earlier is not None:
+                answer[index] = _known(earlier, requests[index][0])
+        todo = [index for index, result in enumerate(answer) if result is None]
+        jobs = [
+            Job(
+                id=new_job_id(),
+                spec=requests[index][0],
+                created_at=self._clock(),
+                idempotency_key=requests[index][1],
+            )
+            for index in todo
+        ]
+        # One store operation for the batch (not one per job), in the requests' order.
+        stored = await self.store.create_jobs(jobs) if jobs else []
+        for index, result in zip(todo, stored, strict=True):
+            key = requests[index][1]
+            if isinstance(result, Job):
+                self.bus.publish(JobChanged(result, None))
+                answer[index] = (result, True)
+            elif key is not None and (earlier := await self.store.job_by_idempotency_key(key)):
+                answer[index] = _known(earlier, requests[index][0])  # the key's first job
             else:
-                answer.append(result)
-        return answer
+                answer[index] = result
+        return [result for result in answer if result is not None]
 
     async def move(
         self, job: Job, target: JobState, outcome: AttemptState | None = None, **changes: Any
@@ -133,7 +148,9 @@ class Orchestrator:
         check_transition(job.state, target)
         after = job.with_changes(state=target, **changes)
         attempt = attempt_record(job, after, self._clock(), outcome)
-        updated = await self.store.transition(job.id, (job.state,), target, changes, attempt)
+        updated = await self.store.transition(
+            job.id, (job.state,), target, changes, attempt, spec=job.spec
+        )
         self.bus.publish(JobChanged(updated, job.state))
         return updated
 
@@ -158,6 +175,14 @@ class Orchestrator:
 
     def now(self) -> float:
         return self._clock()
+
+
+def _known(earlier: Job, spec: JobSpec) -> tuple[Job, bool] | HodeiError:
+    """A batch's answer for a key already used: its job, or why it cannot be reused."""
+    try:
+        return _same_submission(earlier, spec, None), False
+    except ConflictError as exc:
+        return exc
 
 
 def _same_submission(earlier: Job, spec: JobSpec, job_id: str | None) -> Job:

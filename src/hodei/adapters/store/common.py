@@ -51,10 +51,11 @@ def job_params(job: Job) -> tuple[Any, ...]:
     return (*values.values(), job.spec.priority)
 
 
-def row_to_job(row: Sequence[Any]) -> Job:
-    """A row whose columns are JOB_FIELDS, in order."""
+def row_to_job(row: Sequence[Any], spec: JobSpec | None = None) -> Job:
+    """A row whose columns are JOB_FIELDS, in order. A job's spec never changes: with `spec`
+    (the caller's copy) the row's spec column is not decoded again."""
     data = dict(zip(JOB_FIELDS, row, strict=True))
-    data["spec"] = decode_spec(data["spec"])
+    data["spec"] = spec if spec is not None else decode_spec(data["spec"])
     data["state"] = JobState(data["state"])
     return Job(**data)
 
@@ -130,10 +131,13 @@ def check_changes(changes: Mapping[str, Any] | None) -> dict[str, Any]:
     return result
 
 
+_STATE_ORDER = {state: index for index, state in enumerate(JobState)}
+
+
 def state_values(states: Collection[JobState]) -> list[str]:
     """The states' values in declaration order, so messages read the same every time."""
-    wanted = set(states)
-    return [s.value for s in JobState if s in wanted]
+    # Runs for every transition: sorting the few given states beats walking the enum.
+    return [s.value for s in sorted({JobState(s) for s in states}, key=_STATE_ORDER.__getitem__)]
 
 
 def transition_conflict(job_id: str, actual: str, expected: Sequence[str]) -> ConflictError:

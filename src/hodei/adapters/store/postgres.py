@@ -56,7 +56,7 @@ from hodei.adapters.store.pg_schema import (
 )
 from hodei.domain.access import AuditEntry, TokenRecord
 from hodei.domain.attempts import Attempt
-from hodei.domain.jobs import Job, JobState
+from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.errors import ConflictError, NotFoundError, StoreError
 from hodei.ports import SecretRecord
 
@@ -282,6 +282,18 @@ class PostgresJobStore:
         seq = await self._batched(self.creates, job.id, job_params(job))
         return job.with_changes(seq=seq)
 
+    async def create_jobs(self, jobs: Sequence[Job]) -> list[Job | ConflictError]:
+        # Each joins the group commit of create_job: one transaction for all that are queued.
+        results = await asyncio.gather(
+            *(self.create_job(job) for job in jobs), return_exceptions=True
+        )
+        out: list[Job | ConflictError] = []
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, ConflictError):
+                raise result
+            out.append(result)
+        return out
+
     async def _insert_batch(self, batch: list[Pending]) -> None:
         await self._run_batch(batch, _insert_statement, self._settle_inserts)
 
@@ -366,6 +378,7 @@ class PostgresJobStore:
         target: JobState,
         changes: Mapping[str, Any] | None = None,
         attempt: Attempt | None = None,
+        spec: JobSpec | None = None,
     ) -> Job:
         """Compare-and-swap: set state=target (and the given Job fields) only if the current
         state is in `expected`. Returns the updated job. ConflictError when the state was not in
@@ -378,6 +391,7 @@ class PostgresJobStore:
             JobState(target).value,
             check_changes(changes),
             recorded,
+            spec,
         )
         job: Job = await self._batched(self.moves, job_id, request)
         return job
@@ -388,11 +402,11 @@ class PostgresJobStore:
     async def _settle_moves(self, batch: list[Pending], rows: list[asyncpg.Record]) -> None:
         """Resolve each call: its updated job, else why not (from the states now stored). The
         moved ones first: they are committed whatever happens to the read that follows."""
-        moved = {row["id"]: row_to_job(row) for row in rows}
+        moved = {row["id"]: row for row in rows}
         missed = [p for p in batch if p.key not in moved]
         for pending in batch:
             if pending.key in moved and not pending.future.done():
-                pending.future.set_result(moved[pending.key])
+                pending.future.set_result(row_to_job(moved[pending.key], pending.request[4]))
         if not missed:
             return
         pool = self._pool
@@ -445,11 +459,13 @@ class PostgresJobStore:
             raise NotFoundError(f"no token {token_id}")
         return row_to_token(row)
 
-    async def append_audit(self, entry: AuditEntry) -> None:
-        params = audit_params(entry)
-        marks = ", ".join(f"${i}" for i in range(1, len(params) + 1))
+    async def append_audit(self, *entries: AuditEntry) -> None:
+        rows = [audit_params(entry) for entry in entries]
+        if not rows:
+            return
+        marks = ", ".join(f"${i}" for i in range(1, len(rows[0]) + 1))
         sql = f"INSERT INTO audit ({', '.join(AUDIT_INSERT_FIELDS)}) VALUES ({marks})"
-        await self._run(lambda c: c.execute(sql, *params))
+        await self._run(lambda c: c.executemany(sql, rows))  # one transaction (asyncpg)
 
     async def list_audit(
         self,
@@ -531,7 +547,7 @@ def _move_statement(batch: list[Pending]) -> _Fn[list[asyncpg.Record]]:
     rows = []
     # Sorted by id: two servers' batches lock the rows they share in the same order.
     for pending in sorted(batch, key=lambda p: p.key):
-        states, target, changes, recorded = pending.request
+        states, target, changes, recorded, _ = pending.request
         row: list[Any] = [pending.key, ",".join(states), target]
         for name in MOVE_FIELDS:
             row += [changes.get(name), name in changes]

@@ -48,7 +48,7 @@ from hodei.adapters.store.common import (
 )
 from hodei.domain.access import AuditEntry, TokenRecord
 from hodei.domain.attempts import Attempt
-from hodei.domain.jobs import Job, JobState
+from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.errors import ConflictError, NotFoundError, StoreError
 from hodei.ports import SecretRecord
 
@@ -168,6 +168,21 @@ class _Op(_Waiter):
 
 
 _Outcome = tuple[_Waiter, Any, BaseException | None]
+
+
+def _insert_job(conn: _Conn, job: Job, params: Sequence[Any]) -> Job:
+    """ConflictError when the id, or the idempotency key, is already another job's."""
+    try:
+        cursor = conn.execute(_INSERT, params)
+    except sqlite3.IntegrityError:
+        if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
+            raise ConflictError(f"job {job.id} already exists") from None
+        key = job.idempotency_key
+        sql = "SELECT id FROM jobs WHERE idempotency_key = ?"
+        if key is not None and (row := conn.execute(sql, (key,)).fetchone()):
+            raise ConflictError(f"idempotency key already used by job {row[0]}") from None
+        raise
+    return job.with_changes(seq=cursor.lastrowid)
 
 
 def _resolve_all(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -447,21 +462,21 @@ class SqliteJobStore:
     async def create_job(self, job: Job) -> Job:
         """Insert a new job; returns it with `seq` set. ConflictError if the id exists."""
         params = job_params(job)
+        return await self._submit(lambda conn: _insert_job(conn, job, params), write=True)
 
-        def op(conn: _Conn) -> Job:
-            try:
-                cursor = conn.execute(_INSERT, params)
-            except sqlite3.IntegrityError:
-                if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
-                    raise ConflictError(f"job {job.id} already exists") from None
-                key = job.idempotency_key
-                sql = "SELECT id FROM jobs WHERE idempotency_key = ?"
-                if key is not None and (row := conn.execute(sql, (key,)).fetchone()):
-                    raise ConflictError(f"idempotency key already used by job {row[0]}") from None
-                raise
-            return job.with_changes(seq=cursor.lastrowid)
+    async def create_jobs(self, jobs: Sequence[Job]) -> list[Job | ConflictError]:
+        rows = [(job, job_params(job)) for job in jobs]
 
-        return await self._submit(op, write=True)
+        def op(conn: _Conn) -> list[Job | ConflictError]:
+            out: list[Job | ConflictError] = []
+            for job, params in rows:
+                try:  # a refused INSERT undoes only itself: the others stay in the transaction
+                    out.append(_insert_job(conn, job, params))
+                except ConflictError as exc:
+                    out.append(exc)
+            return out
+
+        return await self._submit(op, write=True) if rows else []
 
     async def job_by_idempotency_key(self, key: str) -> Job | None:
         def op(conn: _Conn) -> Job | None:
@@ -526,6 +541,7 @@ class SqliteJobStore:
         target: JobState,
         changes: Mapping[str, Any] | None = None,
         attempt: Attempt | None = None,
+        spec: JobSpec | None = None,
     ) -> Job:
         """Compare-and-swap: set state=target (and the given Job fields) only if the current
         state is in `expected`. Returns the updated job. ConflictError when the state was not in
@@ -547,7 +563,7 @@ class SqliteJobStore:
             if states and _RETURNING and (rows := conn.execute(sql, params).fetchall()):
                 if recorded is not None:
                     conn.execute(_UPSERT_ATTEMPT, recorded)
-                return row_to_job(rows[0])
+                return row_to_job(rows[0], spec)
             if states and not _RETURNING and conn.execute(sql, params).rowcount == 1:
                 if recorded is not None:
                     conn.execute(_UPSERT_ATTEMPT, recorded)
@@ -609,12 +625,15 @@ class SqliteJobStore:
 
         return await self._submit(op, write=True)
 
-    async def append_audit(self, entry: AuditEntry) -> None:
-        params = audit_params(entry)
-        sql = f"INSERT INTO audit ({', '.join(AUDIT_INSERT_FIELDS)}) VALUES ({_marks(len(params))})"
+    async def append_audit(self, *entries: AuditEntry) -> None:
+        rows = [audit_params(entry) for entry in entries]
+        if not rows:
+            return
+        columns = ", ".join(AUDIT_INSERT_FIELDS)
+        sql = f"INSERT INTO audit ({columns}) VALUES ({_marks(len(rows[0]))})"
 
         def op(conn: _Conn) -> None:
-            conn.execute(sql, params)
+            conn.executemany(sql, rows)
 
         await self._submit(op, write=True)
 
