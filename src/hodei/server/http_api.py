@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import orjson
@@ -51,7 +50,8 @@ class SubmitRequest(BaseModel):
     queued_by: str = Field("", max_length=200)
     idempotency_key: str | None = Field(None, max_length=200)
 
-    def to_spec(self) -> JobSpec:
+    def to_spec(self, queued_by: Callable[[str], str]) -> JobSpec:
+        """`queued_by` maps what the request claims to what is recorded (Principal.queued_by)."""
         memory = self.memory_bytes
         return JobSpec(
             command=self.command,
@@ -65,7 +65,7 @@ class SubmitRequest(BaseModel):
             timeout_s=self.timeout_s,
             max_retries=self.max_retries,
             priority=self.priority,
-            queued_by=self.queued_by,
+            queued_by=queued_by(self.queued_by),
         )
 
 
@@ -198,9 +198,8 @@ def create_http_app(api: JobsApi, services: Any, metrics: Metrics, started_at: f
         key = body.idempotency_key or idempotency_key  # the body's, else the header's
         if body.idempotency_key and idempotency_key and body.idempotency_key != idempotency_key:
             raise ValidationError("Idempotency-Key header and body idempotency_key differ")
-        spec = body.to_spec()
         principal = principal_of(request)
-        spec = replace(spec, queued_by=principal.queued_by(spec.queued_by))
+        spec = body.to_spec(principal.queued_by)
         job, created = await api.submit_once(spec, body.id, key)
         if not created:
             response.status_code = 200  # the job an earlier submit with this key created
@@ -217,9 +216,7 @@ def create_http_app(api: JobsApi, services: Any, metrics: Metrics, started_at: f
         for index, item in enumerate(body.jobs):
             if item.id is not None:
                 raise ValidationError(f"jobs[{index}]: a batch cannot name job ids")
-            spec = item.to_spec()
-            spec = replace(spec, queued_by=principal.queued_by(spec.queued_by))
-            requests.append((spec, item.idempotency_key))
+            requests.append((item.to_spec(principal.queued_by), item.idempotency_key))
         items: list[dict[str, Any]] = []
         created_ids: list[str] = []
         for result in await api.submit_many(requests):
