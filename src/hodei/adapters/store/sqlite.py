@@ -1,25 +1,16 @@
-"""SQLite JobStore: one writer thread owns the connection and group-commits queued operations.
+"""SQLite JobStore on one file: every query is an operation of the file's writer thread.
 
-Every async call becomes an operation on a queue. The writer thread drains what is queued, runs
-it in one transaction (optimistically without savepoints; if a write fails, e.g. with a
-ConflictError, the batch is rolled back and run again with a SAVEPOINT per write, so one
-operation's error does not undo its neighbours), commits once (WAL, synchronous=FULL: one
-fsync per batch) and only then resolves the callers' futures. Reads go through the same thread,
-so they always see committed writes.
+The thread and its group commit are sqlite_writer's (a batch commits before any caller's await
+returns; reads see committed writes); the schema and its migration on open are sqlite_schema's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import queue
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from hodei.adapters.store.common import (
     ATTEMPT_CONFLICT,
@@ -37,7 +28,6 @@ from hodei.adapters.store.common import (
     audit_params,
     check_changes,
     job_params,
-    pending_migrations,
     row_to_attempt,
     row_to_audit,
     row_to_job,
@@ -46,90 +36,20 @@ from hodei.adapters.store.common import (
     token_params,
     transition_conflict,
 )
+from hodei.adapters.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migrate
+from hodei.adapters.store.sqlite_writer import MAX_BATCH, SqliteWriter
 from hodei.domain.access import AuditEntry, TokenRecord
 from hodei.domain.attempts import Attempt
 from hodei.domain.jobs import Job, JobSpec, JobState
-from hodei.errors import ConflictError, NotFoundError, StoreError
+from hodei.errors import ConflictError, NotFoundError
 from hodei.ports import SecretRecord
 
 __all__ = ["MIGRATIONS", "MUTABLE_FIELDS", "SCHEMA_VERSION", "SqliteJobStore"]
 
-MAX_BATCH = 500
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # UPDATE ... RETURNING
 _CHUNK = 500  # stay well under SQLite's bound-parameter limit
 
-_T = TypeVar("_T")
 _Conn = sqlite3.Connection
-
-# Version 1 predates the migration list and used IF NOT EXISTS; it stays as released.
-_V1 = (
-    """CREATE TABLE IF NOT EXISTS jobs (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        state TEXT NOT NULL,
-        priority INTEGER NOT NULL,
-        created_at REAL NOT NULL,
-        exit_code INTEGER,
-        attempts INTEGER NOT NULL,
-        worker_id TEXT,
-        started_at REAL,
-        finished_at REAL,
-        reason TEXT NOT NULL,
-        spec TEXT NOT NULL
-    )""",
-    # Queue rebuilds scan by (state, priority, seq); list_jobs(state=...) pages by (state, seq).
-    "CREATE INDEX IF NOT EXISTS jobs_state_priority_seq ON jobs (state, priority, seq)",
-    "CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, seq)",
-    """CREATE TABLE IF NOT EXISTS secrets (
-        name TEXT PRIMARY KEY,
-        ciphertext BLOB NOT NULL,
-        updated_at REAL NOT NULL
-    )""",
-)
-_V2 = (
-    # NULL for "no key": a UNIQUE index admits any number of NULLs.
-    "ALTER TABLE jobs ADD COLUMN idempotency_key TEXT",
-    "CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (idempotency_key)",
-    """CREATE TABLE attempts (
-        job_id TEXT NOT NULL,
-        number INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        worker_id TEXT,
-        exit_code INTEGER,
-        assigned_at REAL,
-        started_at REAL,
-        finished_at REAL,
-        reason TEXT NOT NULL,
-        PRIMARY KEY (job_id, number)
-    )""",
-)
-_V3 = (
-    """CREATE TABLE tokens (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        role TEXT NOT NULL,
-        secret_hash TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        revoked_at REAL
-    )""",
-    """CREATE TABLE audit (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        at REAL NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        target TEXT NOT NULL,
-        detail TEXT NOT NULL
-    )""",
-    "CREATE INDEX audit_action ON audit (action, seq)",
-)
-# The schema, step by step: a database at version N gets steps N+1.. applied on open.
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration("jobs, secrets and queue indexes", _V1),
-    Migration("idempotency keys and attempt records", _V2),
-    Migration("API tokens and the audit trail", _V3),
-    Migration("retry backoff kept with the job", ("ALTER TABLE jobs ADD COLUMN not_before REAL",)),
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 _SELECT = f"SELECT {', '.join(JOB_FIELDS)} FROM jobs"
 _INSERT = (
@@ -153,23 +73,6 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-@dataclass(slots=True)
-class _Waiter:
-    """A future owned by `loop`, resolved from the writer thread."""
-
-    future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
-
-
-@dataclass(slots=True)
-class _Op(_Waiter):
-    fn: Callable[[_Conn], Any]
-    write: bool
-
-
-_Outcome = tuple[_Waiter, Any, BaseException | None]
-
-
 def _insert_job(conn: _Conn, job: Job, params: Sequence[Any]) -> Job:
     """ConflictError when the id, or the idempotency key, is already another job's."""
     try:
@@ -185,87 +88,6 @@ def _insert_job(conn: _Conn, job: Job, params: Sequence[Any]) -> Job:
     return job.with_changes(seq=cursor.lastrowid)
 
 
-def _resolve_all(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, result, error in items:
-        if future.done():  # the awaiting task was cancelled
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-
-def _deliver(outcomes: list[_Outcome]) -> None:
-    """Resolve futures with one wake-up per event loop rather than one per operation."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
-    for waiter, result, error in outcomes:
-        by_loop.setdefault(waiter.loop, []).append((waiter.future, result, error))
-    for loop, items in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting any more
-            loop.call_soon_threadsafe(_resolve_all, items)
-
-
-def _take_batch(
-    q: queue.SimpleQueue[_Op | _Waiter], limit: int
-) -> tuple[list[_Op], _Waiter | None]:
-    """Block for one item, then take whatever else is already queued (up to `limit` ops).
-    Returns the ops and the stop request if one was reached."""
-    batch: list[_Op] = []
-    item = q.get()
-    while True:
-        if not isinstance(item, _Op):
-            return batch, item
-        batch.append(item)
-        if len(batch) >= limit:
-            return batch, None
-        try:
-            item = q.get_nowait()
-        except queue.Empty:
-            return batch, None
-
-
-def _rollback(conn: _Conn) -> None:
-    if conn.in_transaction:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-
-
-class _Retry(Exception):
-    """A write failed in a batch run without savepoints: run the batch again with them."""
-
-
-def _run_fast(conn: _Conn, op: _Op) -> tuple[Any, BaseException | None]:
-    """Run one op with no savepoint (two statements fewer per write). A failing write raises
-    _Retry: only a rollback of the whole transaction can undo what it may have done."""
-    try:
-        return op.fn(conn), None
-    except sqlite3.Error:
-        raise
-    except Exception as exc:
-        if op.write:
-            raise _Retry from exc
-        return None, exc
-
-
-def _run_op(conn: _Conn, op: _Op) -> tuple[Any, BaseException | None]:
-    """Run one op; a non-database error (ConflictError, NotFoundError, a bug) undoes only this
-    op. A sqlite3.Error propagates: the database itself failed and the batch is lost."""
-    if op.write:
-        conn.execute("SAVEPOINT op")
-    try:
-        result = op.fn(conn)
-    except sqlite3.Error:
-        raise
-    except Exception as exc:
-        if op.write:
-            conn.execute("ROLLBACK TO op")
-            conn.execute("RELEASE op")
-        return None, exc
-    if op.write:
-        conn.execute("RELEASE op")
-    return result, None
-
-
 class SqliteJobStore:
     """JobStore on one SQLite file. `await open()` before use, `await close()` when done."""
 
@@ -279,183 +101,31 @@ class SqliteJobStore:
     ) -> None:
         self.path = Path(path)
         self.migrations = tuple(migrations)
-        self.commits = 0  # committed write transactions; each may carry many operations
-        self._max_batch = max(1, max_batch)
-        self._busy_timeout_ms = max(0, int(busy_timeout_ms))
-        self._queue: queue.SimpleQueue[_Op | _Waiter] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        what = f"job store {self.path}"
+        self._writer = SqliteWriter(
+            self.path,
+            what,
+            lambda conn: migrate(conn, self.migrations, what),
+            max_batch=max_batch,
+            busy_timeout_ms=busy_timeout_ms,
+        )
+        self._submit = self._writer.submit
+
+    @property
+    def commits(self) -> int:
+        """Committed write transactions; each may carry many operations."""
+        return self._writer.commits
 
     # -- lifecycle
 
     async def open(self) -> None:
         """Create the file (and parent directories) if needed and start the writer thread.
         StoreError if the database cannot be opened or is from a newer Hodei."""
-        if self._thread is not None:
-            return
-        loop = asyncio.get_running_loop()
-        ready = _Waiter(loop.create_future(), loop)
-        self._queue = queue.SimpleQueue()
-        # Daemon: a process that exits without close() must not hang on the idle thread; every
-        # acknowledged write was already committed.
-        self._thread = threading.Thread(
-            target=self._thread_main,
-            args=(self._queue, ready),
-            name=f"hodei-sqlite-{self.path.name}",
-            daemon=True,
-        )
-        self._closed = False
-        self._thread.start()
-        try:
-            await ready.future
-        except BaseException:
-            await self._shutdown()
-            raise
+        await self._writer.open()
 
     async def close(self) -> None:
         """Finish every queued operation, then stop the thread and close the connection."""
-        self._closed = True
-        await self._shutdown()
-
-    async def _shutdown(self) -> None:
-        thread, q = self._thread, self._queue
-        if thread is None:
-            return
-        self._thread = None  # refuse new operations; queued ones run before the stop request
-        loop = asyncio.get_running_loop()
-        stopped = _Waiter(loop.create_future(), loop)
-        q.put(stopped)
-        await stopped.future
-        thread.join()  # the thread resolves `stopped` as its last act, so this is immediate
-
-    # -- writer thread
-
-    def _thread_main(self, q: queue.SimpleQueue[_Op | _Waiter], ready: _Waiter) -> None:
-        conn: _Conn | None = None
-        error: BaseException | None = None
-        try:
-            conn = self._connect()
-        except StoreError as exc:
-            error = exc
-        except Exception as exc:
-            error = self._error(exc)
-        _deliver([(ready, None, error)])
-        self._serve(q, conn)
-
-    def _serve(self, q: queue.SimpleQueue[_Op | _Waiter], conn: _Conn | None) -> None:
-        while True:
-            batch, stop = _take_batch(q, self._max_batch)
-            if batch and conn is None:  # opening failed; answer until open() stops us
-                _deliver(
-                    [(op, None, StoreError(f"job store {self.path} is not open")) for op in batch]
-                )
-            elif batch and conn is not None:
-                self._run_batch(conn, batch)
-            if stop is not None:
-                if conn is not None:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.close()
-                _deliver([(stop, None, None)])
-                return
-
-    def _run_batch(self, conn: _Conn, batch: list[_Op]) -> None:
-        write = any(op.write for op in batch)
-        outcomes: list[_Outcome] = []
-        try:
-            # IMMEDIATE takes the write lock up front (waiting busy_timeout for it) instead of
-            # failing with SQLITE_BUSY when a read transaction tries to upgrade.
-            begin = "BEGIN IMMEDIATE" if write else "BEGIN"
-            conn.execute(begin)
-            try:
-                for op in batch:
-                    result, error = _run_fast(conn, op)
-                    outcomes.append((op, result, error))
-            except _Retry:  # rare (a lost race, a duplicate id): ops are pure, run them again
-                conn.execute("ROLLBACK")
-                conn.execute(begin)
-                outcomes = []
-                for op in batch:
-                    result, error = _run_op(conn, op)
-                    outcomes.append((op, result, error))
-            conn.execute("COMMIT")
-        except Exception as exc:  # sqlite3.Error, or a bug: nothing of this batch is durable
-            _rollback(conn)
-            _deliver([(op, None, self._error(exc)) for op in batch])
-            return
-        if write:
-            self.commits += 1
-        _deliver(outcomes)
-
-    def _connect(self) -> _Conn:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the directory of {self.path}: {exc}") from exc
-        deadline = time.monotonic() + max(1.0, self._busy_timeout_ms / 1000)
-        delay = 0.01
-        while True:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000
-            )
-            try:
-                self._prepare(conn)
-                return conn
-            except sqlite3.OperationalError as exc:
-                _rollback(conn)
-                conn.close()
-                # Servers opening a new file together: SQLite answers BUSY at once (no busy
-                # wait) when two connections would deadlock switching it to WAL; try again.
-                busy = getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED")
-                if not busy or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.2)
-            except BaseException:
-                _rollback(conn)
-                conn.close()
-                raise
-
-    def _prepare(self, conn: _Conn) -> None:
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(f"job store {self.path}: cannot enable WAL (mode is {mode})")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-        self._migrate(conn)
-
-    def _migrate(self, conn: _Conn) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL)")
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        try:
-            version = int(row[0]) if row is not None else 0
-        except (TypeError, ValueError):
-            raise StoreError(f"job store {self.path}: bad schema_version {row[0]!r}") from None
-        # One transaction under the write lock: two servers opening one file do not race, and a
-        # failing step leaves the database at its old version.
-        for number, step in pending_migrations(version, self.migrations, f"job store {self.path}"):
-            for statement in step.statements:
-                conn.execute(statement)
-            conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (number,)
-            )
-        conn.execute("COMMIT")
-
-    def _error(self, exc: BaseException) -> StoreError:
-        code = getattr(exc, "sqlite_errorname", None)  # e.g. SQLITE_FULL, SQLITE_CORRUPT
-        detail = f"{exc} ({code})" if code else f"{exc!r}"
-        return StoreError(f"job store {self.path} failed: {detail}")
-
-    # -- submitting operations
-
-    async def _submit(self, fn: Callable[[_Conn], _T], *, write: bool) -> _T:
-        if self._thread is None:
-            state = "closed" if self._closed else "not open"
-            raise StoreError(f"job store {self.path} is {state}")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[_T] = loop.create_future()
-        self._queue.put(_Op(future, loop, fn, write))
-        return await future
+        await self._writer.close()
 
     # -- jobs
 

@@ -1,0 +1,102 @@
+"""The SQLite store's schema, as ordered migration steps, and the migration run on open."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from hodei.adapters.store.common import Migration, pending_migrations
+from hodei.errors import StoreError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+
+# Version 1 predates the migration list and used IF NOT EXISTS; it stays as released.
+_V1 = (
+    """CREATE TABLE IF NOT EXISTS jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        exit_code INTEGER,
+        attempts INTEGER NOT NULL,
+        worker_id TEXT,
+        started_at REAL,
+        finished_at REAL,
+        reason TEXT NOT NULL,
+        spec TEXT NOT NULL
+    )""",
+    # Queue rebuilds scan by (state, priority, seq); list_jobs(state=...) pages by (state, seq).
+    "CREATE INDEX IF NOT EXISTS jobs_state_priority_seq ON jobs (state, priority, seq)",
+    "CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, seq)",
+    """CREATE TABLE IF NOT EXISTS secrets (
+        name TEXT PRIMARY KEY,
+        ciphertext BLOB NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+)
+_V2 = (
+    # NULL for "no key": a UNIQUE index admits any number of NULLs.
+    "ALTER TABLE jobs ADD COLUMN idempotency_key TEXT",
+    "CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (idempotency_key)",
+    """CREATE TABLE attempts (
+        job_id TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        worker_id TEXT,
+        exit_code INTEGER,
+        assigned_at REAL,
+        started_at REAL,
+        finished_at REAL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (job_id, number)
+    )""",
+)
+_V3 = (
+    """CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    )""",
+    """CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL
+    )""",
+    "CREATE INDEX audit_action ON audit (action, seq)",
+)
+# The schema, step by step: a database at version N gets steps N+1.. applied on open.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("jobs, secrets and queue indexes", _V1),
+    Migration("idempotency keys and attempt records", _V2),
+    Migration("API tokens and the audit trail", _V3),
+    Migration("retry backoff kept with the job", ("ALTER TABLE jobs ADD COLUMN not_before REAL",)),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], what: str) -> None:
+    """Bring the database up to `migrations`; `what` names it in errors. StoreError when its
+    schema version is unreadable or newer than `migrations`."""
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL)")
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    try:
+        version = int(row[0]) if row is not None else 0
+    except (TypeError, ValueError):
+        raise StoreError(f"{what}: bad schema_version {row[0]!r}") from None
+    # One transaction under the write lock: two servers opening one file do not race, and a
+    # failing step leaves the database at its old version.
+    for number, step in pending_migrations(version, migrations, what):
+        for statement in step.statements:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (number,)
+        )
+    conn.execute("COMMIT")
