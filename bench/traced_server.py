@@ -20,7 +20,7 @@ from collections import defaultdict
 from typing import Any
 
 from hodei.domain.jobs import Job, JobState
-from hodei.server import grpc_worker, orchestrator, scheduler, workers
+from hodei.server import dispatch, grpc_worker, orchestrator, scheduler, workers
 
 MARKS: dict[str, dict[str, float]] = defaultdict(dict)
 
@@ -32,7 +32,7 @@ def _mark(job_id: str, name: str) -> None:
 def install() -> None:
     sched = scheduler.Scheduler
     on_job_changed = sched.on_job_changed
-    dispatch = sched._dispatch
+    dispatch_job = dispatch.Dispatcher.dispatch
     move = orchestrator.Orchestrator.move
     send_assign = workers.WorkerSession.send_assign
     next_message = workers.WorkerSession.next_message
@@ -44,7 +44,7 @@ def install() -> None:
 
     async def traced_dispatch(self: Any, job: Job, session: Any) -> None:
         _mark(job.id, "dispatch_task")
-        await dispatch(self, job, session)
+        await dispatch_job(self, job, session)
 
     async def traced_move(self: Any, job: Job, target: JobState, **changes: Any) -> Job:
         if target is JobState.ASSIGNED:
@@ -75,7 +75,7 @@ def install() -> None:
             return
 
     sched.on_job_changed = traced_on_job_changed  # type: ignore[method-assign]
-    sched._dispatch = traced_dispatch  # type: ignore[method-assign]
+    dispatch.Dispatcher.dispatch = traced_dispatch  # type: ignore[method-assign]
     orchestrator.Orchestrator.move = traced_move  # type: ignore[method-assign]
     workers.WorkerSession.send_assign = traced_send_assign  # type: ignore[method-assign]
     workers.WorkerSession.next_message = traced_next_message  # type: ignore[method-assign]

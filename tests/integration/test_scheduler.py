@@ -250,4 +250,4 @@ async def test_a_retry_is_not_placed_before_its_stored_time(world: World) -> Non
     assert again.attempt == 2
     # What a restarted server (or another one on the store) reads honours it too.
     world.scheduler.admit(queued.with_changes(id="other", not_before=world.orch.now() + 60))
-    assert "other" not in world.scheduler._queued
+    assert "other" not in world.scheduler.queue

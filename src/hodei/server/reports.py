@@ -1,0 +1,230 @@
+"""What agents report on the attempts they hold: log output, starts and results.
+
+A report is applied only once its attempt's `assigned` write has committed (see dispatch.py:
+the assignment leaves before it); reports on attempts a worker does not hold are refused and
+audited. The end of an attempt is settled by the retry policy, or the job queued again when
+its worker never ran it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+from hodei._proto.hodei.v1 import worker_pb2 as pb
+from hodei.domain.attempts import AttemptState
+from hodei.domain.jobs import Job, JobState
+from hodei.domain.scheduling import release
+from hodei.errors import ConflictError, HodeiError
+from hodei.server.audit import Auditor
+from hodei.server.loghub import LogHub
+from hodei.server.orchestrator import Orchestrator
+from hodei.server.workers import HeldJob, WorkerSession, assignment_stored
+
+log = logging.getLogger(__name__)
+
+NOT_RUN = -1  # JobResult.exit_code of an attempt the agent never started
+Spawn = Callable[[Coroutine[Any, Any, None]], None]  # runs a task the caller does not await
+
+
+class Reports:
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        hub: LogHub,
+        kick: Callable[[], None],
+        spawn: Spawn,
+        retry_backoff_s: float = 1.0,
+    ) -> None:
+        self.orch = orchestrator
+        self.hub = hub
+        self.kick = kick  # a slot was freed: the scheduler passes again
+        self.spawn = spawn
+        self.retry_backoff_s = retry_backoff_s
+        self.auditor: Auditor | None = None
+
+    def store_logs(self, session: WorkerSession, chunks: Iterable[pb.LogChunk]) -> None:
+        """Store log chunks of jobs this worker holds and ack them. Chunks of an attempt whose
+        `assigned` write has not committed yet wait in its HeldJob (in order) until it has;
+        they are dropped if it fails (the attempt never existed)."""
+        acked: dict[tuple[str, int], int] = {}
+        foreign: set[tuple[str, int]] = set()
+        for chunk in chunks:
+            held = session.jobs.get(chunk.job_id)
+            if held is None or held.attempt != chunk.attempt:
+                foreign.add((chunk.job_id, chunk.attempt))
+                continue  # not this worker's job (or a stale attempt): never stored
+            if held.early_logs or (held.committed is not None and not held.committed.done()):
+                held.early_logs.append(chunk)
+                continue
+            try:
+                self.hub.append(
+                    chunk.job_id, chunk.attempt, chunk.sequence, chunk.offset, chunk.data
+                )
+            except HodeiError as exc:
+                log.error("log of job %s not stored: %s", chunk.job_id, exc.message)
+                break  # unacked: the agent keeps the bytes and sends them again
+            acked[(chunk.job_id, chunk.attempt)] = self.hub.last_seq(chunk.job_id, chunk.attempt)
+        for (job_id, attempt), seq in acked.items():
+            session.ack_log(job_id, attempt, seq)
+        for job_id, attempt in foreign:
+            self._refused(session, job_id, f"log of attempt {attempt}")
+
+    def _refused(self, session: WorkerSession, job_id: str, what: str) -> None:
+        """An agent reported on a job it does not hold (stale, or not its own): audited."""
+        if self.auditor is not None:
+            detail = f"{what}: not held by this worker"
+            self.spawn(
+                self.auditor.denied(f"worker:{session.id}", "worker.report_refused", job_id, detail)
+            )
+
+    async def on_started(
+        self, session: WorkerSession, update: pb.JobStatusUpdate, with_result: bool = False
+    ) -> None:
+        """`with_result`: the attempt's result came in the same message; the start is then
+        stored with it, in one write instead of two."""
+        held = session.jobs.get(update.job_id)
+        if held is None or held.attempt != update.attempt:
+            return
+        started_at = self.orch.now()  # when the report came, not when it could be stored
+        if with_result:
+            if held.started_at is None:
+                held.started_at = started_at
+            return
+        if not await assignment_stored(held) or session.jobs.get(update.job_id) is not held:
+            return
+        if held.job.state is JobState.ASSIGNED:
+            try:
+                held.job = await self.orch.move(held.job, JobState.RUNNING, started_at=started_at)
+            except ConflictError as exc:
+                log.warning("start of %s refused: %s", held.job.id, exc)
+
+    async def on_result(self, session: WorkerSession, result: pb.JobResult) -> None:
+        held = session.jobs.get(result.job_id)
+        if (
+            held is not None
+            and held.attempt == result.attempt
+            and (not await assignment_stored(held) or session.jobs.get(result.job_id) is not held)
+        ):
+            held = None  # its `assigned` write failed: the attempt never existed
+        if held is None or held.attempt != result.attempt:
+            session.ack_result(result.job_id, result.attempt, False, "job not held by this worker")
+            self._refused(session, result.job_id, f"result of attempt {result.attempt}")
+            return
+        del session.jobs[result.job_id]
+        if result.exit_code == NOT_RUN and not held.cancel_sent:
+            await self._requeue_unrun(held, result.error)
+        else:
+            reason = describe(result, held.cancel_sent)
+            if self.hub.last_seq(held.job_id, held.attempt) < result.last_sequence:
+                reason = f"{reason} (log incomplete: the server could not store all of it)"
+            await self._settle(held, result_target(result, held), result.exit_code, reason)
+        session.ack_result(result.job_id, result.attempt, True)
+        self._freed(session, held)
+
+    async def requeue_unrun(self, session: WorkerSession, held: HeldJob, why: str) -> None:
+        """An attempt its worker never got (lost in a dropped stream): queue the job again."""
+        await self._requeue_unrun(held, why)
+        self._freed(session, held)
+
+    async def settle_lost(self, job: Job, why: str) -> None:
+        """An attempt no worker holds any more (after a restart): the retry policy decides."""
+        await self._settle(HeldJob(job.id, job.attempts, job), JobState.FAILED, None, why)
+
+    async def lose(self, session: WorkerSession, held: HeldJob) -> None:
+        """`held` will get no more reports (its worker is gone, or never got it)."""
+        if held.cancel_sent:
+            await self._settle(held, JobState.CANCELLED, None, "cancelled (worker gone)")
+        else:
+            await self._settle(held, JobState.FAILED, None, f"worker {session.id} lost")
+        release(session.view, held.job.spec)
+
+    async def _requeue_unrun(self, held: HeldJob, error: str) -> None:
+        """The agent never started this attempt (e.g. it was shutting down): queue it again."""
+        try:
+            if not await assignment_stored(held):
+                return  # the attempt was never recorded: the job is where it was
+            await self.orch.requeue(
+                held.job, reason=f"not run by its worker: {error}", outcome=AttemptState.NOT_RUN
+            )
+        except ConflictError as exc:
+            log.warning("could not requeue %s: %s", held.job_id, exc)
+        finally:
+            self.hub.seal(held.job_id, held.attempt)
+
+    def _freed(self, session: WorkerSession, held: HeldJob) -> None:
+        release(session.view, held.job.spec)
+        if not session.jobs:
+            session.last_busy = time.monotonic()
+        self.kick()
+
+    async def _settle(
+        self, held: HeldJob, target: JobState, exit_code: int | None, reason: str
+    ) -> None:
+        """Record the end of an attempt: retry it when the policy allows, else finish the job."""
+        job = held.job
+        try:
+            if not await assignment_stored(held):
+                return  # the attempt was never recorded: nothing to settle
+            started: dict[str, Any] = {}
+            if held.started_at is not None and job.state is JobState.ASSIGNED:
+                started["started_at"] = held.started_at  # reported with the result
+            if target is JobState.FAILED and job.attempts <= job.spec.max_retries:
+                delay = retry_delay(self.retry_backoff_s, job.attempts)
+                await self.orch.move(
+                    job,
+                    JobState.QUEUED,
+                    exit_code=exit_code,
+                    worker_id=None,
+                    not_before=self.orch.now() + delay,
+                    reason=f"attempt {job.attempts} {reason}; retrying in {delay:g}s",
+                    **started,
+                )
+            elif started:
+                await self.orch.move(
+                    job,
+                    target,
+                    exit_code=exit_code,
+                    reason=reason,
+                    finished_at=self.orch.now(),
+                    **started,
+                )
+            else:
+                await self.orch.finish(job, target, exit_code, reason)
+        except ConflictError as exc:
+            log.warning("result of %s attempt %d not applied: %s", job.id, held.attempt, exc)
+        finally:
+            # Sealing wakes log followers, who then read the job: only once its new state is
+            # stored (a store with concurrent connections could serve them the old one first).
+            self.hub.seal(job.id, held.attempt)
+
+
+def retry_delay(base_s: float, attempts: int) -> float:
+    """Exponential backoff before retry number `attempts`: base, 2*base, 4*base... (<= 5 min)."""
+    return min(300.0, base_s * 2.0 ** max(0, attempts - 1))
+
+
+def result_target(result: pb.JobResult, held: HeldJob) -> JobState:
+    if held.cancel_sent and (result.cancelled or result.signal):
+        return JobState.CANCELLED
+    if (
+        result.cancelled
+    ):  # the agent stopped on its own (e.g. its host shut down): not a user cancel
+        return JobState.FAILED
+    if result.timed_out:
+        return JobState.TIMED_OUT
+    return JobState.SUCCEEDED if result.exit_code == 0 and not result.error else JobState.FAILED
+
+
+def describe(result: pb.JobResult, held_cancelled: bool = True) -> str:
+    if result.error:
+        return result.error
+    if result.cancelled:
+        return "cancelled by user" if held_cancelled else "stopped with its worker"
+    if result.timed_out:
+        return "timed out"
+    if result.signal:
+        return f"killed by signal {result.signal}"
+    return f"exited with code {result.exit_code}" if result.exit_code else ""
