@@ -94,10 +94,10 @@ async def test_queued_job_is_dispatched_to_an_idle_worker_and_finishes(world: Wo
     job = await world.orch.submit(JobSpec(command="echo hi"))
     (a,) = await assigned(session)
     assert a.job_id == job.id and a.attempt == 1 and a.command == "echo hi"
-    await world.scheduler.on_started(session, pb.JobStatusUpdate(job_id=job.id, attempt=1))
+    await world.scheduler.reports.on_started(session, pb.JobStatusUpdate(job_id=job.id, attempt=1))
     assert (await world.job(job.id)).state is JobState.RUNNING
     world.hub.append(job.id, 1, 1, 0, b"hi\n")
-    await world.scheduler.on_result(session, result(a, 0, last_sequence=1))
+    await world.scheduler.reports.on_result(session, result(a, 0, last_sequence=1))
     done = await world.job(job.id)
     assert done.state is JobState.SUCCEEDED and done.exit_code == 0 and done.finished_at
     assert world.hub.read(job.id, 1) == b"hi\n"
@@ -109,23 +109,23 @@ async def test_a_result_for_a_job_not_held_is_refused(world: World) -> None:
     job = await world.orch.submit(JobSpec(command="true"))
     (a,) = await assigned(session)
     stale = pb.JobResult(job_id=job.id, attempt=7, exit_code=0)
-    await world.scheduler.on_result(session, stale)
+    await world.scheduler.reports.on_result(session, stale)
     msg = await asyncio.wait_for(session.next_message(), 2)
     assert msg is not None and not msg.result_acks[0].accepted
     assert (await world.job(job.id)).state is JobState.ASSIGNED
     other = world.worker("w2")
-    await world.scheduler.on_result(other, result(a))
+    await world.scheduler.reports.on_result(other, result(a))
     assert (await world.job(job.id)).state is JobState.ASSIGNED
 
 
 async def test_reports_on_jobs_a_worker_does_not_hold_are_audited(world: World) -> None:
-    world.scheduler.auditor = Auditor(world.store)
+    world.scheduler.set_auditor(Auditor(world.store))
     session = world.worker("w1")
     job = await world.orch.submit(JobSpec(command="true"))
     (a,) = await assigned(session)
     intruder = world.worker("w2")
-    await world.scheduler.on_result(intruder, result(a))
-    world.scheduler.store_logs(
+    await world.scheduler.reports.on_result(intruder, result(a))
+    world.scheduler.reports.store_logs(
         intruder, [pb.LogChunk(job_id=job.id, attempt=1, sequence=1, offset=0, data=b"forged")]
     )
     for _ in range(400):
@@ -145,10 +145,10 @@ async def test_failed_attempts_are_retried_up_to_max_retries(world: World) -> No
     session = world.worker("w1")
     job = await world.orch.submit(JobSpec(command="false", max_retries=1))
     (a1,) = await assigned(session)
-    await world.scheduler.on_result(session, result(a1, 1))
+    await world.scheduler.reports.on_result(session, result(a1, 1))
     (a2,) = await assigned(session)
     assert a2.attempt == 2
-    await world.scheduler.on_result(session, result(a2, 2))
+    await world.scheduler.reports.on_result(session, result(a2, 2))
     final = await world.until(job.id, JobState.FAILED)
     assert final.attempts == 2 and final.exit_code == 2 and "exited with code 2" in final.reason
 
@@ -164,7 +164,7 @@ async def test_priority_first_and_labels_respected(world: World) -> None:
     assert first.job_id == high.id
     reason = world.scheduler.pending_reason(gpu.id)
     assert "missing labels gpu=1" in reason
-    await world.scheduler.on_result(session, result(first))
+    await world.scheduler.reports.on_result(session, result(first))
     (second,) = await assigned(session)
     assert second.job_id == low.id
 
@@ -182,7 +182,7 @@ async def test_cancel_of_a_queued_job_and_of_a_running_one(world: World) -> None
     assert still.state is JobState.ASSIGNED
     msg = await asyncio.wait_for(session.next_message(), 2)
     assert msg is not None and msg.cancels[0].job_id == job.id
-    await world.scheduler.on_result(session, result(a, 143, signal=15, cancelled=True))
+    await world.scheduler.reports.on_result(session, result(a, 143, signal=15, cancelled=True))
     assert (await world.job(job.id)).state is JobState.CANCELLED
 
 
@@ -192,7 +192,7 @@ async def test_cancel_racing_completion_ends_in_exactly_one_state(world: World) 
     (a,) = await assigned(session)
     outcomes = await asyncio.gather(
         world.scheduler.cancel(job.id),
-        world.scheduler.on_result(session, result(a, 0)),
+        world.scheduler.reports.on_result(session, result(a, 0)),
         return_exceptions=True,
     )
     assert not isinstance(outcomes[1], BaseException)
@@ -213,7 +213,7 @@ async def test_a_lost_worker_fails_its_jobs_and_an_unrun_attempt_is_requeued(
     if len(batch) < 2:
         batch += await assigned(session)
     by_id = {a.job_id: a for a in batch}
-    await world.scheduler.on_result(
+    await world.scheduler.reports.on_result(
         session, result(by_id[unrun.id], -1, error="agent is shutting down")
     )
     again = await world.job(unrun.id)
@@ -239,8 +239,8 @@ async def test_a_retry_is_not_placed_before_its_stored_time(world: World) -> Non
     session = world.worker("w1")
     job = await world.orch.submit(JobSpec(command="true", max_retries=1))
     (a,) = await assigned(session)
-    world.scheduler.retry_backoff_s = 0.3
-    await world.scheduler.on_result(session, result(a, 1))
+    world.scheduler.reports.retry_backoff_s = 0.3
+    await world.scheduler.reports.on_result(session, result(a, 1))
     queued = await world.until(job.id, JobState.QUEUED)
     assert queued.not_before is not None and queued.not_before > queued.created_at
     assert (await world.job(job.id)).state is JobState.QUEUED

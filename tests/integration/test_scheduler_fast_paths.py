@@ -109,7 +109,7 @@ async def test_jobs_no_worker_can_take_do_not_hold_back_others(world: World) -> 
     assert first.job_id == high.id  # rank order across shapes; the gpu jobs are skipped
     assert "missing labels gpu=1" in world.scheduler.pending_reason(gpu[0].id)
     assert "missing labels gpu=1" in world.scheduler.pending_reason(gpu[-1].id)
-    await world.scheduler.on_result(session, pb.JobResult(job_id=high.id, attempt=1))
+    await world.scheduler.reports.on_result(session, pb.JobResult(job_id=high.id, attempt=1))
     (second,) = (await next_with(session, "assignments")).assignments
     assert second.job_id == low.id
     gpu_worker = world.worker("g1", slots=2, gpu="1")
@@ -126,14 +126,16 @@ async def test_the_assignment_leaves_before_its_write_and_reports_wait_for_it(
     (a,) = (await next_with(session, "assignments")).assignments
     assert (await world.store.get_job(job.id)).state is JobState.QUEUED  # not yet written
     started = asyncio.ensure_future(
-        world.scheduler.on_started(session, pb.JobStatusUpdate(job_id=job.id, attempt=a.attempt))
+        world.scheduler.reports.on_started(
+            session, pb.JobStatusUpdate(job_id=job.id, attempt=a.attempt)
+        )
     )
     await asyncio.sleep(0.05)
     assert not started.done()  # applied only once `assigned` is stored
     world.store.gate.set()
     await started
     assert (await world.store.get_job(job.id)).state is JobState.RUNNING
-    await world.scheduler.on_result(session, pb.JobResult(job_id=job.id, attempt=a.attempt))
+    await world.scheduler.reports.on_result(session, pb.JobResult(job_id=job.id, attempt=a.attempt))
     done = await world.until(job.id, JobState.SUCCEEDED)
     assert done.attempts == 1 and done.started_at is not None
 
@@ -151,7 +153,7 @@ async def test_a_job_cancelled_before_its_assignment_is_stored_is_taken_back(
     msg = await next_with(session, "cancels")
     assert msg.cancels[0].job_id == job.id and msg.cancels[0].attempt == a.attempt
     assert not session.jobs and session.view.free_slots == 1
-    await world.scheduler.on_result(
+    await world.scheduler.reports.on_result(
         session, pb.JobResult(job_id=job.id, attempt=a.attempt, cancelled=True, signal=15)
     )
     ack = await next_with(session, "result_acks")
@@ -166,8 +168,8 @@ async def test_a_start_reported_with_its_result_is_stored_in_one_write(world: Wo
     (a,) = (await next_with(session, "assignments")).assignments
     await world.until(job.id, JobState.ASSIGNED)
     update = pb.JobStatusUpdate(job_id=job.id, attempt=a.attempt)
-    await world.scheduler.on_started(session, update, with_result=True)
-    await world.scheduler.on_result(session, pb.JobResult(job_id=job.id, attempt=a.attempt))
+    await world.scheduler.reports.on_started(session, update, with_result=True)
+    await world.scheduler.reports.on_result(session, pb.JobResult(job_id=job.id, attempt=a.attempt))
     done = await world.store.get_job(job.id)
     assert done.state is JobState.SUCCEEDED
     assert done.started_at is not None and done.finished_at is not None
@@ -185,7 +187,7 @@ async def test_a_result_ack_and_the_next_assignment_leave_in_one_message(world: 
     writer = asyncio.ensure_future(session.next_message())  # idle, as the stream's writer is
     await asyncio.sleep(0.01)
     assert not writer.done()
-    await world.scheduler.on_result(session, pb.JobResult(job_id=first.id, attempt=1))
+    await world.scheduler.reports.on_result(session, pb.JobResult(job_id=first.id, attempt=1))
     msg = await asyncio.wait_for(writer, 2)
     assert msg is not None and [x.job_id for x in msg.result_acks] == [first.id]
     assert [x.job_id for x in msg.assignments] == [second.id]

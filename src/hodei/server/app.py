@@ -162,7 +162,7 @@ def build(settings: ServerSettings, grpc_target: str) -> Services:
         max_memory=psutil.virtual_memory().total,
     )
     scheduler.demand = provisioner.demand
-    scheduler.max_output_bytes = settings.max_output_bytes
+    scheduler.dispatcher.max_output_bytes = settings.max_output_bytes
     scheduler.can_grow = provisioner.can_grow
     scheduler.note = provisioner.note
     scheduler.fits = provisioner.fits
@@ -175,7 +175,7 @@ def build(settings: ServerSettings, grpc_target: str) -> Services:
     bus.subscribe(metrics.on_job_changed)
     api = JobsApi(orch, scheduler, hub)
     auditor = Auditor(store)
-    scheduler.auditor = auditor
+    scheduler.set_auditor(auditor)
     return Services(
         settings,
         store,
@@ -394,7 +394,7 @@ async def join_cluster(s: Services) -> ClusterLink | None:
         cluster, s.store, s.bus, s.hub, s.scheduler, s.registry, settings.worker_grace_s
     )
     # Another server may place the same queued job at the same moment: store first, then send.
-    s.scheduler.send_before_commit = False
+    s.scheduler.dispatcher.send_before_commit = False
     s.recovery.workers_elsewhere = link.others_workers
     await link.start()
     return link

@@ -163,7 +163,9 @@ class ClusterLink:
                 job = await self.store.get_job(job_id)
                 if job.state in ACTIVE:
                     log.warning("server %s is gone: settling job %s", server_id, job_id)
-                    await self.scheduler.settle_lost(job, f"server {server_id} stopped answering")
+                    await self.scheduler.reports.settle_lost(
+                        job, f"server {server_id} stopped answering"
+                    )
             await self.cluster.forget_server(server_id)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

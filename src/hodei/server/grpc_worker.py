@@ -196,12 +196,12 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
 
     def take_in(self, session: WorkerSession, msg: pb.AgentMessage) -> None:
         """What needs no store write: the heartbeat, and log output (durable in the log
-        store, in order per attempt; see Scheduler.store_logs)."""
+        store, in order per attempt; see Reports.store_logs)."""
         if msg.HasField("heartbeat"):
             session.usage = msg.heartbeat.usage
             session.last_heartbeat = time.time()
         if msg.logs:
-            self.scheduler.store_logs(session, msg.logs)
+            self.scheduler.reports.store_logs(session, msg.logs)
 
     async def _report_loop(
         self, session: WorkerSession, reports: asyncio.Queue[pb.AgentMessage | None]
@@ -221,10 +221,10 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             starts = [u for u in msg.updates if u.phase == pb.JobStatusUpdate.STARTED]
             for u in starts:
                 if (u.job_id, u.attempt) in ended:
-                    await self.scheduler.on_started(session, u, with_result=True)
+                    await self.scheduler.reports.on_started(session, u, with_result=True)
             await asyncio.gather(
                 *(
-                    self.scheduler.on_started(session, u)
+                    self.scheduler.reports.on_started(session, u)
                     for u in starts
                     if (u.job_id, u.attempt) not in ended
                 )
@@ -234,6 +234,6 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
 
     async def _result(self, session: WorkerSession, result: pb.JobResult) -> None:
         try:
-            await self.scheduler.on_result(session, result)
+            await self.scheduler.reports.on_result(session, result)
         except HodeiError as exc:
             log.error("result of job %s not recorded: %s", result.job_id, exc.message)

@@ -79,7 +79,9 @@ class Recovery:
         for job_id, job in list(session.jobs.items()):
             if (job_id, job.attempt) not in held:
                 del session.jobs[job_id]
-                await self.scheduler.requeue_unrun(session, job, "its worker never received it")
+                await self.scheduler.reports.requeue_unrun(
+                    session, job, "its worker never received it"
+                )
         for job_id, attempt in held:
             mine = session.jobs.get(job_id)
             if mine is None or mine.attempt != attempt:
@@ -145,7 +147,9 @@ class Recovery:
         if job is None or self.scheduler.held_job(job.id, job.worker_id) is not None:
             return  # finished or taken back
         try:
-            await self.scheduler.settle_lost(job, "its worker did not come back after a restart")
+            await self.scheduler.reports.settle_lost(
+                job, "its worker did not come back after a restart"
+            )
         except HodeiError as exc:
             log.warning("could not settle job %s: %s", job_id, exc.message)
 

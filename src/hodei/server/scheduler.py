@@ -13,7 +13,7 @@ import asyncio
 import heapq
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any, Generic, TypeVar, cast
+from typing import Any
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.domain.jobs import Job, JobSpec, JobState
@@ -32,25 +32,6 @@ log = logging.getLogger(__name__)
 
 Demand = Callable[[list[Job]], str | None]  # jobs waiting for capacity -> reason text
 MAX_PLACED_PER_PASS = 128  # then yield, so log fan-out and gRPC reads interleave with a burst
-T = TypeVar("T")
-
-
-class Kept(Generic[T]):
-    """A Scheduler attribute that its collaborators named by `keepers` hold (the first is
-    read; setting it sets it on all of them)."""
-
-    def __init__(self, *keepers: str) -> None:
-        self.keepers = keepers
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, scheduler: Scheduler, owner: type | None = None) -> T:
-        return cast(T, getattr(getattr(scheduler, self.keepers[0]), self.name))
-
-    def __set__(self, scheduler: Scheduler, value: T) -> None:
-        for keeper in self.keepers:
-            setattr(getattr(scheduler, keeper), self.name, value)
 
 
 class Scheduler:
@@ -88,18 +69,10 @@ class Scheduler:
         self._loop_task: asyncio.Task[None] | None = None
         self.reports = Reports(orchestrator, hub, self.kick, self._spawn, retry_backoff_s)
         self.dispatcher = Dispatcher(orchestrator, self.reports, self.kick, self._spawn)
-        # Agent reports go straight to Reports (bound here: no extra call per report).
-        self.store_logs = self.reports.store_logs
-        self.on_started = self.reports.on_started
-        self.on_result = self.reports.on_result
-        self.requeue_unrun = self.reports.requeue_unrun
-        self.settle_lost = self.reports.settle_lost
 
-    # Settings the collaborators keep, set on the Scheduler (by app.py, and tests).
-    auditor: Kept[Auditor | None] = Kept("reports", "dispatcher")  # secrets used, refusals
-    send_before_commit: Kept[bool] = Kept("dispatcher")
-    max_output_bytes: Kept[int] = Kept("dispatcher")
-    retry_backoff_s: Kept[float] = Kept("reports")
+    def set_auditor(self, auditor: Auditor | None) -> None:
+        """Audit the secrets each dispatch hands out, and refused agent reports."""
+        self.dispatcher.auditor = self.reports.auditor = auditor
 
     # ---- queue ------------------------------------------------------------------------------
     def on_job_changed(self, event: JobChanged) -> None:

@@ -21,7 +21,7 @@ class HeldJob:
     cancel_sent: bool = False
     # The assignment leaves before its `assigned` write commits (one commit fewer between
     # submit and start); this resolves to whether that write succeeded, and whatever the
-    # agent reports about the attempt is applied only after it (see Scheduler._dispatch).
+    # agent reports about the attempt is applied only after it (see dispatch.Dispatcher.dispatch).
     committed: asyncio.Future[bool] | None = None
     started_at: float | None = None  # start reported with the result: stored with it
     early_logs: list[pb.LogChunk] = field(default_factory=list)  # came before `committed`
