@@ -9,7 +9,6 @@ them to milliseconds; the REST values are the fallback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import math
 import os
@@ -21,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -146,8 +145,13 @@ class Submitted:
     last_ack: float  # time.time() after the last 201
 
 
+class Address(Protocol):
+    host: str
+    port: int
+
+
 async def submit_many(
-    server: HodeiServer,
+    server: Address,
     count: int,
     body: bytes,
     connections: int,
@@ -509,19 +513,30 @@ async def log_latency_under_load(
     """W4 under load: the ticker job (high priority) while a W1-style burst saturates."""
     deadline = time.monotonic() + limit_s
     base = await server.finished_total()
-    load = asyncio.create_task(submit_many(server, load_jobs, TRUE_JOB, connections, deadline))
+    # The burst comes from another process: sharing the follower's event loop, its 16
+    # connections would delay the follower's reads and count as Hodei's latency.
+    load = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("submit_load.py")),
+        f"{server.host}:{server.port}",
+        str(load_jobs),
+        str(connections),
+        str(limit_s),
+        stdout=asyncio.subprocess.PIPE,
+    )
     try:
         await asyncio.sleep(0.3)
         result = await log_latency(server, lines, period, limit_s, priority=1000)
-        result["load_still_running_at_end"] = not load.done()
-        sub = await load
+        result["load_still_running_at_end"] = load.returncode is None
+        out, _ = await load.communicate()
+        if load.returncode != 0:
+            raise RuntimeError(f"the W1 burst failed (exit {load.returncode})")
         await server.wait_finished(base + load_jobs + 1, deadline)
     finally:
-        if not load.done():
-            load.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await load
-    result["load_jobs"] = len(sub.ids)
+        if load.returncode is None:
+            load.kill()
+            await load.wait()
+    result["load_jobs"] = orjson.loads(out)["submitted"]
     return result
 
 

@@ -9,6 +9,7 @@ import os
 from hodei.agent.lifeline import tie_to_parent
 from hodei.agent.session import AgentSession
 from hodei.agent.tls import AgentTls
+from hodei.gc_tuning import long_lived_from_here
 
 
 def _setup_logging() -> None:
@@ -41,6 +42,7 @@ def run_agent(
     elif ca_pem:
         tls = AgentTls.from_pem(ca_pem.encode(), enroll_url)
     session = AgentSession(server_url, otp, labels, slots, cancel_grace_s, tls=tls)
+    long_lived_from_here()  # its modules: no pause of the job's log path to walk them again
     try:
         import uvloop
     except ImportError:  # optional: the default loop works, only slower

@@ -32,6 +32,7 @@ from hodei.adapters.store.sqlite import SqliteJobStore
 from hodei.config import ServerSettings, parse_mount, split_addr
 from hodei.domain.scheduling import Policy
 from hodei.errors import HodeiError
+from hodei.gc_tuning import long_lived_from_here
 from hodei.home import server_instance_id
 from hodei.ports import JobStore, WorkerProvider
 from hodei.server.access_api import add_access_routes
@@ -292,7 +293,11 @@ def start_grpc(s: Services) -> tuple[grpc.aio.Server, int]:
     return server, bound
 
 
-async def serve(settings: ServerSettings, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: ServerSettings, ready: asyncio.Event | None = None, freeze_gc: bool = False
+) -> None:
+    """Run the server until SIGINT/SIGTERM. `freeze_gc` (the `hodei server` process, not a
+    test that embeds the server): see long_lived_from_here."""
     started = time.time()
     host, port = split_addr(settings.grpc_addr, 50051)
     agent_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
@@ -363,6 +368,8 @@ async def serve(settings: ServerSettings, ready: asyncio.Event | None = None) ->
     print(access, file=sys.stderr, flush=True)
     if ready is not None:
         ready.set()
+    if freeze_gc:
+        long_lived_from_here()
     demo = asyncio.create_task(run_demo(s, http_port)) if settings.demo else None
     try:
         await stop.wait()
@@ -432,7 +439,7 @@ def run_server(settings: ServerSettings) -> int:
         runner = asyncio.run  # type: ignore[assignment]
     try:
         with home_lock(settings):
-            runner(serve(settings))
+            runner(serve(settings, freeze_gc=True))
     except HodeiError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
