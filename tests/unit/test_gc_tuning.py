@@ -21,6 +21,7 @@ frozen = gc.get_freeze_count()
 assert frozen > 1000, frozen  # the imported modules' objects
 assert not any(type(o).__name__ == "Node" for o in gc.get_objects())
 assert sum(len(gc.get_objects(g)) for g in range(3)) < frozen  # what is left to walk is small
+assert gc.get_threshold()[0] == 10_000
 print("ok")
 """
 
