@@ -17,8 +17,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_VENV = ROOT / "bench" / ".venv"
-# pip name -> how to tell it is installed (a module to import, or an executable beside python)
-REQUIREMENTS: dict[str, str] = {"celery": "celery", "redis": "redis", "py-spy": "bin:py-spy"}
+# pip requirement -> how to tell it is installed (modules to import, or an executable beside
+# python). Celery's redis extra brings kombu's (redis-py and `packaging`, which kombu's redis
+# transport imports): without it a fresh environment fails at the first apply_async.
+REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "celery[redis]": ("celery", "redis", "packaging"),
+    "py-spy": ("bin:py-spy",),
+}
 
 
 def _say(text: str) -> None:
@@ -52,7 +57,7 @@ def ensure_python_env() -> None:
         os.execv(str(python), [str(python), *sys.argv])
     if importlib.util.find_spec("hodei") is None:
         _pip("-e", str(ROOT))
-    missing = [name for name, probe in REQUIREMENTS.items() if not _installed(probe)]
+    missing = [name for name, probes in REQUIREMENTS.items() if not all(map(_installed, probes))]
     if missing:
         _pip(*missing)
     importlib.invalidate_caches()
