@@ -181,3 +181,21 @@ def _cmdline(process: object) -> str:
         return " ".join(process.cmdline())  # type: ignore[attr-defined]
     except psutil.Error:
         return ""
+
+
+def test_a_token_revoked_on_one_server_is_refused_by_the_other_at_once(
+    postgres_dsn: str, server_factory: type, tmp_path: Path
+) -> None:
+    a, b = pair(server_factory, postgres_dsn, tmp_path, "--max-workers", "0")
+    with a.http() as ca, b.http(authenticated=False) as cb:
+        made = ca.post("/api/v1/tokens", json={"role": "viewer", "name": "ci"}).json()
+        bearer = {"Authorization": f"Bearer {made['token']}"}
+        assert cb.get("/api/v1/jobs", headers=bearer).status_code == 200  # b caches it now
+        assert ca.post(f"/api/v1/tokens/{made['id']}/revoke").status_code == 200
+        revoked = time.monotonic()
+        while cb.get("/api/v1/jobs", headers=bearer).status_code == 200:
+            # b's cache would trust the token for 5 s: only the cluster's message ends it sooner.
+            assert time.monotonic() - revoked < 3, "b still takes the revoked token"
+            time.sleep(0.02)
+        refused = cb.get("/api/v1/jobs", headers=bearer)
+        assert refused.status_code == 401 and "revoked" in refused.text

@@ -13,6 +13,7 @@ from hodei.domain.cluster import ClusterEvent, EventKind, decode_event, encode_e
         ClusterEvent(EventKind.JOB, "srv-a", "job-1"),
         ClusterEvent(EventKind.LOG, "srv-b", "job-2", attempt=3, size=1 << 40),
         ClusterEvent(EventKind.CANCEL, "srv-c", "j"),
+        ClusterEvent(EventKind.TOKEN, "srv-d", "0123456789ab"),
     ],
 )
 def test_events_round_trip(event: ClusterEvent) -> None:

@@ -65,8 +65,7 @@ def add_access_routes(app: FastAPI, auth: ApiAuth, auditor: Auditor) -> None:
 
     @app.post("/api/v1/tokens/{token_id}/revoke")
     async def revoke_token(token_id: str, request: Request) -> dict[str, Any]:
-        record = await store.revoke_token(token_id, auditor.now())
-        auth.forget(token_id)
+        record = await auth.revoke(token_id, auditor.now())
         await auditor.record(actor_of(request), "token.revoke", token_id)
         return token_to_dict(record)
 

@@ -1,9 +1,11 @@
 """API authentication: bearer tokens with roles, checked for every HTTP request and gRPC call.
 
 A token is `hodei_<id>_<secret>`; the server keeps its records (hash only) in the store and a
-few seconds' cache of them, dropped at once when this server revokes one. In dev mode (loopback
-only, see config) every request acts as an admin. On first start the server writes an admin
-token to HODEI_HOME/admin.token (mode 0600), which the CLI on this machine uses by default.
+few seconds' cache of them, dropped at once when a server sharing the store revokes one (the
+others hear it through the cluster link; the cache's expiry only covers a missed message). In
+dev mode (loopback only, see config) every request acts as an admin. On first start the server
+writes an admin token to HODEI_HOME/admin.token (mode 0600), which the CLI on this machine
+uses by default.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from hodei.ports import JobStore
 from hodei.security.tokens import new_token, secret_matches, split_token
 from hodei.server.audit import Auditor
 
-CACHE_S = 5.0  # how long another server's revocation may take to reach this one
+CACHE_S = 5.0  # how long a check is trusted without reading the store again
 ADMIN_TOKEN_FILE = "admin.token"
 
 Scope = MutableMapping[str, Any]
@@ -45,6 +47,8 @@ class ApiAuth:
         self.dev = dev
         self._clock = clock
         self._cache: dict[str, tuple[TokenRecord | None, float]] = {}
+        # Told of every revocation made here (the cluster link tells the other servers).
+        self.on_revoked: Callable[[str], None] = lambda token_id: None
 
     async def principal(self, authorization: str | None) -> Principal:
         """Who presents this Authorization value; AuthError when no valid token."""
@@ -77,6 +81,17 @@ class ApiAuth:
 
     def forget(self, token_id: str) -> None:
         self._cache.pop(token_id, None)
+
+    def forget_all(self) -> None:
+        self._cache.clear()
+
+    async def revoke(self, token_id: str, when: float) -> TokenRecord:
+        """Revoke in the store; refused from now on here, and on the other servers as soon as
+        they hear of it."""
+        record = await self.store.revoke_token(token_id, when)
+        self.forget(token_id)
+        self.on_revoked(token_id)
+        return record
 
     async def create(self, role: Role, name: str) -> tuple[TokenRecord, str]:
         token_id, token, secret_hash = new_token()

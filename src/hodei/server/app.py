@@ -398,7 +398,7 @@ async def join_cluster(s: Services) -> ClusterLink | None:
 
     cluster = PostgresCluster(settings.database_url, server_instance_id(settings.home))
     link = ClusterLink(
-        cluster, s.store, s.bus, s.hub, s.scheduler, s.registry, settings.worker_grace_s
+        cluster, s.store, s.bus, s.hub, s.scheduler, s.registry, s.auth, settings.worker_grace_s
     )
     # Another server may place the same queued job at the same moment: store first, then send.
     s.scheduler.dispatcher.send_before_commit = False

@@ -19,6 +19,7 @@ from hodei.domain.cluster import ClusterEvent, EventKind
 from hodei.domain.jobs import ACTIVE
 from hodei.errors import HodeiError, NotFoundError
 from hodei.ports import Cluster, JobStore
+from hodei.server.api_auth import ApiAuth
 from hodei.server.bus import EventBus, JobChanged
 from hodei.server.loghub import LogHub
 from hodei.server.scheduler import Scheduler
@@ -36,6 +37,7 @@ class ClusterLink:
         hub: LogHub,
         scheduler: Scheduler,
         registry: WorkerRegistry,
+        auth: ApiAuth,
         grace_s: float,
     ) -> None:
         self.cluster = cluster
@@ -44,6 +46,7 @@ class ClusterLink:
         self.hub = hub
         self.scheduler = scheduler
         self.registry = registry
+        self.auth = auth
         self.grace_s = grace_s
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -63,6 +66,7 @@ class ClusterLink:
         self.hub.on_append = self._local_log
         self.registry.on_add = self._worker_added
         self.scheduler.remote_cancel = self._remote_cancel
+        self.auth.on_revoked = self._revoked
         await self.cluster.start(self._received, self._resync)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="cluster-sweep")
 
@@ -98,6 +102,9 @@ class ClusterLink:
     def _remote_cancel(self, job_id: str) -> None:
         self.cluster.publish(ClusterEvent(EventKind.CANCEL, self.instance_id, job_id))
 
+    def _revoked(self, token_id: str) -> None:
+        self.cluster.publish(ClusterEvent(EventKind.TOKEN, self.instance_id, token_id))
+
     def _worker_added(self, session: WorkerSession) -> None:
         self._spawn(self.cluster.worker_connected(session.id))
 
@@ -105,11 +112,13 @@ class ClusterLink:
 
     def _received(self, event: ClusterEvent) -> None:
         if event.kind is EventKind.JOB:
-            self._spawn(self._job_changed(event.job_id))
+            self._spawn(self._job_changed(event.subject))
         elif event.kind is EventKind.LOG:
-            self.hub.remote_appended(event.job_id, event.attempt, event.size)
+            self.hub.remote_appended(event.subject, event.attempt, event.size)
         elif event.kind is EventKind.CANCEL:
-            self._spawn(self._cancel_here(event.job_id))
+            self._spawn(self._cancel_here(event.subject))
+        elif event.kind is EventKind.TOKEN:
+            self.auth.forget(event.subject)
 
     async def _job_changed(self, job_id: str) -> None:
         try:
@@ -136,7 +145,9 @@ class ClusterLink:
             session.send_cancel(self.scheduler.cancel_message(held))
 
     def _resync(self) -> None:
-        """Events were missed while not listening: take the queue from the store again."""
+        """Events were missed while not listening: take the queue from the store again, and
+        read every token again (a revocation may have been among them)."""
+        self.auth.forget_all()
         self._spawn(self._requeue_from_store())
 
     async def _requeue_from_store(self) -> None:
