@@ -188,8 +188,13 @@ def test_agents_without_a_valid_client_certificate_are_refused(
         again = client.post(
             "/api/v1/agents/enroll",
             json={"otp": otp, "csr": pki.make_csr(pki.new_key()).decode()},
+            # Not behind a proxy: a forwarded-for header must not change who is limited per
+            # host and audited (it would let a caller spread OTP guesses over made-up hosts).
+            headers={"X-Forwarded-For": "203.0.113.9"},
         )
+        trail = client.get("/api/v1/audit", params={"action": "worker.refused"}).json()
     assert again.status_code == 401
+    assert trail["items"][0]["actor"] == "peer:127.0.0.1", trail["items"][0]
     # A certificate cannot act as another worker (here: with another worker's OTP).
     other_otp = new_otp(server)
     code, details, _, _ = asyncio.run(
