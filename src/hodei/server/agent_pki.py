@@ -20,6 +20,7 @@ from typing import Any
 from hodei.errors import AuthError, ValidationError
 from hodei.security import MAX_CSR, pki
 from hodei.security.pki_files import CertRecord, CertRegistry, PkiPaths, load_ca
+from hodei.server.background import Background
 from hodei.server.otp import OtpRegistry, Redeemed
 from hodei.server.recovery import Recovery
 from hodei.server.workers import WorkerRegistry
@@ -61,7 +62,7 @@ class AgentAuthority:
         self.workers = workers
         self.recovery = recovery
         self._streams: dict[str, set[LiveStream]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = Background()
         self._now = time.time
 
     # ---- issuing -----------------------------------------------------------------------------
@@ -161,13 +162,8 @@ class AgentAuthority:
             # No certificate it could come back with: settle its jobs now, not after the grace.
             session.process_gone = True
             if session.closed:
-                self._spawn(self.recovery.lose(session, reason))
+                self._background.spawn(self.recovery.lose(session, reason))
         for stream in list(self._streams.get(worker_id, ())):
             log.warning("cutting off worker %s: %s", worker_id, reason)
             stream.reason = reason
             stream.task.cancel()
-
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

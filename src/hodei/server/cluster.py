@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
-from typing import Any
 
 from hodei.domain.cluster import ClusterEvent, EventKind
 from hodei.domain.jobs import ACTIVE
 from hodei.errors import HodeiError, NotFoundError
 from hodei.ports import Cluster, JobStore
 from hodei.server.api_auth import ApiAuth
+from hodei.server.background import Background
 from hodei.server.bus import EventBus, JobChanged
 from hodei.server.loghub import LogHub
 from hodei.server.scheduler import Scheduler
@@ -48,7 +47,7 @@ class ClusterLink:
         self.registry = registry
         self.auth = auth
         self.grace_s = grace_s
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = Background()
         self._sweeper: asyncio.Task[None] | None = None
         self._logs: dict[tuple[str, int], int] = {}  # log growth not yet sent, coalesced
         self._logs_flush: asyncio.Handle | None = None
@@ -75,8 +74,7 @@ class ClusterLink:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        for task in list(self._tasks):
-            task.cancel()
+        await self._background.stop()
         self._send_logs()
         await self.cluster.stop()
 
@@ -106,17 +104,17 @@ class ClusterLink:
         self.cluster.publish(ClusterEvent(EventKind.TOKEN, self.instance_id, token_id))
 
     def _worker_added(self, session: WorkerSession) -> None:
-        self._spawn(self.cluster.worker_connected(session.id))
+        self._background.spawn(self.cluster.worker_connected(session.id))
 
     # -- incoming
 
     def _received(self, event: ClusterEvent) -> None:
         if event.kind is EventKind.JOB:
-            self._spawn(self._job_changed(event.subject))
+            self._background.spawn(self._job_changed(event.subject))
         elif event.kind is EventKind.LOG:
             self.hub.remote_appended(event.subject, event.attempt, event.size)
         elif event.kind is EventKind.CANCEL:
-            self._spawn(self._cancel_here(event.subject))
+            self._background.spawn(self._cancel_here(event.subject))
         elif event.kind is EventKind.TOKEN:
             self.auth.forget(event.subject)
 
@@ -148,7 +146,7 @@ class ClusterLink:
         """Events were missed while not listening: take the queue from the store again, and
         read every token again (a revocation may have been among them)."""
         self.auth.forget_all()
-        self._spawn(self._requeue_from_store())
+        self._background.spawn(self._requeue_from_store())
 
     async def _requeue_from_store(self) -> None:
         for job in await self.store.pending_jobs():
@@ -178,8 +176,3 @@ class ClusterLink:
                         job, f"server {server_id} stopped answering"
                     )
             await self.cluster.forget_server(server_id)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from hodei.domain.jobs import Job, JobSpec
 from hodei.domain.scheduling import missing_labels
 from hodei.ports import WorkerLaunch, WorkerProvider
+from hodei.server.background import Background
 from hodei.server.otp import OtpRegistry
 from hodei.server.workers import WorkerRegistry
 
@@ -58,7 +59,7 @@ class Provisioner:
         self.launching: dict[str, Launch] = {}
         self.owned: set[str] = set()  # launched by us and still alive
         self.last_error = ""
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = Background()
         self._reaper: asyncio.Task[None] | None = None
         self._backoff_until = 0.0
         self._failures = 0
@@ -129,7 +130,7 @@ class Provisioner:
             memory_bytes=job.spec.memory_bytes,
             env=dict(self.agent_env),
         )
-        self._spawn(self._provision(launch))
+        self._background.spawn(self._provision(launch))
 
     async def _provision(self, launch: WorkerLaunch) -> None:
         try:
@@ -145,11 +146,6 @@ class Provisioner:
         self.last_error = error
         self._failures += 1
         self._backoff_until = time.monotonic() + min(30.0, 0.5 * 2 ** min(self._failures, 6))
-
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # ---- lifecycle events -------------------------------------------------------------------
     def registered(self, worker_id: str) -> None:
@@ -179,11 +175,11 @@ class Provisioner:
             if session.id in self.owned and idle and session.view.accepting:
                 log.info("stopping idle worker %s", session.id)
                 session.send_shutdown("idle", grace_ms=0)
-                self._spawn(self._terminate_later(session.id, 5.0))
+                self._background.spawn(self._terminate_later(session.id, 5.0))
         for launch in list(self.launching.values()):
             if time.monotonic() - launch.started > REGISTER_DEADLINE_S:
                 self._failed(launch.worker_id, "worker did not register in time")
-                self._spawn(self.provider.terminate(launch.worker_id))
+                self._background.spawn(self.provider.terminate(launch.worker_id))
 
     async def _terminate_later(self, worker_id: str, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -192,7 +188,5 @@ class Provisioner:
     async def stop(self) -> None:
         if self._reaper:
             self._reaper.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.stop()
         await self.provider.stop()

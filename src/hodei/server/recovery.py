@@ -17,6 +17,7 @@ from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.domain.jobs import ACTIVE, Job
 from hodei.domain.scheduling import reserve
 from hodei.errors import HodeiError, NotFoundError
+from hodei.server.background import Background
 from hodei.server.scheduler import Scheduler
 from hodei.server.workers import HeldJob, WorkerRegistry, WorkerSession
 
@@ -29,7 +30,7 @@ class Recovery:
         self.registry = registry
         self.grace_s = grace_s
         self.expired: set[str] = set()  # session ids declared lost: never resumed
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = Background()
         # Several servers on one store: workers on the others (their jobs are theirs to settle).
         self.workers_elsewhere: Callable[[], Awaitable[set[str]]] = _no_workers
 
@@ -37,7 +38,7 @@ class Recovery:
     def stream_ended(self, session: WorkerSession) -> None:
         session.close()
         if session.shutdown_sent or session.process_gone:
-            self._spawn(self.lose(session, "stopped"))
+            self._background.spawn(self.lose(session, "stopped"))
             return
         log.warning(
             "worker %s disconnected; %d job(s) kept for %.0fs while it may reconnect",
@@ -47,7 +48,8 @@ class Recovery:
         )
         loop = asyncio.get_running_loop()
         session.grace_timer = loop.call_later(
-            self.grace_s, lambda: self._spawn(self.lose(session, "did not come back in time"))
+            self.grace_s,
+            lambda: self._background.spawn(self.lose(session, "did not come back in time")),
         )
 
     def process_exited(self, worker_id: str) -> None:
@@ -57,7 +59,7 @@ class Recovery:
             return
         session.process_gone = True
         if session.closed:
-            self._spawn(self.lose(session, "its process exited"))
+            self._background.spawn(self.lose(session, "its process exited"))
 
     async def lose(self, session: WorkerSession, why: str) -> None:
         if session.grace_timer is not None:
@@ -135,7 +137,7 @@ class Recovery:
                 waiting.append(job.id)
         if waiting:
             log.info("%d job(s) wait up to %.0fs for their workers", len(waiting), self.grace_s)
-            self._spawn(self._settle_later(waiting))
+            self._background.spawn(self._settle_later(waiting))
 
     async def _settle_later(self, job_ids: list[str]) -> None:
         await asyncio.sleep(self.grace_s)
@@ -153,15 +155,8 @@ class Recovery:
         except HodeiError as exc:
             log.warning("could not settle job %s: %s", job_id, exc.message)
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.stop()
         for session in self.registry.sessions():
             if session.grace_timer is not None:
                 session.grace_timer.cancel()

@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.domain.scheduling import Placement, Policy, place, reserve, unschedulable
 from hodei.errors import ConflictError
 from hodei.server.audit import Auditor
+from hodei.server.background import Background
 from hodei.server.bus import JobChanged
 from hodei.server.dispatch import Dispatcher
 from hodei.server.job_queue import JobQueue, Shape
@@ -65,10 +65,12 @@ class Scheduler:
         self._note: str | None = None  # demand()'s answer in that pass, when it was asked
         self._note_known = False
         self._dirty = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background()
         self._loop_task: asyncio.Task[None] | None = None
-        self.reports = Reports(orchestrator, hub, self.kick, self._spawn, retry_backoff_s)
-        self.dispatcher = Dispatcher(orchestrator, self.reports, self.kick, self._spawn)
+        self.reports = Reports(
+            orchestrator, hub, self.kick, self._background.spawn, retry_backoff_s
+        )
+        self.dispatcher = Dispatcher(orchestrator, self.reports, self.kick, self._background.spawn)
 
     def set_auditor(self, auditor: Auditor | None) -> None:
         """Audit the secrets each dispatch hands out, and refused agent reports."""
@@ -132,9 +134,7 @@ class Scheduler:
     async def stop(self) -> None:
         if self._loop_task:
             self._loop_task.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.stop()
 
     async def _run(self) -> None:
         while True:
@@ -172,7 +172,7 @@ class Scheduler:
                 placed += 1
                 session = self.registry.get(worker.id)
                 assert session is not None
-                self._spawn(self.dispatcher.dispatch(job, session))
+                self._background.spawn(self.dispatcher.dispatch(job, session))
                 if following is None:
                     heapq.heappop(heads)
                 else:
@@ -193,11 +193,6 @@ class Scheduler:
             self._note = self.demand(queue.waiting_jobs(waiting_shapes))
             self._note_known = True
         return False
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def on_worker_lost(self, session: WorkerSession) -> None:
         """The worker is gone for good: settle its attempts by the retry policy."""
