@@ -380,11 +380,8 @@ class PostgresJobStore:
         attempt: Attempt | None = None,
         spec: JobSpec | None = None,
     ) -> Job:
-        """Compare-and-swap: set state=target (and the given Job fields) only if the current
-        state is in `expected`. Returns the updated job. ConflictError when the state was not in
-        `expected` (the message names the actual state), NotFoundError when there is no job.
-        ValueError for a `changes` key that is not one of MUTABLE_FIELDS. With `attempt`, the
-        attempt record is upserted in the same statement."""
+        """JobStore.transition: joins the group commit of moves (one statement for the batch,
+        the attempts' upserts included). ValueError for a `changes` key not in MUTABLE_FIELDS."""
         recorded = attempt_params(attempt) if attempt is not None else _NO_ATTEMPT
         request = (
             state_values(expected),

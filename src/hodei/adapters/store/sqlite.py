@@ -213,11 +213,8 @@ class SqliteJobStore:
         attempt: Attempt | None = None,
         spec: JobSpec | None = None,
     ) -> Job:
-        """Compare-and-swap: set state=target (and the given Job fields) only if the current
-        state is in `expected`. Returns the updated job. ConflictError when the state was not in
-        `expected` (the message names the actual state), NotFoundError when there is no job.
-        ValueError for a `changes` key that is not one of MUTABLE_FIELDS. With `attempt`, the
-        attempt record is upserted in the same transaction."""
+        """JobStore.transition: one UPDATE ... RETURNING (and the attempt's upsert) in the
+        writer's transaction. ValueError for a `changes` key not in MUTABLE_FIELDS."""
         changes = check_changes(changes)
         states = state_values(expected)
         # Column names come from MUTABLE_FIELDS only (checked above), so formatting is safe.
