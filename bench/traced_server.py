@@ -20,7 +20,8 @@ from collections import defaultdict
 from typing import Any
 
 from hodei.domain.jobs import Job, JobState
-from hodei.server import dispatch, grpc_worker, orchestrator, scheduler, workers
+from hodei.server.api.grpc import worker_service as grpc_worker
+from hodei.server.core import dispatch, orchestrator, scheduler, workers
 
 MARKS: dict[str, dict[str, float]] = defaultdict(dict)
 

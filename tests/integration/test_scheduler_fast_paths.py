@@ -16,12 +16,12 @@ from hodei.adapters.logs.files import FileLogStore
 from hodei.adapters.store.sqlite import SqliteJobStore
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.domain.scheduling import WorkerView
-from hodei.server.bus import EventBus
-from hodei.server.loghub import LogHub
-from hodei.server.orchestrator import Orchestrator
-from hodei.server.scheduler import Scheduler
-from hodei.server.vault import SecretVault, load_or_create_key
-from hodei.server.workers import WorkerRegistry, WorkerSession
+from hodei.server.core.bus import EventBus
+from hodei.server.core.loghub import LogHub
+from hodei.server.core.orchestrator import Orchestrator
+from hodei.server.core.scheduler import Scheduler
+from hodei.server.core.workers import WorkerRegistry, WorkerSession
+from hodei.server.security.vault import SecretVault, load_or_create_key
 
 
 class GatedStore(SqliteJobStore):

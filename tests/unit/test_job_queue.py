@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 
 from hodei.domain.jobs import Job, JobSpec
-from hodei.server.job_queue import JobQueue, shape_of
+from hodei.server.core.job_queue import JobQueue, shape_of
 
 
 def job(job_id: str, seq: int, priority: int = 0, **labels: str) -> Job:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from hodei.adapters.logs.files import FileLogStore
 from hodei.domain.jobs import Job, JobSpec, JobState
-from hodei.server.http_api import utf8_cut
-from hodei.server.loghub import LogHub
+from hodei.server.api.http.app import utf8_cut
+from hodei.server.core.loghub import LogHub
 
 
 async def test_append_dedups_resent_sequences(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from hodei.errors import AuthError
-from hodei.server.otp import OtpRegistry, ResumeTokens
+from hodei.server.security.otp import OtpRegistry, ResumeTokens
 
 
 def test_otp_is_single_use_and_bound_to_its_worker() -> None:
@@ -45,7 +45,7 @@ def test_resume_tokens_verify_only_their_own_mac() -> None:
 
 
 def test_failures_from_one_source_are_rate_limited_then_forgiven() -> None:
-    from hodei.server import otp as otp_module
+    from hodei.server.security import otp as otp_module
 
     otps = OtpRegistry()
     clock = [1000.0]
@@ -74,7 +74,7 @@ def test_failures_from_one_source_are_rate_limited_then_forgiven() -> None:
     ],
 )
 def test_source_host_drops_the_port(peer: str, host: str) -> None:
-    from hodei.server.otp import source_host
+    from hodei.server.security.otp import source_host
 
     assert source_host(peer) == host
 

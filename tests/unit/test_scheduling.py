@@ -79,7 +79,7 @@ def test_unschedulable_names_every_reason_and_the_providers() -> None:
 
 def test_aging_lets_an_old_low_priority_job_overtake() -> None:
     from hodei.domain.jobs import Job
-    from hodei.server.job_queue import queue_rank
+    from hodei.server.core.job_queue import queue_rank
 
     old_low = Job(id="a", spec=JobSpec(command="x", priority=0), created_at=1000.0)
     new_high = Job(id="b", spec=JobSpec(command="x", priority=5), created_at=1000.0 + 400)

@@ -35,29 +35,29 @@ from hodei.errors import HodeiError
 from hodei.gc_tuning import long_lived_from_here
 from hodei.home import server_instance_id
 from hodei.ports import JobStore, WorkerProvider
-from hodei.server.access_api import add_access_routes
-from hodei.server.api_auth import ApiAuth, ensure_admin_token
-from hodei.server.audit import Auditor
-from hodei.server.bus import EventBus
-from hodei.server.cluster import ClusterLink
-from hodei.server.grpc_guard import MalformedGuard
-from hodei.server.grpc_jobs import JobService
-from hodei.server.grpc_worker import WorkerService
-from hodei.server.http_api import create_http_app
-from hodei.server.loghub import LogHub
-from hodei.server.metrics import Metrics
-from hodei.server.orchestrator import Orchestrator
-from hodei.server.otp import OtpRegistry, ResumeTokens
-from hodei.server.pki_api import add_pki_routes
-from hodei.server.provisioning import Provisioner
-from hodei.server.recovery import Recovery
-from hodei.server.scheduler import Scheduler
-from hodei.server.service import JobsApi, LogPiece
-from hodei.server.vault import SecretVault, load_or_create_key
-from hodei.server.workers import WorkerRegistry
+from hodei.server.api.grpc.guard import MalformedGuard
+from hodei.server.api.grpc.job_service import JobService
+from hodei.server.api.grpc.worker_service import WorkerService
+from hodei.server.api.http.access import add_access_routes
+from hodei.server.api.http.app import create_http_app
+from hodei.server.api.http.pki import add_pki_routes
+from hodei.server.core.bus import EventBus
+from hodei.server.core.cluster import ClusterLink
+from hodei.server.core.loghub import LogHub
+from hodei.server.core.metrics import Metrics
+from hodei.server.core.orchestrator import Orchestrator
+from hodei.server.core.provisioning import Provisioner
+from hodei.server.core.recovery import Recovery
+from hodei.server.core.scheduler import Scheduler
+from hodei.server.core.service import JobsApi, LogPiece
+from hodei.server.core.workers import WorkerRegistry
+from hodei.server.security.api_auth import ApiAuth, ensure_admin_token
+from hodei.server.security.audit import Auditor
+from hodei.server.security.otp import OtpRegistry, ResumeTokens
+from hodei.server.security.vault import SecretVault, load_or_create_key
 
 if TYPE_CHECKING:
-    from hodei.server.agent_pki import AgentAuthority
+    from hodei.server.security.agent_pki import AgentAuthority
 
 log = logging.getLogger("hodei.server")
 
@@ -90,7 +90,7 @@ class Services:
     metrics: Metrics
     auditor: Auditor
     auth: ApiAuth
-    authority: AgentAuthority | None = None  # with --tls: the agents' CA (server.agent_pki)
+    authority: AgentAuthority | None = None  # with --tls: the agents' CA (agent_pki)
 
 
 def make_provider(settings: ServerSettings, on_exit: ExitHandler) -> WorkerProvider:
@@ -199,7 +199,7 @@ def build(settings: ServerSettings, grpc_target: str) -> Services:
 
 async def recover(s: Services) -> None:
     """Rebuild the queue from the store; attempts running when the server stopped wait for
-    their workers to reconnect (see server.recovery)."""
+    their workers to reconnect (see server.core.recovery)."""
     for job in await s.store.pending_jobs():
         s.scheduler.admit(job)
     await s.recovery.after_restart(provider_prefix=f"{s.provisioner.provider.name}-")
@@ -251,7 +251,7 @@ def start_grpc(s: Services) -> tuple[grpc.aio.Server, int]:
     # With --tls the agents' service reads identities from client certificates.
     worker_service = None
     if s.authority is not None:
-        from hodei.server.mtls import MtlsWorkerService
+        from hodei.server.api.grpc.mtls_worker import MtlsWorkerService
 
         worker_service = partial(MtlsWorkerService, authority=s.authority)
     workers = (worker_service or WorkerService)(
@@ -280,7 +280,7 @@ def start_grpc(s: Services) -> tuple[grpc.aio.Server, int]:
     try:
         if s.authority is not None:
             from hodei.security.pki_files import PkiPaths
-            from hodei.server.mtls import grpc_credentials
+            from hodei.server.security.mtls import grpc_credentials
 
             paths = PkiPaths.of_home(s.settings.home)
             bound = server.add_secure_port(target, grpc_credentials(paths))
@@ -307,8 +307,8 @@ async def serve(
     tls: dict[str, Any] = {}
     if settings.tls:
         # Imported only with --tls: the PKI's modules cost start-up time and memory.
-        from hodei.server.agent_pki import AgentAuthority
-        from hodei.server.mtls import prepare_pki
+        from hodei.server.security.agent_pki import AgentAuthority
+        from hodei.server.security.mtls import prepare_pki
 
         paths = prepare_pki(settings)
         s.authority = AgentAuthority(
@@ -393,7 +393,7 @@ async def serve(
 
 
 async def join_cluster(s: Services) -> ClusterLink | None:
-    """On PostgreSQL, join the other servers sharing the database (see server.cluster)."""
+    """On PostgreSQL, join the other servers sharing the database (see server.core.cluster)."""
     settings = s.settings
     if settings.database_kind != "postgresql":
         return None

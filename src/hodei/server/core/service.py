@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from hodei.domain.attempts import Attempt
 from hodei.domain.jobs import Job, JobSpec, JobState, attempt_over, log_attempt
 from hodei.errors import HodeiError, ValidationError
-from hodei.server.loghub import LogHub
-from hodei.server.orchestrator import Orchestrator
-from hodei.server.scheduler import Scheduler
+from hodei.server.core.loghub import LogHub
+from hodei.server.core.orchestrator import Orchestrator
+from hodei.server.core.scheduler import Scheduler
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,13 +19,13 @@ from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei._proto.hodei.v1 import worker_pb2_grpc
 from hodei.domain.scheduling import WorkerView
 from hodei.errors import AuthError, HodeiError
-from hodei.server.audit import Auditor
-from hodei.server.loghub import LogHub
-from hodei.server.otp import OtpRegistry, Redeemed, ResumeTokens, source_host
-from hodei.server.provisioning import Provisioner
-from hodei.server.recovery import Recovery
-from hodei.server.scheduler import Scheduler
-from hodei.server.workers import WorkerRegistry, WorkerSession
+from hodei.server.core.loghub import LogHub
+from hodei.server.core.provisioning import Provisioner
+from hodei.server.core.recovery import Recovery
+from hodei.server.core.scheduler import Scheduler
+from hodei.server.core.workers import WorkerRegistry, WorkerSession
+from hodei.server.security.audit import Auditor
+from hodei.server.security.otp import OtpRegistry, Redeemed, ResumeTokens, source_host
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +149,11 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
 
     def _grant(self, reg: pb.Register, context: grpc.aio.ServicerContext) -> Redeemed:
         """What entitles this new session: the OTP (AuthError if it is not valid). The mTLS
-        service (server.mtls) also takes the peer's certificate."""
+        service (server.security.mtls) also takes the peer's certificate."""
         return self.otps.redeem(reg.otp, source_host(context.peer()))
 
     def _check_peer(self, worker_id: str, context: grpc.aio.ServicerContext) -> None:
-        """Hook: AuthError when the connection may not act as `worker_id` (see server.mtls)."""
+        """Hook: AuthError when the connection may not act as `worker_id` (mtls_worker)."""
 
     def _new_session(
         self, reg: pb.Register, worker_id: str, session_id: str, grant_labels: dict[str, str]

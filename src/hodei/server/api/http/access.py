@@ -8,9 +8,9 @@ from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from hodei.domain.access import DEV_PRINCIPAL, AuditEntry, Principal, TokenRecord, parse_role
-from hodei.server.api_auth import ApiAuth
-from hodei.server.audit import Auditor
-from hodei.server.views import iso
+from hodei.server.api.views import iso
+from hodei.server.security.api_auth import ApiAuth
+from hodei.server.security.audit import Auditor
 
 
 class TokenRequest(BaseModel):

@@ -19,10 +19,10 @@ from hodei.errors import (
     NotFoundError,
     ValidationError,
 )
-from hodei.server.api_auth import ApiAuth
-from hodei.server.audit import Auditor
-from hodei.server.service import JobsApi, LogPiece
-from hodei.server.views import attempt_to_proto, job_to_proto
+from hodei.server.api.views import attempt_to_proto, job_to_proto
+from hodei.server.core.service import JobsApi, LogPiece
+from hodei.server.security.api_auth import ApiAuth
+from hodei.server.security.audit import Auditor
 
 T = TypeVar("T")
 MAX_OFFSET = (1 << 63) - 1

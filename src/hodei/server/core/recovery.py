@@ -17,9 +17,9 @@ from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.domain.jobs import ACTIVE, Job
 from hodei.domain.scheduling import reserve
 from hodei.errors import HodeiError, NotFoundError
-from hodei.server.background import Background
-from hodei.server.scheduler import Scheduler
-from hodei.server.workers import HeldJob, WorkerRegistry, WorkerSession
+from hodei.server.core.background import Background
+from hodei.server.core.scheduler import Scheduler
+from hodei.server.core.workers import HeldJob, WorkerRegistry, WorkerSession
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from hodei.domain.cluster import ClusterEvent, EventKind
 from hodei.domain.jobs import ACTIVE
 from hodei.errors import HodeiError, NotFoundError
 from hodei.ports import Cluster, JobStore
-from hodei.server.api_auth import ApiAuth
-from hodei.server.background import Background
-from hodei.server.bus import EventBus, JobChanged
-from hodei.server.loghub import LogHub
-from hodei.server.scheduler import Scheduler
-from hodei.server.workers import WorkerRegistry, WorkerSession
+from hodei.server.core.background import Background
+from hodei.server.core.bus import EventBus, JobChanged
+from hodei.server.core.loghub import LogHub
+from hodei.server.core.scheduler import Scheduler
+from hodei.server.core.workers import WorkerRegistry, WorkerSession
+from hodei.server.security.api_auth import ApiAuth
 
 log = logging.getLogger(__name__)
 

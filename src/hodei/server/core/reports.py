@@ -18,10 +18,10 @@ from hodei.domain.attempts import AttemptState
 from hodei.domain.jobs import Job, JobState
 from hodei.domain.scheduling import release
 from hodei.errors import ConflictError, HodeiError
-from hodei.server.audit import Auditor
-from hodei.server.loghub import LogHub
-from hodei.server.orchestrator import Orchestrator
-from hodei.server.workers import HeldJob, WorkerSession, assignment_stored
+from hodei.server.core.loghub import LogHub
+from hodei.server.core.orchestrator import Orchestrator
+from hodei.server.core.workers import HeldJob, WorkerSession, assignment_stored
+from hodei.server.security.audit import Auditor
 
 log = logging.getLogger(__name__)
 

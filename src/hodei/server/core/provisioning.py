@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from hodei.domain.jobs import Job, JobSpec
 from hodei.domain.scheduling import missing_labels
 from hodei.ports import WorkerLaunch, WorkerProvider
-from hodei.server.background import Background
-from hodei.server.otp import OtpRegistry
-from hodei.server.workers import WorkerRegistry
+from hodei.server.core.background import Background
+from hodei.server.core.workers import WorkerRegistry
+from hodei.server.security.otp import OtpRegistry
 
 log = logging.getLogger(__name__)
 

@@ -18,15 +18,15 @@ from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.domain.scheduling import Placement, Policy, place, reserve, unschedulable
 from hodei.errors import ConflictError
-from hodei.server.audit import Auditor
-from hodei.server.background import Background
-from hodei.server.bus import JobChanged
-from hodei.server.dispatch import Dispatcher
-from hodei.server.job_queue import JobQueue, Shape
-from hodei.server.loghub import LogHub
-from hodei.server.orchestrator import Orchestrator
-from hodei.server.reports import Reports
-from hodei.server.workers import HeldJob, WorkerRegistry, WorkerSession
+from hodei.server.core.background import Background
+from hodei.server.core.bus import JobChanged
+from hodei.server.core.dispatch import Dispatcher
+from hodei.server.core.job_queue import JobQueue, Shape
+from hodei.server.core.loghub import LogHub
+from hodei.server.core.orchestrator import Orchestrator
+from hodei.server.core.reports import Reports
+from hodei.server.core.workers import HeldJob, WorkerRegistry, WorkerSession
+from hodei.server.security.audit import Auditor
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Scheduler:
         self.hub = hub
         self.cancel_grace_ms = int(cancel_grace_s * 1000)
         self.policy = policy
-        # Several servers on one store (server.cluster): tell the others to cancel a job whose
+        # Several servers on one store (server.core.cluster): tell the others to cancel a job whose
         # worker is theirs.
         self.remote_cancel: Callable[[str], None] | None = None
         self._delayed: dict[str, asyncio.TimerHandle] = {}  # retries waiting out a backoff

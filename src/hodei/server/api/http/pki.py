@@ -1,8 +1,8 @@
 """REST routes of the PKI: agent enrollment (HTTPS, OTP + CSR) and the admin operations.
 
 Enrollment is here, not on the gRPC port, because that port requires a client certificate (see
-server.mtls) and an agent has none yet; the HTTPS listener authenticates the server to the agent
-(it trusts the CA it was given), and the single-use OTP authenticates the agent.
+server.security.mtls) and an agent has none yet; the HTTPS listener authenticates the server
+to the agent (it trusts the CA it was given), and the single-use OTP authenticates the agent.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hodei.errors import AuthError, ConflictError
 from hodei.security import MAX_CSR
-from hodei.server.audit import Auditor
-from hodei.server.views import iso
+from hodei.server.api.views import iso
+from hodei.server.security.audit import Auditor
 
 if TYPE_CHECKING:  # only with --tls are these loaded (cryptography's x509 costs memory)
     from hodei.security.pki_files import CertRecord
-    from hodei.server.agent_pki import AgentAuthority
+    from hodei.server.security.agent_pki import AgentAuthority
 
 
 class EnrollRequest(BaseModel):

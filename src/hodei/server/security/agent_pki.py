@@ -1,11 +1,11 @@
 """The server's certificate authority for agents: enrollment, renewal, revocation, and the live
 streams each certificate holds open.
 
-An agent enrolls once with its single-use OTP and a CSR (over HTTPS, see server.pki_api) and gets
-a short-lived client certificate naming its worker id; before it expires the agent renews it
-over mTLS with the certificate it holds. A stream lives only while its worker holds a valid,
-unrevoked certificate: revoking any of a worker's certificates cuts its streams at once, and a
-stream whose worker let every certificate expire is cut at that moment.
+An agent enrolls once with its single-use OTP and a CSR (over HTTPS, see server.api.http.pki)
+and gets a short-lived client certificate naming its worker id; before it expires the agent
+renews it over mTLS with the certificate it holds. A stream lives only while its worker holds a
+valid, unrevoked certificate: revoking any of a worker's certificates cuts its streams at once,
+and a stream whose worker let every certificate expire is cut at that moment.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Any
 from hodei.errors import AuthError, ValidationError
 from hodei.security import MAX_CSR, pki
 from hodei.security.pki_files import CertRecord, CertRegistry, PkiPaths, load_ca
-from hodei.server.background import Background
-from hodei.server.otp import OtpRegistry, Redeemed
-from hodei.server.recovery import Recovery
-from hodei.server.workers import WorkerRegistry
+from hodei.server.core.background import Background
+from hodei.server.core.recovery import Recovery
+from hodei.server.core.workers import WorkerRegistry
+from hodei.server.security.otp import OtpRegistry, Redeemed
 
 log = logging.getLogger(__name__)
 

@@ -1,29 +1,26 @@
-"""mTLS for the agents' gRPC port (`hodei server --tls`).
+"""The agents' gRPC service under mTLS (`hodei server --tls`): identities from client
+certificates.
 
-The port requires a client certificate issued by the server's CA (gRPC checks the chain and the
-dates in the handshake); this service then reads the worker id from the certificate, refuses a
-revoked one, and lets a connection act only as the worker its certificate names. Enrollment
-cannot happen here: grpc's server credentials can only require client certificates or not ask
-for them, never make them optional, so agents without one enroll over HTTPS (server.pki_api).
+gRPC checks the chain and the dates in the handshake; this service reads the worker id from the
+certificate, refuses a revoked one, and lets a connection act only as the worker its
+certificate names (see server.security.agent_pki). Enrollment cannot happen here: see
+server.security.mtls.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from typing import Any
 
 import grpc
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
-from hodei.config import ServerSettings, split_addr
-from hodei.errors import AuthError, HodeiError, ValidationError
+from hodei.errors import AuthError, ValidationError
 from hodei.security import pki
-from hodei.security.pki_files import PkiPaths, init_pki, server_cert_names
-from hodei.server.agent_pki import AgentAuthority
-from hodei.server.grpc_worker import WorkerService
-from hodei.server.otp import Redeemed, source_host
+from hodei.server.api.grpc.worker_service import WorkerService
+from hodei.server.security.agent_pki import AgentAuthority
+from hodei.server.security.otp import Redeemed, source_host
 
 log = logging.getLogger(__name__)
 
@@ -83,50 +80,3 @@ class MtlsWorkerService(WorkerService):
             not_after_ms=int(issued.info.not_after * 1000),
             serial=issued.info.serial,
         )
-
-
-def _listen_names(settings: ServerSettings) -> list[str]:
-    """Hosts the server listens on that a client may dial by name (not the wildcards)."""
-    names = []
-    for addr, port in ((settings.grpc_addr, 50051), (settings.http_addr, 8080)):
-        host = split_addr(addr, port)[0]
-        try:
-            if ipaddress.ip_address(host).is_unspecified:
-                continue
-        except ValueError:
-            pass
-        names.append(host)
-    return names
-
-
-def prepare_pki(settings: ServerSettings) -> PkiPaths:
-    """The home's PKI, created on first use (the embedded default needs no separate step)."""
-    paths = PkiPaths.of_home(settings.home)
-    if not paths.exists():
-        init_pki(paths, [*pki.DEFAULT_SANS, *_listen_names(settings)])
-        log.info("created a CA and a server certificate in %s", paths.root)
-        return paths
-    try:
-        covered = server_cert_names(paths)
-    except (OSError, HodeiError) as exc:
-        raise HodeiError(f"cannot read the server certificate in {paths.root}: {exc}") from None
-    missing = [h for h in _listen_names(settings) if h.lower() not in covered]
-    if missing:
-        log.warning(
-            "the server certificate does not name %s; clients dialling that will fail "
-            "(recreate it: hodei pki init --force --san ...)",
-            ", ".join(missing),
-        )
-    return paths
-
-
-def grpc_credentials(paths: PkiPaths) -> grpc.ServerCredentials:
-    try:
-        key, cert, ca = (
-            p.read_bytes() for p in (paths.server_key, paths.server_cert, paths.ca_cert)
-        )
-    except OSError as exc:
-        raise HodeiError(f"cannot read the server's TLS files in {paths.root}: {exc}") from None
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=True
-    )

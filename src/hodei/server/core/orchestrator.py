@@ -22,8 +22,8 @@ from hodei.domain.jobs import (
 )
 from hodei.errors import ConflictError, HodeiError, ValidationError
 from hodei.ports import JobStore
-from hodei.server.bus import EventBus, JobChanged
-from hodei.server.vault import SecretVault
+from hodei.server.core.bus import EventBus, JobChanged
+from hodei.server.security.vault import SecretVault
 
 
 class Orchestrator:

@@ -23,7 +23,7 @@ from hodei.domain.access import DEV_PRINCIPAL, Principal, Role, TokenRecord, per
 from hodei.errors import AuthError, ForbiddenError, HodeiError
 from hodei.ports import JobStore
 from hodei.security.tokens import new_token, secret_matches, split_token
-from hodei.server.audit import Auditor
+from hodei.server.security.audit import Auditor
 
 CACHE_S = 5.0  # how long a check is trusted without reading the store again
 ADMIN_TOKEN_FILE = "admin.token"

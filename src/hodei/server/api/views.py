@@ -8,7 +8,7 @@ from typing import Any
 from hodei._proto.hodei.v1 import jobs_pb2
 from hodei.domain.attempts import Attempt
 from hodei.domain.jobs import Job
-from hodei.server.workers import WorkerSession
+from hodei.server.core.workers import WorkerSession
 
 
 def iso(ts: float | None) -> str | None:

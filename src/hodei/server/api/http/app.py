@@ -17,12 +17,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import hodei
 from hodei.domain.jobs import Job, JobSpec, parse_size
 from hodei.errors import HodeiError, ValidationError
-from hodei.server.access_api import actor_of, principal_of
-from hodei.server.audit import Auditor
-from hodei.server.body_limit import BodyLimit
-from hodei.server.metrics import Metrics
-from hodei.server.service import JobsApi, LogPiece
-from hodei.server.views import attempt_to_dict, iso, job_to_dict, launching_to_dict, worker_to_dict
+from hodei.server.api.http.access import actor_of, principal_of
+from hodei.server.api.http.body_limit import BodyLimit
+from hodei.server.api.views import (
+    attempt_to_dict,
+    iso,
+    job_to_dict,
+    launching_to_dict,
+    worker_to_dict,
+)
+from hodei.server.core.metrics import Metrics
+from hodei.server.core.service import JobsApi, LogPiece
+from hodei.server.security.audit import Auditor
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from hodei.server.bus import JobChanged
+from hodei.server.core.bus import JobChanged
 
 
 class _Gauges(Collector):

@@ -16,10 +16,10 @@ from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.domain.jobs import Job, JobState
 from hodei.domain.scheduling import release
 from hodei.errors import ConflictError, HodeiError
-from hodei.server.audit import Auditor
-from hodei.server.orchestrator import Orchestrator
-from hodei.server.reports import Reports, Spawn
-from hodei.server.workers import HeldJob, WorkerSession
+from hodei.server.core.orchestrator import Orchestrator
+from hodei.server.core.reports import Reports, Spawn
+from hodei.server.core.workers import HeldJob, WorkerSession
+from hodei.server.security.audit import Auditor
 
 log = logging.getLogger(__name__)
 
