@@ -1,4 +1,4 @@
-"""The figures table (both systems, their ratio, DESIGN.md section 5 targets), the JSON, and
+"""The figures table (both systems, their ratio, the project's targets), the JSON, and
 the one-line summaries printed as each workload ends."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The gRPC job API in the seeds' shape, server reflection, the demo, and ANSI colours."""
+"""The gRPC job API (hodei.v1), server reflection, the demo, and ANSI colours."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from hodei._proto.hodei.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
 pytestmark = pytest.mark.e2e
 
 
-def test_queue_job_in_the_seeds_shape_and_subscribe_to_its_logs(server: RunningServer) -> None:
+def test_queue_job_definition_and_subscribe_to_its_logs(server: RunningServer) -> None:
     with server.grpc_channel() as channel:
         stub = jobs_pb2_grpc.JobExecutionServiceStub(channel)
         reply = stub.QueueJob(

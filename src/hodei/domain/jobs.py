@@ -132,7 +132,7 @@ class JobSpec:
 
     @property
     def is_script(self) -> bool:
-        """The seeds' rule: a multi-line command or one starting with #! runs as a script."""
+        """Without arguments, a multi-line command or one starting with #! runs as a script."""
         return not self.arguments and (
             "\n" in self.command.strip() or self.command.startswith("#!")
         )

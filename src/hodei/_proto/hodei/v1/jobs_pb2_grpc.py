@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class JobExecutionServiceStub:
-    """The client-facing job API ("JobService" in the issues). QueueJob keeps the seeds' shape.
+    """The client-facing job API: queue, read, list, cancel and retry jobs and follow their logs.
+    QueueJob takes a JobDefinition and the name of who queues it; jobs are named by JobId.
     """
 
     def __init__(self, channel):
@@ -73,7 +74,8 @@ class JobExecutionServiceStub:
 
 
 class JobExecutionServiceServicer:
-    """The client-facing job API ("JobService" in the issues). QueueJob keeps the seeds' shape.
+    """The client-facing job API: queue, read, list, cancel and retry jobs and follow their logs.
+    QueueJob takes a JobDefinition and the name of who queues it; jobs are named by JobId.
     """
 
     def QueueJob(self, request, context):
@@ -165,7 +167,8 @@ def add_JobExecutionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class JobExecutionService:
-    """The client-facing job API ("JobService" in the issues). QueueJob keeps the seeds' shape.
+    """The client-facing job API: queue, read, list, cancel and retry jobs and follow their logs.
+    QueueJob takes a JobDefinition and the name of who queues it; jobs are named by JobId.
     """
 
     @staticmethod
