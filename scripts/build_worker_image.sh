@@ -8,13 +8,23 @@
 # build is skipped when the image already carries the current wheels' hash (label
 # io.hodei.wheel-hash). Needs root (debootstrap, chroot), debootstrap, docker and python3.11.
 #
-# Usage: scripts/build_worker_image.sh [IMAGE]   (default hodei-worker:latest; --force rebuilds)
+# debootstrap fetches from the Debian mirror apt is configured with (see apt_mirror below):
+# there is no built-in default: where apt has no bookworm source, the build stops and says so.
+#
+# Usage: scripts/build_worker_image.sh [--force] [IMAGE]   (default hodei-worker:latest)
+#        scripts/build_worker_image.sh --print-mirror      (print that mirror and exit)
+# HODEI_APT_DIR (default /etc/apt) is the apt configuration directory the mirror is read from.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 FORCE=0
-if [ "${1:-}" = "--force" ]; then FORCE=1; shift; fi
+PRINT_MIRROR=0
+case "${1:-}" in
+--force) FORCE=1; shift ;;
+--print-mirror) PRINT_MIRROR=1; shift ;;
+esac
 IMAGE=${1:-hodei-worker:latest}
+APT_DIR=${HODEI_APT_DIR:-/etc/apt}
 CACHE=${HODEI_IMAGE_CACHE:-/var/cache/hodei-ci}
 SUITE=bookworm
 PACKAGES=python3,python3-venv
@@ -24,15 +34,75 @@ ROOTFS_VERSION=1 # bump when the root file system recipe below changes
 say() { echo "build_worker_image: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-# The apt mirror this machine is configured with (the first URIs: line), so debootstrap works
-# wherever apt does.
+# The Debian mirror apt is configured with, so debootstrap works wherever apt does: the URI of
+# the first enabled `deb` source of suite $SUITE, read in apt's order from sources.list, then
+# the sources.list.d files, one-line (*.list: `deb [options] URI SUITE COMPONENT...`) and
+# deb822 (*.sources: a stanza with `Types: deb`, `URIs:` and `Suites: $SUITE`). Only the
+# schemes debootstrap fetches from count (http, https, ftp, file). Fails, naming the files it
+# read, when there is none.
 apt_mirror() {
-  local mirror=""
-  if [ -r /etc/apt/sources.list.d/debian.sources ]; then
-    mirror=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
+  local files=() file mirror
+  [ -f "$APT_DIR/sources.list" ] && files+=("$APT_DIR/sources.list")
+  for file in "$APT_DIR"/sources.list.d/*; do
+    case $file in *.list | *.sources) [ -f "$file" ] && files+=("$file") ;; esac
+  done
+  mirror=""
+  if [ ${#files[@]} -gt 0 ]; then
+    mirror=$(awk -v suite="$SUITE" "$APT_MIRROR_AWK" "${files[@]}")
   fi
-  echo "${mirror:-http://deb.debian.org/debian}"
+  if [ -z "$mirror" ]; then
+    say "error: no apt source of Debian $SUITE to debootstrap from: looked in" \
+      "$APT_DIR/sources.list, $APT_DIR/sources.list.d/*.list and *.sources" \
+      "(read: ${files[*]:-none of them exists}) for a 'deb URI $SUITE main' line or a deb822" \
+      "stanza with 'Types: deb', 'URIs: URI' and 'Suites: $SUITE'; add one to apt's sources" \
+      "(or set HODEI_APT_DIR to an apt directory that has one)"
+    return 1
+  fi
+  echo "$mirror"
 }
+
+# apt_mirror's reader: prints the first matching URI of the files it is given (or nothing).
+APT_MIRROR_AWK='
+function has(list, word,   n, w, i) {
+  n = split(list, w, /[ \t]+/)
+  for (i = 1; i <= n; i++) if (w[i] == word) return 1
+  return 0
+}
+function usable(uri) { return uri ~ /^(https?|ftp):\/\// || uri ~ /^file:/ }
+function take(uri) { if (found == "" && usable(uri)) found = uri }
+function stanza_end(   n, u, i) {
+  if (types != "" && has(types, "deb") && has(suites, suite) && tolower(enabled) !~ /^(no|false|off|0)$/) {
+    n = split(uris, u, /[ \t]+/)
+    for (i = 1; i <= n; i++) if (u[i] != "") take(u[i])
+  }
+  types = ""; uris = ""; suites = ""; enabled = ""
+}
+FNR == 1 { if (deb822) stanza_end(); deb822 = FILENAME ~ /\.sources$/ }
+deb822 && /^[ \t]*#/ { next }
+deb822 && /^[ \t]*$/ { stanza_end(); next }
+deb822 && /^[ \t]/ { next }  # a continuation line (such as an inline Signed-By key)
+deb822 {
+  i = index($0, ":")
+  if (i == 0) next
+  key = tolower(substr($0, 1, i - 1)); value = substr($0, i + 1)
+  gsub(/^[ \t]+|[ \t]+$/, "", value)
+  if (key == "types") types = value
+  else if (key == "uris") uris = value
+  else if (key == "suites") suites = value
+  else if (key == "enabled") enabled = value
+  next
+}
+{
+  line = $0
+  sub(/#.*/, "", line)
+  if (line !~ /^[ \t]*deb[ \t]/) next
+  sub(/^[ \t]*deb[ \t]+/, "", line)
+  if (line ~ /^\[/) { if (!sub(/^\[[^]]*\][ \t]*/, "", line)) next }
+  split(line, w, /[ \t]+/)
+  if (w[2] == suite) take(w[1])
+}
+END { if (deb822) stanza_end(); print found }
+'
 
 check_tools() {
   [ "$(id -u)" = 0 ] || die "run as root (debootstrap and chroot need it)"
@@ -82,13 +152,13 @@ image_hash() {
 # Debian's root file system with python3, cached as a tarball: debootstrap is the slow part.
 rootfs_tarball() {
   local key tarball tmp
-  key=$(echo "$SUITE $PACKAGES $(apt_mirror) $ROOTFS_VERSION" | sha256sum | cut -c1-12)
+  key=$(echo "$SUITE $PACKAGES $MIRROR $ROOTFS_VERSION" | sha256sum | cut -c1-12)
   tarball="$CACHE/rootfs-$SUITE-$key.tar"
   if [ ! -s "$tarball" ]; then
     mkdir -p "$CACHE"
     tmp=$(mktemp -d "$CACHE/debootstrap.XXXXXX")
-    say "debootstrap $SUITE from $(apt_mirror) (cached in $tarball afterwards)"
-    if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$tmp" "$(apt_mirror)" \
+    say "debootstrap $SUITE from $MIRROR (cached in $tarball afterwards)"
+    if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$tmp" "$MIRROR" \
       >"$CACHE/debootstrap.log" 2>&1; then
       tail -20 "$CACHE/debootstrap.log" >&2
       rm -rf "$tmp"
@@ -158,6 +228,7 @@ import_image() { # $1: root file system, $2: wheel hash
 
 main() {
   check_tools
+  MIRROR=$(apt_mirror) # global, read by rootfs_tarball; fails here, before any work
   local hash tarball old
   work=$(mktemp -d) # global: the EXIT trap runs after main has returned
   trap 'rm -rf "$work"' EXIT
@@ -181,4 +252,8 @@ main() {
   say "built $IMAGE ($(docker image inspect --format '{{.Size}}' "$IMAGE" | numfmt --to=iec))"
 }
 
-main
+if [ "$PRINT_MIRROR" = 1 ]; then
+  apt_mirror
+else
+  main
+fi
