@@ -1,8 +1,10 @@
 """Ports: the Protocols that infrastructure adapters implement.
 
-A port exists where there are (or will soon be) two adapters: JobStore (SQLite, PostgreSQL),
-LogStore (files, shared storage), WorkerProvider (local, docker, kubernetes, microvm), Cluster
-(PostgreSQL LISTEN/NOTIFY; a single server on SQLite needs none).
+A port exists where there are (or will soon be) two adapters: JobStore (SQLite, PostgreSQL,
+memory), LogStore (files, shared storage), WorkerProvider (local, docker, kubernetes, microvm),
+Cluster (PostgreSQL LISTEN/NOTIFY; a single server on SQLite needs none). JobStore is made of
+focused parts (StoreLifecycle, JobRecords, TokenStore, AuditStore, SecretStore) so that a
+consumer of one part asks for that part only.
 """
 
 from __future__ import annotations
@@ -24,12 +26,23 @@ class SecretRecord:
     updated_at: float
 
 
-class JobStore(Protocol):
-    """Durable job records. Every write is committed (group commit) before its await returns."""
+class StoreLifecycle(Protocol):
+    """Opening and closing a store. Every other call raises StoreError while it is not open
+    (the message says "not open", or "closed" once closed)."""
 
-    async def open(self) -> None: ...
+    async def open(self) -> None:
+        """Make the store ready; opening an open store does nothing. StoreError if its
+        database cannot be used (or is from a newer Hodei)."""
+        ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Finish every operation under way, then release the database; closing twice does
+        nothing. A closed store may be opened again and still holds its records."""
+        ...
+
+
+class JobRecords(Protocol):
+    """Jobs and their attempt records."""
 
     async def create_job(self, job: Job) -> Job:
         """Insert a new job; returns it with `seq` set. ConflictError if the id exists, or its
@@ -85,15 +98,17 @@ class JobStore(Protocol):
         """The job's attempt records, first attempt first (empty for an unknown job)."""
         ...
 
-    async def put_secret(self, name: str, ciphertext: bytes) -> None: ...
 
-    # -- API tokens and the audit trail
+class TokenStore(Protocol):
+    """API token records (hashes only, never the secrets)."""
 
     async def create_token(self, token: TokenRecord) -> None:
         """ConflictError if the id exists."""
         ...
 
-    async def get_token(self, token_id: str) -> TokenRecord | None: ...
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        """The token's record, or None if there is no such token."""
+        ...
 
     async def list_tokens(self) -> list[TokenRecord]:
         """Oldest first, revoked ones included."""
@@ -102,6 +117,10 @@ class JobStore(Protocol):
     async def revoke_token(self, token_id: str, at: float) -> TokenRecord:
         """NotFoundError if there is no such token; revoking twice keeps the first time."""
         ...
+
+
+class AuditStore(Protocol):
+    """The audit trail: entries numbered by `seq` in the order they were stored."""
 
     async def append_audit(self, *entries: AuditEntry) -> None:
         """Store the entries, in order, in one transaction."""
@@ -117,15 +136,31 @@ class JobStore(Protocol):
         """Newest first; `action` matches exactly or as a prefix ending in '.' ('job.')."""
         ...
 
+
+class SecretStore(Protocol):
+    """Secret ciphertexts by name (the store never sees a secret's value)."""
+
+    async def put_secret(self, name: str, ciphertext: bytes) -> None:
+        """Create or replace the secret; its `updated_at` becomes now (seconds since the
+        epoch)."""
+        ...
+
     async def get_secrets(self, names: Collection[str]) -> dict[str, bytes]:
         """Ciphertexts of the named secrets that exist (missing names are simply absent)."""
         ...
 
-    async def list_secrets(self) -> list[SecretRecord]: ...
+    async def list_secrets(self) -> list[SecretRecord]:
+        """Every secret's name and update time (never its ciphertext), by name."""
+        ...
 
     async def delete_secret(self, name: str) -> None:
         """NotFoundError if there is no such secret."""
         ...
+
+
+class JobStore(StoreLifecycle, JobRecords, TokenStore, AuditStore, SecretStore, Protocol):
+    """The whole store. Every write is committed (group commit) before its await returns:
+    SQLite and PostgreSQL keep it across restarts, the memory store for as long as it lives."""
 
 
 class LogStore(Protocol):

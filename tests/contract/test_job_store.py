@@ -1,7 +1,10 @@
-"""The JobStore contract: one suite that every store adapter passes (SQLite and PostgreSQL).
+"""The JobStore contract: one suite that every store adapter passes (SQLite, PostgreSQL and
+the in-memory store).
 
 PostgreSQL tests use HODEI_TEST_DATABASE_URL (see the `postgres_dsn` fixture), each in a fresh
 schema; they skip loudly when no PostgreSQL is reachable and fail under HODEI_REQUIRE_SERVICES=1.
+The in-memory store skips only the cases about a database behind the store (its schema, or one
+that cannot be used): it has none.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from hodei.adapters.store import postgres, sqlite
+from hodei.adapters.store import memory, postgres, sqlite
 from hodei.adapters.store.common import Migration
 from hodei.config import ServerSettings
 from hodei.domain.access import AuditEntry, Role, TokenRecord
@@ -48,6 +51,12 @@ class Backend:
     version: Callable[[], Awaitable[int]]
     set_version: Callable[[int], Awaitable[None]]
     has_table: Callable[[str], Awaitable[bool]]
+    database: bool = True  # False: nothing behind the store (no schema, nothing to break)
+
+
+def needs_a_database(backend: Backend, why: str) -> None:
+    if not backend.database:
+        pytest.skip(f"{backend.name}: {why}")
 
 
 def sqlite_backend(path: Path) -> Backend:
@@ -115,10 +124,29 @@ def postgres_backend(dsn: str) -> Backend:
     )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+def memory_backend() -> Backend:
+    # The store object is its own database: each make() is that database opened again, as
+    # make() of the others opens the same file or schema again.
+    store = memory.MemoryJobStore()
+
+    def make(**kwargs: Any) -> JobStore:
+        assert not kwargs, "the in-memory store has no schema to migrate"
+        return store
+
+    def no_database(*args: Any) -> Any:
+        raise AssertionError("the in-memory store has no database (see needs_a_database)")
+
+    return Backend(
+        "memory", make, (), no_database, no_database, no_database, no_database, database=False
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         return sqlite_backend(tmp_path / "nested" / "hodei.db")
+    if request.param == "memory":
+        return memory_backend()
     return postgres_backend(request.getfixturevalue("postgres_dsn"))
 
 
@@ -589,6 +617,7 @@ async def test_get_many_secrets(store: JobStore) -> None:
 
 
 async def test_restart_durability(backend: Backend) -> None:
+    # In memory the records outlive close() (not the process): this checks that much.
     first = await reopen(backend)
     full = await first.create_job(full_job("full"))
     plain = await first.create_job(make_job("plain"))
@@ -650,6 +679,7 @@ async def test_close_finishes_operations_under_way(backend: Backend) -> None:
 
 
 async def test_unusable_database_is_a_store_error(backend: Backend) -> None:
+    needs_a_database(backend, "no file or server behind it that could be unusable")
     store = backend.broken()
     with pytest.raises(StoreError) as failure:
         await store.open()
@@ -663,12 +693,14 @@ async def test_unusable_database_is_a_store_error(backend: Backend) -> None:
 
 
 async def test_new_database_gets_the_latest_version(backend: Backend) -> None:
+    needs_a_database(backend, "no schema: nothing is kept on disk to migrate")
     store = await reopen(backend)
     await store.close()
     assert await backend.version() == len(backend.migrations)
 
 
 async def test_newer_schema_version_refused(backend: Backend) -> None:
+    needs_a_database(backend, "no schema: nothing is kept on disk to migrate")
     store = await reopen(backend)
     await store.close()
     await backend.set_version(99)
@@ -681,6 +713,7 @@ async def test_newer_schema_version_refused(backend: Backend) -> None:
 
 
 async def test_newer_code_upgrades_an_older_database(backend: Backend) -> None:
+    needs_a_database(backend, "no schema: nothing is kept on disk to migrate")
     old = await reopen(backend)
     kept = await old.create_job(full_job("kept"))
     await old.close()
@@ -702,6 +735,7 @@ async def test_newer_code_upgrades_an_older_database(backend: Backend) -> None:
 
 
 async def test_a_version_1_database_is_upgraded_to_keys_and_attempts(backend: Backend) -> None:
+    needs_a_database(backend, "no schema: nothing is kept on disk to migrate")
     first = await reopen(backend, migrations=backend.migrations[:1])
     await first.close()
     assert await backend.version() == 1 and not await backend.has_table("attempts")
@@ -716,6 +750,7 @@ async def test_a_version_1_database_is_upgraded_to_keys_and_attempts(backend: Ba
 
 
 async def test_failed_migration_leaves_the_old_version(backend: Backend) -> None:
+    needs_a_database(backend, "no schema: nothing is kept on disk to migrate")
     await (await reopen(backend)).close()
     latest = len(backend.migrations)
     with pytest.raises(StoreError):
@@ -726,6 +761,7 @@ async def test_failed_migration_leaves_the_old_version(backend: Backend) -> None
 
 
 async def test_servers_starting_together_migrate_once(backend: Backend) -> None:
+    needs_a_database(backend, "no schema: nothing is kept on disk to migrate")
     stores = [backend.make() for _ in range(4)]
     await asyncio.gather(*(s.open() for s in stores))
     try:

@@ -1,11 +1,11 @@
-"""What every JobStore adapter shares: the job row layout, transition checks, error messages and
-versioned schema migrations."""
+"""What every JobStore adapter shares: the job row layout, paging, transition checks, error
+messages and versioned schema migrations."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -16,6 +16,31 @@ from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.errors import ConflictError, StoreError
 
 MAX_PAGE = 1000
+
+
+class _Numbered(Protocol):
+    @property
+    def seq(self) -> int: ...
+
+
+_Row = TypeVar("_Row")
+_Item = TypeVar("_Item", bound=_Numbered)
+
+
+def page_limit(limit: int) -> int:
+    """The size of a page as asked for, within 1..MAX_PAGE."""
+    return max(1, min(MAX_PAGE, int(limit)))
+
+
+def newest_page(
+    rows: Sequence[_Row], limit: int, convert: Callable[[_Row], _Item]
+) -> tuple[list[_Item], int | None]:
+    """(items, next) of a newest-first page read one row beyond `limit` (that row tells
+    whether there is a next page): the first `limit` rows converted, and the cursor that
+    continues after them, or None on the last page."""
+    items = [convert(row) for row in rows[:limit]]
+    return items, (items[-1].seq if len(rows) > limit else None)
+
 
 # The Job fields transition() may set; id, spec, seq and created_at never change, state is its own.
 MUTABLE_FIELDS = frozenset(
@@ -72,6 +97,14 @@ ATTEMPT_CONFLICT = (
         + ["reason = excluded.reason"]
     )
 )
+
+
+def merge_attempt(stored: Attempt | None, attempt: Attempt) -> Attempt:
+    """The record the upsert of `attempt` leaves (ATTEMPT_CONFLICT, for a store without SQL)."""
+    if stored is None:
+        return attempt
+    kept = {f: getattr(stored, f) for f in _KEEP if getattr(attempt, f) is None}
+    return replace(attempt, **kept)
 
 
 def attempt_params(attempt: Attempt) -> tuple[Any, ...]:

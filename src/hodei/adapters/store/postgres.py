@@ -22,7 +22,6 @@ from hodei.adapters.store.common import (
     AUDIT_FIELDS,
     AUDIT_INSERT_FIELDS,
     INSERT_FIELDS,
-    MAX_PAGE,
     TOKEN_FIELDS,
     Migration,
     attempt_params,
@@ -30,6 +29,8 @@ from hodei.adapters.store.common import (
     audit_params,
     check_changes,
     job_params,
+    newest_page,
+    page_limit,
     pending_migrations,
     redact_url,
     row_to_attempt,
@@ -91,6 +92,30 @@ _UNDONE = (
 _LOST = (asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError, OSError)
 # The database refused a row's data (not itself broken): the row is at fault, not the batch.
 _REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
+_SELECT_AUDIT = f"SELECT {', '.join(AUDIT_FIELDS)} FROM audit"
+
+
+def _page_query(
+    select: str, filters: Sequence[tuple[str, Sequence[Any]]], cursor: int | None, limit: int
+) -> tuple[str, list[Any]]:
+    """The SQL and parameters of a newest-first page of `select` (list_jobs, list_audit):
+    rows meeting every filter (a condition whose {} marks, or {0} for a value used twice,
+    become its values' numbered parameters), below `cursor` if given, one row beyond `limit`
+    (see newest_page)."""
+    if cursor is not None:
+        filters = [*filters, ("seq < {}", (int(cursor),))]
+    conditions: list[str] = []
+    params: list[Any] = []
+    for condition, values in filters:
+        conditions.append(
+            condition.format(*(f"${len(params) + i}" for i in range(1, len(values) + 1)))
+        )
+        params.extend(values)
+    clause = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    params.append(limit + 1)
+    return f"{select}{clause} ORDER BY seq DESC LIMIT ${len(params)}", params
 
 
 def _retryable(exc: BaseException, read: bool) -> bool:
@@ -338,21 +363,11 @@ class PostgresJobStore:
         self, state: JobState | None = None, limit: int = 100, cursor: int | None = None
     ) -> tuple[list[Job], int | None]:
         """Newest first. `cursor` is the `seq` below which to continue; returns (items, next)."""
-        limit = max(1, min(MAX_PAGE, int(limit)))
-        where: list[str] = []
-        params: list[Any] = []
-        if state is not None:
-            params.append(JobState(state).value)
-            where.append(f"state = ${len(params)}")
-        if cursor is not None:
-            params.append(int(cursor))
-            where.append(f"seq < ${len(params)}")
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        params.append(limit + 1)  # one extra row tells whether there is a next page
-        sql = f"{SELECT}{clause} ORDER BY seq DESC LIMIT ${len(params)}"
+        limit = page_limit(limit)
+        filters = [("state = {}", (JobState(state).value,))] if state is not None else []
+        sql, params = _page_query(SELECT, filters, cursor, limit)
         rows = await self._run(lambda c: c.fetch(sql, *params), read=True)
-        items = [row_to_job(row) for row in rows[:limit]]
-        return items, (items[-1].seq if len(rows) > limit else None)
+        return newest_page(rows, limit, row_to_job)
 
     async def pending_jobs(self, limit: int | None = None) -> list[Job]:
         """Queued jobs in dispatch order: higher priority first, then oldest first."""
@@ -471,30 +486,20 @@ class PostgresJobStore:
         action: str | None = None,
         target: str | None = None,
     ) -> tuple[list[AuditEntry], int | None]:
-        limit = max(1, min(MAX_PAGE, int(limit)))
-        where: list[str] = []
-        params: list[Any] = []
+        limit = page_limit(limit)
+        filters: list[tuple[str, tuple[Any, ...]]] = []
         if action:
             value, prefix = audit_action_filter(action)
-            params.append(value)
             # left(), not LIKE: an action may contain '_' or '%'.
-            n = len(params)
-            where.append(f"left(action, length(${n})) = ${n}" if prefix else f"action = ${n}")
+            if prefix:
+                filters.append(("left(action, length({0})) = {0}", (value,)))
+            else:
+                filters.append(("action = {}", (value,)))
         if target:
-            params.append(target)
-            where.append(f"target = ${len(params)}")
-        if cursor is not None:
-            params.append(int(cursor))
-            where.append(f"seq < ${len(params)}")
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        params.append(limit + 1)
-        sql = (
-            f"SELECT {', '.join(AUDIT_FIELDS)} FROM audit{clause} "
-            f"ORDER BY seq DESC LIMIT ${len(params)}"
-        )
+            filters.append(("target = {}", (target,)))
+        sql, params = _page_query(_SELECT_AUDIT, filters, cursor, limit)
         rows = await self._run(lambda c: c.fetch(sql, *params), read=True)
-        items = [row_to_audit(row) for row in rows[:limit]]
-        return items, (items[-1].seq if len(rows) > limit else None)
+        return newest_page(rows, limit, row_to_audit)
 
     # -- secrets
 

@@ -19,7 +19,6 @@ from hodei.adapters.store.common import (
     AUDIT_INSERT_FIELDS,
     INSERT_FIELDS,
     JOB_FIELDS,
-    MAX_PAGE,
     MUTABLE_FIELDS,
     TOKEN_FIELDS,
     Migration,
@@ -28,6 +27,8 @@ from hodei.adapters.store.common import (
     audit_params,
     check_changes,
     job_params,
+    newest_page,
+    page_limit,
     row_to_attempt,
     row_to_audit,
     row_to_job,
@@ -52,6 +53,7 @@ _CHUNK = 500  # stay well under SQLite's bound-parameter limit
 _Conn = sqlite3.Connection
 
 _SELECT = f"SELECT {', '.join(JOB_FIELDS)} FROM jobs"
+_SELECT_AUDIT = f"SELECT {', '.join(AUDIT_FIELDS)} FROM audit"
 _INSERT = (
     f"INSERT INTO jobs ({', '.join(INSERT_FIELDS)}, priority) "
     f"VALUES ({', '.join('?' * (len(INSERT_FIELDS) + 1))})"
@@ -60,6 +62,21 @@ _UPSERT_ATTEMPT = (
     f"INSERT INTO attempts ({', '.join(ATTEMPT_FIELDS)}) "
     f"VALUES ({', '.join('?' * len(ATTEMPT_FIELDS))}) {ATTEMPT_CONFLICT}"
 )
+
+
+def _page_query(
+    select: str, filters: Sequence[tuple[str, Sequence[Any]]], cursor: int | None, limit: int
+) -> tuple[str, list[Any]]:
+    """The SQL and parameters of a newest-first page of `select` (list_jobs, list_audit):
+    rows meeting every filter (a condition with ? marks, and its values), below `cursor` if
+    given, one row beyond `limit` (see newest_page)."""
+    conditions = [condition for condition, _ in filters]
+    params = [value for _, values in filters for value in values]
+    if cursor is not None:
+        conditions.append("seq < ?")
+        params.append(int(cursor))
+    clause = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    return f"{select}{clause} ORDER BY seq DESC LIMIT ?", [*params, limit + 1]
 
 
 def _fetch_job(conn: _Conn, job_id: str) -> Job:
@@ -163,23 +180,12 @@ class SqliteJobStore:
         self, state: JobState | None = None, limit: int = 100, cursor: int | None = None
     ) -> tuple[list[Job], int | None]:
         """Newest first. `cursor` is the `seq` below which to continue; returns (items, next)."""
-        limit = max(1, min(MAX_PAGE, int(limit)))
-        where: list[str] = []
-        params: list[Any] = []
-        if state is not None:
-            where.append("state = ?")
-            params.append(JobState(state).value)
-        if cursor is not None:
-            where.append("seq < ?")
-            params.append(int(cursor))
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        sql = f"{_SELECT}{clause} ORDER BY seq DESC LIMIT ?"
-        params.append(limit + 1)  # one extra row tells whether there is a next page
+        limit = page_limit(limit)
+        filters = [("state = ?", (JobState(state).value,))] if state is not None else []
+        sql, params = _page_query(_SELECT, filters, cursor, limit)
 
         def op(conn: _Conn) -> tuple[list[Job], int | None]:
-            rows = conn.execute(sql, params).fetchall()
-            items = [row_to_job(row) for row in rows[:limit]]
-            return items, (items[-1].seq if len(rows) > limit else None)
+            return newest_page(conn.execute(sql, params).fetchall(), limit, row_to_job)
 
         return await self._submit(op, write=False)
 
@@ -311,28 +317,21 @@ class SqliteJobStore:
         action: str | None = None,
         target: str | None = None,
     ) -> tuple[list[AuditEntry], int | None]:
-        limit = max(1, min(MAX_PAGE, int(limit)))
-        where: list[str] = []
-        params: list[Any] = []
+        limit = page_limit(limit)
+        filters: list[tuple[str, tuple[Any, ...]]] = []
         if action:
             value, prefix = audit_action_filter(action)
             # substr, not LIKE: an action may contain '_' or '%'.
-            where.append("substr(action, 1, ?) = ?" if prefix else "action = ?")
-            params += [len(value), value] if prefix else [value]
+            if prefix:
+                filters.append(("substr(action, 1, ?) = ?", (len(value), value)))
+            else:
+                filters.append(("action = ?", (value,)))
         if target:
-            where.append("target = ?")
-            params.append(target)
-        if cursor is not None:
-            where.append("seq < ?")
-            params.append(int(cursor))
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        sql = f"SELECT {', '.join(AUDIT_FIELDS)} FROM audit{clause} ORDER BY seq DESC LIMIT ?"
-        params.append(limit + 1)
+            filters.append(("target = ?", (target,)))
+        sql, params = _page_query(_SELECT_AUDIT, filters, cursor, limit)
 
         def op(conn: _Conn) -> tuple[list[AuditEntry], int | None]:
-            rows = conn.execute(sql, params).fetchall()
-            items = [row_to_audit(row) for row in rows[:limit]]
-            return items, (items[-1].seq if len(rows) > limit else None)
+            return newest_page(conn.execute(sql, params).fetchall(), limit, row_to_audit)
 
         return await self._submit(op, write=False)
 

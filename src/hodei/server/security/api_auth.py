@@ -14,14 +14,14 @@ import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.datastructures import Headers
 
 from hodei.domain.access import DEV_PRINCIPAL, Principal, Role, TokenRecord, permits, required_role
 from hodei.errors import AuthError, ForbiddenError, HodeiError
-from hodei.ports import JobStore
+from hodei.ports import AuditStore, TokenStore
 from hodei.security.tokens import new_token, secret_matches, split_token
 from hodei.server.security.audit import Auditor
 
@@ -34,10 +34,15 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+class AuthStore(TokenStore, AuditStore, Protocol):
+    """What `ApiAuth.store` offers: the token records ApiAuth reads and writes, and the audit
+    trail, which the HTTP access routes list through it."""
+
+
 class ApiAuth:
     def __init__(
         self,
-        store: JobStore,
+        store: AuthStore,
         auditor: Auditor,
         dev: bool = False,
         clock: Callable[[], float] = time.time,

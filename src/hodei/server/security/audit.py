@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from hodei.domain.access import AuditEntry
 from hodei.errors import HodeiError
-from hodei.ports import JobStore
+from hodei.ports import AuditStore
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ MAX_DENIED_PER_MINUTE = 120
 
 
 class Auditor:
-    def __init__(self, store: JobStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: AuditStore, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self._clock = clock
         self._denied_minute = 0

@@ -10,7 +10,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from hodei.domain.masking import SHORT_SECRET_MESSAGE, secret_too_short
 from hodei.errors import StoreError, ValidationError
-from hodei.ports import JobStore, SecretRecord
+from hodei.ports import SecretRecord, SecretStore
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_SECRET_BYTES = 64 * 1024
@@ -36,7 +36,7 @@ def check_name(name: str) -> str:
 
 
 class SecretVault:
-    def __init__(self, store: JobStore, key: bytes) -> None:
+    def __init__(self, store: SecretStore, key: bytes) -> None:
         self._store = store
         self._fernet = Fernet(key)
 
