@@ -28,7 +28,7 @@ from hodei.domain.attempts import Attempt, AttemptState
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.errors import ConflictError, NotFoundError, StoreError
 from hodei.ports import JobStore
-from hodei.server.app import make_store
+from hodei.server.wiring import make_store
 
 Q, A, R = JobState.QUEUED, JobState.ASSIGNED, JobState.RUNNING
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from hodei.adapters.logs.files import FileLogStore
 from hodei.domain.jobs import Job, JobSpec, JobState
-from hodei.server.api.http.app import utf8_cut
+from hodei.server.api.http.logs import utf8_cut
+from hodei.server.core.bus import EventBus, LogGrew
 from hodei.server.core.loghub import LogHub
 
 
@@ -68,10 +69,11 @@ async def test_resends_after_a_restart_are_cut_by_offset(tmp_path: Path) -> None
 async def test_a_log_another_server_writes_is_followed_from_the_shared_store(
     tmp_path: Path,
 ) -> None:
-    writer = LogHub(FileLogStore(tmp_path))  # the server whose worker runs the job
+    bus = EventBus()
+    writer = LogHub(FileLogStore(tmp_path), bus)  # the server whose worker runs the job
     reader = LogHub(FileLogStore(tmp_path))  # another server, same log directory
     grown: list[tuple[str, int, int]] = []
-    writer.on_append = lambda job, attempt, size: grown.append((job, attempt, size))
+    bus.subscribe(LogGrew, lambda e: grown.append((e.job_id, e.attempt, e.size)))
     writer.append("r1", 1, 1, 0, b"one\n")
     live = reader.open("r1", 1)
     got: list[bytes] = []

@@ -1,10 +1,16 @@
-"""In-memory event bus: synchronous fan-out of job events to subscribers in the same loop."""
+"""In-memory event bus: synchronous fan-out of events to subscribers in the same loop.
+
+Where several parties must hear of something (a job changed, a log grew, a worker connected or
+exited), the one who knows publishes an event here and whoever cares subscribes to its type;
+nobody sets a callback on somebody else's object.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from hodei.domain.jobs import Job, JobState
 
@@ -18,22 +24,59 @@ class JobChanged:
     remote: bool = False  # another server sharing the store made the change
 
 
-Handler = Callable[[JobChanged], None]
+@dataclass(frozen=True, slots=True)
+class LogGrew:
+    """Bytes were appended here to an attempt's log (servers sharing the log directory hear)."""
+
+    job_id: str
+    attempt: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConnected:
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerExited:
+    """A provider saw one of its workers' processes end."""
+
+    worker_id: str
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelElsewhere:
+    """A job was cancelled whose worker is not connected to this server (maybe to another)."""
+
+    job_id: str
+
+
+E = TypeVar("E")
 
 
 class EventBus:
-    """Handlers run synchronously in publish order and must not block; a failing handler is
-    logged and never stops the others."""
+    """Handlers run synchronously in subscription order and must not block; a failing handler
+    is logged and never stops the others."""
 
     def __init__(self) -> None:
-        self._handlers: list[Handler] = []
+        self._handlers: dict[type, list[Callable[[Any], None]]] = {}
 
-    def subscribe(self, handler: Handler) -> Callable[[], None]:
-        self._handlers.append(handler)
-        return lambda: self._handlers.remove(handler)
+    def subscribe(self, kind: type[E], handler: Callable[[E], None]) -> Callable[[], None]:
+        handlers = self._handlers.setdefault(kind, [])
+        handlers.append(handler)
+        return lambda: handlers.remove(handler)
 
-    def publish(self, event: JobChanged) -> None:
-        for handler in list(self._handlers):
+    def listened(self, kind: type) -> bool:
+        """Whether anyone subscribes to `kind` (spares building events nobody hears)."""
+        return bool(self._handlers.get(kind))
+
+    def publish(self, event: object) -> None:
+        handlers = self._handlers.get(type(event))
+        if not handlers:
+            return
+        for handler in tuple(handlers):
             try:
                 handler(event)
             except Exception:

@@ -18,11 +18,18 @@ from hodei.domain.jobs import ACTIVE
 from hodei.errors import HodeiError, NotFoundError
 from hodei.ports import Cluster, JobStore
 from hodei.server.core.background import Background
-from hodei.server.core.bus import EventBus, JobChanged
+from hodei.server.core.bus import (
+    CancelElsewhere,
+    EventBus,
+    JobChanged,
+    LogGrew,
+    WorkerConnected,
+)
+from hodei.server.core.control import JobControl
 from hodei.server.core.loghub import LogHub
-from hodei.server.core.scheduler import Scheduler
-from hodei.server.core.workers import WorkerRegistry, WorkerSession
-from hodei.server.security.api_auth import ApiAuth
+from hodei.server.core.reports import Reports
+from hodei.server.core.workers import WorkerRegistry
+from hodei.server.security.api_auth import ApiAuth, TokenRevoked
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +41,8 @@ class ClusterLink:
         store: JobStore,
         bus: EventBus,
         hub: LogHub,
-        scheduler: Scheduler,
+        reports: Reports,
+        control: JobControl,
         registry: WorkerRegistry,
         auth: ApiAuth,
         grace_s: float,
@@ -43,7 +51,8 @@ class ClusterLink:
         self.store = store
         self.bus = bus
         self.hub = hub
-        self.scheduler = scheduler
+        self.reports = reports
+        self.control = control
         self.registry = registry
         self.auth = auth
         self.grace_s = grace_s
@@ -56,16 +65,13 @@ class ClusterLink:
     def instance_id(self) -> str:
         return self.cluster.instance_id
 
-    async def others_workers(self) -> set[str]:
-        """Workers whose streams are on other servers (their jobs are not this server's)."""
-        return await self.cluster.workers_elsewhere()
-
     async def start(self) -> None:
-        self.bus.subscribe(self._local_job)
-        self.hub.on_append = self._local_log
-        self.registry.on_add = self._worker_added
-        self.scheduler.remote_cancel = self._remote_cancel
-        self.auth.on_revoked = self._revoked
+        bus = self.bus
+        bus.subscribe(JobChanged, self._local_job)
+        bus.subscribe(LogGrew, self._local_log)
+        bus.subscribe(WorkerConnected, self._worker_added)
+        bus.subscribe(CancelElsewhere, self._remote_cancel)
+        bus.subscribe(TokenRevoked, self._revoked)
         await self.cluster.start(self._received, self._resync)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="cluster-sweep")
 
@@ -84,8 +90,8 @@ class ClusterLink:
         if not event.remote:
             self.cluster.publish(ClusterEvent(EventKind.JOB, self.instance_id, event.job.id))
 
-    def _local_log(self, job_id: str, attempt: int, size: int) -> None:
-        self._logs[(job_id, attempt)] = size
+    def _local_log(self, event: LogGrew) -> None:
+        self._logs[(event.job_id, event.attempt)] = event.size
         if self._logs_flush is None:  # one event per log per loop turn, not one per chunk
             self._logs_flush = asyncio.get_running_loop().call_soon(self._send_logs)
 
@@ -97,14 +103,14 @@ class ClusterLink:
                 ClusterEvent(EventKind.LOG, self.instance_id, job_id, attempt, size)
             )
 
-    def _remote_cancel(self, job_id: str) -> None:
-        self.cluster.publish(ClusterEvent(EventKind.CANCEL, self.instance_id, job_id))
+    def _remote_cancel(self, event: CancelElsewhere) -> None:
+        self.cluster.publish(ClusterEvent(EventKind.CANCEL, self.instance_id, event.job_id))
 
-    def _revoked(self, token_id: str) -> None:
-        self.cluster.publish(ClusterEvent(EventKind.TOKEN, self.instance_id, token_id))
+    def _revoked(self, event: TokenRevoked) -> None:
+        self.cluster.publish(ClusterEvent(EventKind.TOKEN, self.instance_id, event.token_id))
 
-    def _worker_added(self, session: WorkerSession) -> None:
-        self._background.spawn(self.cluster.worker_connected(session.id))
+    def _worker_added(self, event: WorkerConnected) -> None:
+        self._background.spawn(self.cluster.worker_connected(event.worker_id))
 
     # -- incoming
 
@@ -136,11 +142,9 @@ class ClusterLink:
         except HodeiError as exc:
             log.info("cancel of %s from another server not applied: %s", job_id, exc)
             return
-        session = self.registry.get(job.worker_id)
-        held = session.jobs.get(job_id) if session is not None else None
-        if session is not None and held is not None and not held.cancel_sent:
-            held.cancel_sent = True
-            session.send_cancel(self.scheduler.cancel_message(held))
+        found = self.registry.held(job_id, job.worker_id)
+        if found is not None:
+            self.control.stop_held(*found)
 
     def _resync(self) -> None:
         """Events were missed while not listening: take the queue from the store again, and
@@ -172,7 +176,5 @@ class ClusterLink:
                 job = await self.store.get_job(job_id)
                 if job.state in ACTIVE:
                     log.warning("server %s is gone: settling job %s", server_id, job_id)
-                    await self.scheduler.reports.settle_lost(
-                        job, f"server {server_id} stopped answering"
-                    )
+                    await self.reports.settle_lost(job, f"server {server_id} stopped answering")
             await self.cluster.forget_server(server_id)

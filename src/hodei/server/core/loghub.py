@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from hodei.domain.jobs import Job, attempt_over
 from hodei.ports import LogStore
+from hodei.server.core.bus import EventBus, LogGrew
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,13 @@ class LiveLog:
 
 
 class LogHub:
-    def __init__(self, store: LogStore) -> None:
+    def __init__(self, store: LogStore, bus: EventBus | None = None) -> None:
         self._store = store
+        self._bus = bus  # told of every append (LogGrew): the cluster tells other servers
         self._live: dict[tuple[str, int], LiveLog] = {}
         # job id -> its attempts in _live: job_changed runs on every job event and must not
         # walk every live log.
         self._attempts: dict[str, set[int]] = {}
-        # Told of every append (job, attempt, new size): the cluster tells other servers.
-        self.on_append: Callable[[str, int, int], None] | None = None
 
     def _put(self, job_id: str, attempt: int, live: LiveLog) -> None:
         self._live[(job_id, attempt)] = live
@@ -94,8 +94,8 @@ class LogHub:
             del live.tail[:excess]
             live.tail_start += excess
         live.wake()
-        if self.on_append is not None:
-            self.on_append(job_id, attempt, live.size)
+        if self._bus is not None and self._bus.listened(LogGrew):
+            self._bus.publish(LogGrew(job_id, attempt, live.size))
         return True
 
     def remote_appended(self, job_id: str, attempt: int, size: int) -> None:

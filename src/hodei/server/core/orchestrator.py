@@ -23,7 +23,6 @@ from hodei.domain.jobs import (
 from hodei.errors import ConflictError, HodeiError, ValidationError
 from hodei.ports import JobStore
 from hodei.server.core.bus import EventBus, JobChanged
-from hodei.server.security.vault import SecretVault
 
 
 class Orchestrator:
@@ -31,12 +30,10 @@ class Orchestrator:
         self,
         store: JobStore,
         bus: EventBus,
-        vault: SecretVault,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.bus = bus
-        self.vault = vault
         self._clock = clock
 
     async def submit(

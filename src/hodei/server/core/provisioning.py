@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from hodei.domain.jobs import Job, JobSpec
-from hodei.domain.scheduling import missing_labels
+from hodei.domain.scheduling import labels_fit, size_fits
 from hodei.ports import WorkerLaunch, WorkerProvider
 from hodei.server.core.background import Background
 from hodei.server.core.workers import WorkerRegistry
@@ -42,6 +42,7 @@ class Provisioner:
         labels: dict[str, str] | None = None,
         max_cpus: float = 0.0,
         max_memory: int = 0,
+        agent_env: dict[str, str] | None = None,
     ) -> None:
         self.provider = provider
         self.otps = otps
@@ -53,7 +54,7 @@ class Provisioner:
         self.otp_ttl_s = otp_ttl_s
         self.labels = dict(labels or {})
         # What agents need besides the OTP (with --tls: the CA to trust and where to enroll).
-        self.agent_env: dict[str, str] = {}
+        self.agent_env = dict(agent_env or {})
         self.max_cpus = max_cpus  # the largest worker the provider can make (0 = unknown)
         self.max_memory = max_memory
         self.launching: dict[str, Launch] = {}
@@ -68,14 +69,8 @@ class Provisioner:
         """Why no worker this provider can start would ever take `spec`; None when one would."""
         if self.max_workers <= 0:
             return "provisioning is off (max workers 0)"
-        missing = missing_labels(spec.labels, self.labels)
-        if missing:
-            return f"its workers do not carry {','.join(missing)}"
-        if self.max_cpus and spec.cpu > self.max_cpus:
-            return f"at most {self.max_cpus:g} cpu"
-        if self.max_memory and spec.memory_bytes > self.max_memory:
-            return f"at most {self.max_memory >> 20} MiB memory"
-        return None
+        # Judged as a connected worker of the largest size it can make, so both read alike.
+        return size_fits(spec, self.labels, self.max_cpus, self.max_memory)
 
     # ---- demand -----------------------------------------------------------------------------
     def can_grow(self) -> bool:
@@ -85,7 +80,7 @@ class Provisioner:
 
     def fits(self, labels: dict[str, str]) -> bool:
         """Whether workers of this provider carry `labels`."""
-        return not missing_labels(labels, self.labels)
+        return labels_fit(labels, self.labels) is None
 
     def note(self, fitting: int) -> str | None:
         """What demand() would say about `fitting` waiting jobs, without starting anything."""
@@ -174,7 +169,7 @@ class Provisioner:
             idle = not session.jobs and now - session.last_busy > self.idle_s
             if session.id in self.owned and idle and session.view.accepting:
                 log.info("stopping idle worker %s", session.id)
-                session.send_shutdown("idle", grace_ms=0)
+                session.shut_down("idle", grace_ms=0)
                 self._background.spawn(self._terminate_later(session.id, 5.0))
         for launch in list(self.launching.values()):
             if time.monotonic() - launch.started > REGISTER_DEADLINE_S:

@@ -11,28 +11,60 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
+from typing import Protocol
 
-from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.domain.jobs import ACTIVE, Job
 from hodei.domain.scheduling import reserve
 from hodei.errors import HodeiError, NotFoundError
+from hodei.ports import JobStore
 from hodei.server.core.background import Background
-from hodei.server.core.scheduler import Scheduler
+from hodei.server.core.control import JobControl
+from hodei.server.core.passes import PassSignal
+from hodei.server.core.reports import Reports
 from hodei.server.core.workers import HeldJob, WorkerRegistry, WorkerSession
 
 log = logging.getLogger(__name__)
 
+STALE = "this attempt is no longer yours (it was requeued or settled)"
+
+
+class RunningReport(Protocol):
+    """An attempt an agent says it holds, when its stream (re)connects."""
+
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+
+
+class WorkersElsewhere(Protocol):
+    """Several servers on one store: which workers are connected to the others."""
+
+    async def workers_elsewhere(self) -> set[str]: ...
+
 
 class Recovery:
-    def __init__(self, scheduler: Scheduler, registry: WorkerRegistry, grace_s: float) -> None:
-        self.scheduler = scheduler
+    def __init__(
+        self,
+        registry: WorkerRegistry,
+        reports: Reports,
+        control: JobControl,
+        store: JobStore,
+        passes: PassSignal,
+        grace_s: float,
+        elsewhere: WorkersElsewhere | None = None,
+    ) -> None:
         self.registry = registry
+        self.reports = reports
+        self.control = control
+        self.store = store
+        self.passes = passes
         self.grace_s = grace_s
+        # Workers on the other servers sharing the store (their jobs are theirs to settle).
+        self.elsewhere = elsewhere
         self.expired: set[str] = set()  # session ids declared lost: never resumed
         self._background = Background()
-        # Several servers on one store: workers on the others (their jobs are theirs to settle).
-        self.workers_elsewhere: Callable[[], Awaitable[set[str]]] = _no_workers
 
     # ---- a stream ends -------------------------------------------------------------------
     def stream_ended(self, session: WorkerSession) -> None:
@@ -52,14 +84,15 @@ class Recovery:
             lambda: self._background.spawn(self.lose(session, "did not come back in time")),
         )
 
-    def process_exited(self, worker_id: str) -> None:
-        """The provider saw the worker's process end: no reason to wait for it."""
+    def process_exited(self, worker_id: str, why: str = "its process exited") -> None:
+        """The worker cannot come back (its process ended, or no certificate it could come
+        back with is left): no reason to wait for it once its stream is gone."""
         session = self.registry.get(worker_id)
         if session is None:
             return
         session.process_gone = True
         if session.closed:
-            self._background.spawn(self.lose(session, "its process exited"))
+            self._background.spawn(self.lose(session, why))
 
     async def lose(self, session: WorkerSession, why: str) -> None:
         if session.grace_timer is not None:
@@ -69,30 +102,38 @@ class Recovery:
             return  # resumed meanwhile, or already handled
         self.expired.add(session.session_id)
         log.warning("worker %s lost (%s)", session.id, why)
-        await self.scheduler.on_worker_lost(session)
+        await self.worker_gone(session)
+
+    async def worker_gone(self, session: WorkerSession) -> None:
+        """The worker is gone for good: settle its attempts by the retry policy."""
+        session.close()
+        self.registry.remove(session)
+        held_jobs = list(session.jobs.values())
+        session.jobs.clear()
+        for held in held_jobs:
+            await self.reports.lose(session, held)
+        self.passes.kick()
 
     # ---- a stream comes back -------------------------------------------------------------
-    async def reattach(self, session: WorkerSession, running: Iterable[pb.RunningJob]) -> None:
+    async def reattach(self, session: WorkerSession, running: Iterable[RunningReport]) -> None:
         """The same session resumed: requeue what the agent never got, cancel what it should
         not hold, keep the rest untouched."""
         session.reattach()
         held = {(r.job_id, r.attempt) for r in running}
-        session.drop_queued_assignments()  # re-decided below from what the agent holds
+        session.channel.drop_assignments()  # re-decided below from what the agent holds
         for job_id, job in list(session.jobs.items()):
             if (job_id, job.attempt) not in held:
                 del session.jobs[job_id]
-                await self.scheduler.reports.requeue_unrun(
-                    session, job, "its worker never received it"
-                )
+                await self.reports.requeue_unrun(session, job, "its worker never received it")
         for job_id, attempt in held:
             mine = session.jobs.get(job_id)
             if mine is None or mine.attempt != attempt:
-                session.send_cancel(self._stale(job_id, attempt))
-            elif mine.cancel_sent:  # the first CancelJob may have died with the old stream
-                session.send_cancel(self.scheduler.cancel_message(mine))
-        self.scheduler.kick()
+                session.drop_attempt(job_id, attempt, STALE)
+            elif mine.cancel_sent:  # the first cancel may have died with the old stream
+                self.control.stop_held(session, mine, again=True)
+        self.passes.kick()
 
-    async def adopt(self, session: WorkerSession, running: Iterable[pb.RunningJob]) -> None:
+    async def adopt(self, session: WorkerSession, running: Iterable[RunningReport]) -> None:
         """A session from before a server restart: take back the attempts the store still
         gives to this worker; tell the agent to drop any other."""
         for r in running:
@@ -102,31 +143,22 @@ class Recovery:
                 reserve(session.view, job.spec)
                 log.info("worker %s took back job %s attempt %d", session.id, job.id, r.attempt)
             else:
-                session.send_cancel(self._stale(r.job_id, r.attempt))
-        self.scheduler.kick()
+                session.drop_attempt(r.job_id, r.attempt, STALE)
+        self.passes.kick()
 
     async def _active_job(self, job_id: str) -> Job | None:
         try:
-            job = await self.scheduler.orch.store.get_job(job_id)
+            job = await self.store.get_job(job_id)
         except NotFoundError:
             return None
         return job if job.state in ACTIVE else None
-
-    @staticmethod
-    def _stale(job_id: str, attempt: int) -> pb.CancelJob:
-        return pb.CancelJob(
-            job_id=job_id,
-            attempt=attempt,
-            grace_ms=0,
-            reason="this attempt is no longer yours (it was requeued or settled)",
-        )
 
     # ---- server start --------------------------------------------------------------------
     async def after_restart(self, provider_prefix: str) -> None:
         """Active jobs from before the restart: those on workers of our own provider are gone
         (the provider's reconcile removed them); others get the grace period to come back."""
-        jobs = await self.scheduler.orch.store.jobs_in_states(ACTIVE)
-        elsewhere = await self.workers_elsewhere()
+        jobs = await self.store.jobs_in_states(ACTIVE)
+        elsewhere = await self.elsewhere.workers_elsewhere() if self.elsewhere else set()
         waiting = []
         for job in jobs:
             if job.worker_id in elsewhere:
@@ -146,12 +178,10 @@ class Recovery:
 
     async def _settle_orphan(self, job_id: str) -> None:
         job = await self._active_job(job_id)
-        if job is None or self.scheduler.held_job(job.id, job.worker_id) is not None:
+        if job is None or self.registry.held(job.id, job.worker_id) is not None:
             return  # finished or taken back
         try:
-            await self.scheduler.reports.settle_lost(
-                job, "its worker did not come back after a restart"
-            )
+            await self.reports.settle_lost(job, "its worker did not come back after a restart")
         except HodeiError as exc:
             log.warning("could not settle job %s: %s", job_id, exc.message)
 
@@ -160,7 +190,3 @@ class Recovery:
         for session in self.registry.sessions():
             if session.grace_timer is not None:
                 session.grace_timer.cancel()
-
-
-async def _no_workers() -> set[str]:
-    return set()

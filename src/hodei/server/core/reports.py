@@ -10,23 +10,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.domain.attempts import AttemptState
 from hodei.domain.jobs import Job, JobState
 from hodei.domain.scheduling import release
+from hodei.domain.work import NOT_RUN, LogReport, ResultReport, StartReport
 from hodei.errors import ConflictError, HodeiError
+from hodei.server.core.background import Background
 from hodei.server.core.loghub import LogHub
 from hodei.server.core.orchestrator import Orchestrator
+from hodei.server.core.passes import PassSignal
 from hodei.server.core.workers import HeldJob, WorkerSession, assignment_stored
 from hodei.server.security.audit import Auditor
 
 log = logging.getLogger(__name__)
-
-NOT_RUN = -1  # JobResult.exit_code of an attempt the agent never started
-Spawn = Callable[[Coroutine[Any, Any, None]], None]  # runs a task the caller does not await
 
 
 class Reports:
@@ -34,18 +33,19 @@ class Reports:
         self,
         orchestrator: Orchestrator,
         hub: LogHub,
-        kick: Callable[[], None],
-        spawn: Spawn,
+        passes: PassSignal,
+        background: Background,
+        auditor: Auditor | None = None,
         retry_backoff_s: float = 1.0,
     ) -> None:
         self.orch = orchestrator
         self.hub = hub
-        self.kick = kick  # a slot was freed: the scheduler passes again
-        self.spawn = spawn
+        self.passes = passes  # kicked when a slot is freed: the scheduler passes again
+        self.background = background
+        self.auditor = auditor  # records reports refused (on jobs a worker does not hold)
         self.retry_backoff_s = retry_backoff_s
-        self.auditor: Auditor | None = None
 
-    def store_logs(self, session: WorkerSession, chunks: Iterable[pb.LogChunk]) -> None:
+    def store_logs(self, session: WorkerSession, chunks: Iterable[LogReport]) -> None:
         """Store log chunks of jobs this worker holds and ack them. Chunks of an attempt whose
         `assigned` write has not committed yet wait in its HeldJob (in order) until it has;
         they are dropped if it fails (the attempt never existed)."""
@@ -68,7 +68,7 @@ class Reports:
                 break  # unacked: the agent keeps the bytes and sends them again
             acked[(chunk.job_id, chunk.attempt)] = self.hub.last_seq(chunk.job_id, chunk.attempt)
         for (job_id, attempt), seq in acked.items():
-            session.ack_log(job_id, attempt, seq)
+            session.channel.ack_log(job_id, attempt, seq)
         for job_id, attempt in foreign:
             self._refused(session, job_id, f"log of attempt {attempt}")
 
@@ -76,12 +76,12 @@ class Reports:
         """An agent reported on a job it does not hold (stale, or not its own): audited."""
         if self.auditor is not None:
             detail = f"{what}: not held by this worker"
-            self.spawn(
+            self.background.spawn(
                 self.auditor.denied(f"worker:{session.id}", "worker.report_refused", job_id, detail)
             )
 
     async def on_started(
-        self, session: WorkerSession, update: pb.JobStatusUpdate, with_result: bool = False
+        self, session: WorkerSession, update: StartReport, with_result: bool = False
     ) -> None:
         """`with_result`: the attempt's result came in the same message; the start is then
         stored with it, in one write instead of two."""
@@ -101,7 +101,7 @@ class Reports:
             except ConflictError as exc:
                 log.warning("start of %s refused: %s", held.job.id, exc)
 
-    async def on_result(self, session: WorkerSession, result: pb.JobResult) -> None:
+    async def on_result(self, session: WorkerSession, result: ResultReport) -> None:
         held = session.jobs.get(result.job_id)
         if (
             held is not None
@@ -110,7 +110,8 @@ class Reports:
         ):
             held = None  # its `assigned` write failed: the attempt never existed
         if held is None or held.attempt != result.attempt:
-            session.ack_result(result.job_id, result.attempt, False, "job not held by this worker")
+            reason = "job not held by this worker"
+            session.channel.ack_result(result.job_id, result.attempt, False, reason)
             self._refused(session, result.job_id, f"result of attempt {result.attempt}")
             return
         del session.jobs[result.job_id]
@@ -121,7 +122,7 @@ class Reports:
             if self.hub.last_seq(held.job_id, held.attempt) < result.last_sequence:
                 reason = f"{reason} (log incomplete: the server could not store all of it)"
             await self._settle(held, result_target(result, held), result.exit_code, reason)
-        session.ack_result(result.job_id, result.attempt, True)
+        session.channel.ack_result(result.job_id, result.attempt, True)
         self._freed(session, held)
 
     async def requeue_unrun(self, session: WorkerSession, held: HeldJob, why: str) -> None:
@@ -158,7 +159,7 @@ class Reports:
         release(session.view, held.job.spec)
         if not session.jobs:
             session.last_busy = time.monotonic()
-        self.kick()
+        self.passes.kick()
 
     async def _settle(
         self, held: HeldJob, target: JobState, exit_code: int | None, reason: str
@@ -206,7 +207,7 @@ def retry_delay(base_s: float, attempts: int) -> float:
     return min(300.0, base_s * 2.0 ** max(0, attempts - 1))
 
 
-def result_target(result: pb.JobResult, held: HeldJob) -> JobState:
+def result_target(result: ResultReport, held: HeldJob) -> JobState:
     if held.cancel_sent and (result.cancelled or result.signal):
         return JobState.CANCELLED
     if (
@@ -218,7 +219,7 @@ def result_target(result: pb.JobResult, held: HeldJob) -> JobState:
     return JobState.SUCCEEDED if result.exit_code == 0 and not result.error else JobState.FAILED
 
 
-def describe(result: pb.JobResult, held_cancelled: bool = True) -> str:
+def describe(result: ResultReport, held_cancelled: bool = True) -> str:
     if result.error:
         return result.error
     if result.cancelled:

@@ -3,8 +3,8 @@
 A pass runs whenever something changes (a job queued, a worker registered or freed a slot);
 there is no polling sleep. Each pass places jobs in priority order on a snapshot of the workers
 (domain.scheduling.place), reserves the slot at once, then dispatches (dispatch.Dispatcher);
-jobs no worker can take ask the provisioner for workers. What agents report on their jobs is
-handled by reports.Reports; user actions (cancel, retry) are here.
+jobs no worker can take ask for capacity (the provisioner answers: see Capacity). What agents
+report on their jobs is handled by reports.Reports; user actions by control.JobControl.
 """
 
 from __future__ import annotations
@@ -12,26 +12,65 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections.abc import Callable
+from typing import Protocol
 
-from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.domain.scheduling import Placement, Policy, place, reserve, unschedulable
-from hodei.errors import ConflictError
 from hodei.server.core.background import Background
 from hodei.server.core.bus import JobChanged
 from hodei.server.core.dispatch import Dispatcher
 from hodei.server.core.job_queue import JobQueue, Shape
-from hodei.server.core.loghub import LogHub
 from hodei.server.core.orchestrator import Orchestrator
-from hodei.server.core.reports import Reports
-from hodei.server.core.workers import HeldJob, WorkerRegistry, WorkerSession
-from hodei.server.security.audit import Auditor
+from hodei.server.core.passes import PassSignal
+from hodei.server.core.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
-Demand = Callable[[list[Job]], str | None]  # jobs waiting for capacity -> reason text
 MAX_PLACED_PER_PASS = 128  # then yield, so log fan-out and gRPC reads interleave with a burst
+
+
+class Capacity(Protocol):
+    """Where more workers come from (the provisioner): what it can start, and why not."""
+
+    def ceiling(self, spec: JobSpec) -> str | None:
+        """Why no worker it could start would ever take `spec`; None when one would."""
+        ...
+
+    def can_grow(self) -> bool:
+        """Whether demand() could start a worker now (asked first: with the cap reached, the
+        usual state under load, the waiting jobs are never listed)."""
+        ...
+
+    def demand(self, waiting: list[Job]) -> str | None:
+        """The jobs no current worker can take now; returns what is done about it."""
+        ...
+
+    def note(self, fitting: int) -> str | None:
+        """What demand() would say about `fitting` waiting jobs, without starting anything."""
+        ...
+
+    def fits(self, labels: dict[str, str]) -> bool:
+        """Whether its workers carry `labels`."""
+        ...
+
+
+class NoCapacity:
+    """No provisioner: only the workers that connect by themselves."""
+
+    def ceiling(self, spec: JobSpec) -> str | None:
+        return "no worker can be provisioned"
+
+    def can_grow(self) -> bool:
+        return False
+
+    def demand(self, waiting: list[Job]) -> str | None:
+        return None
+
+    def note(self, fitting: int) -> str | None:
+        return None
+
+    def fits(self, labels: dict[str, str]) -> bool:
+        return True
 
 
 class Scheduler:
@@ -39,42 +78,26 @@ class Scheduler:
         self,
         orchestrator: Orchestrator,
         registry: WorkerRegistry,
-        hub: LogHub,
-        cancel_grace_s: float = 5.0,
+        dispatcher: Dispatcher,
+        capacity: Capacity,
+        passes: PassSignal,
+        background: Background,
         policy: Policy = Policy.SPREAD,
         aging_s: float = 60.0,
-        retry_backoff_s: float = 1.0,
     ) -> None:
         self.orch = orchestrator
         self.registry = registry
-        self.hub = hub
-        self.cancel_grace_ms = int(cancel_grace_s * 1000)
+        self.dispatcher = dispatcher
+        self.capacity = capacity
+        self.passes = passes
+        self.background = background  # runs the dispatches
         self.policy = policy
-        # Several servers on one store (server.core.cluster): tell the others to cancel a job whose
-        # worker is theirs.
-        self.remote_cancel: Callable[[str], None] | None = None
         self._delayed: dict[str, asyncio.TimerHandle] = {}  # retries waiting out a backoff
-        self.ceiling: Callable[[JobSpec], str | None] = lambda spec: "no worker can be provisioned"
-        self.demand: Demand = lambda jobs: None
-        # The provisioner's answers without listing jobs (see Provisioner.can_grow/note/fits).
-        self.can_grow: Callable[[], bool] = lambda: True
-        self.note: Callable[[int], str | None] = lambda fitting: None
-        self.fits: Callable[[dict[str, str]], bool] = lambda labels: True
         self.queue = JobQueue(aging_s)
         self._starved = False  # the last pass left jobs waiting for capacity
         self._note: str | None = None  # demand()'s answer in that pass, when it was asked
         self._note_known = False
-        self._dirty = asyncio.Event()
-        self._background = Background()
         self._loop_task: asyncio.Task[None] | None = None
-        self.reports = Reports(
-            orchestrator, hub, self.kick, self._background.spawn, retry_backoff_s
-        )
-        self.dispatcher = Dispatcher(orchestrator, self.reports, self.kick, self._background.spawn)
-
-    def set_auditor(self, auditor: Auditor | None) -> None:
-        """Audit the secrets each dispatch hands out, and refused agent reports."""
-        self.dispatcher.auditor = self.reports.auditor = auditor
 
     # ---- queue ------------------------------------------------------------------------------
     def on_job_changed(self, event: JobChanged) -> None:
@@ -104,10 +127,7 @@ class Scheduler:
 
     def enqueue(self, job: Job) -> None:
         self.queue.push(job)
-        self.kick()
-
-    def kick(self) -> None:
-        self._dirty.set()
+        self.passes.kick()
 
     def pending_reason(self, job_id: str) -> str:
         """Why a queued job waits, worked out when asked (no pass writes a reason per job)."""
@@ -119,7 +139,10 @@ class Scheduler:
             return why
         note = None
         if self._starved:
-            note = self._note if self._note_known else self.note(self.queue.fitting(self.fits))
+            capacity = self.capacity
+            note = (
+                self._note if self._note_known else capacity.note(self.queue.fitting(capacity.fits))
+            )
         if note:
             return f"{why or 'waiting'}; {note}"
         return why or "waiting for a free worker slot"
@@ -134,15 +157,16 @@ class Scheduler:
     async def stop(self) -> None:
         if self._loop_task:
             self._loop_task.cancel()
-        await self._background.stop()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for timer in self._delayed.values():
+            timer.cancel()
 
     async def _run(self) -> None:
         while True:
-            await self._dirty.wait()
-            self._dirty.clear()
+            await self.passes.wait()
             try:
                 if self._pass():
-                    self.kick()  # bounded pass: the rest after other work had its turn
+                    self.passes.kick()  # bounded pass: the rest after other work had its turn
             except Exception:
                 log.exception("scheduling pass failed")
             await asyncio.sleep(0)  # let dispatches and I/O run between passes
@@ -172,14 +196,14 @@ class Scheduler:
                 placed += 1
                 session = self.registry.get(worker.id)
                 assert session is not None
-                self._background.spawn(self.dispatcher.dispatch(job, session))
+                self.background.spawn(self.dispatcher.dispatch(job, session))
                 if following is None:
                     heapq.heappop(heads)
                 else:
                     heapq.heapreplace(heads, (following, shape))
                 continue
             heapq.heappop(heads)  # no job of this shape fits now: skip the shape this pass
-            never = unschedulable(job.spec, views, self.ceiling)
+            never = unschedulable(job.spec, views, self.capacity.ceiling)
             if never:
                 queue.reject(shape, never, True)
             else:
@@ -188,63 +212,8 @@ class Scheduler:
         waiting_shapes.extend(shape for _, shape in heads)  # left when the slots ran out
         self._starved = bool(waiting_shapes)
         self._note_known = False
-        if waiting_shapes and self.can_grow():
+        if waiting_shapes and self.capacity.can_grow():
             # The waiting jobs are listed only when the provisioner can act on them.
-            self._note = self.demand(queue.waiting_jobs(waiting_shapes))
+            self._note = self.capacity.demand(queue.waiting_jobs(waiting_shapes))
             self._note_known = True
         return False
-
-    async def on_worker_lost(self, session: WorkerSession) -> None:
-        """The worker is gone for good: settle its attempts by the retry policy."""
-        session.close()
-        self.registry.remove(session)
-        held_jobs = list(session.jobs.values())
-        session.jobs.clear()
-        for held in held_jobs:
-            await self.reports.lose(session, held)
-        self.kick()
-
-    # ---- user actions ------------------------------------------------------------------------
-    async def cancel(self, job_id: str) -> Job:
-        for _ in range(5):
-            job = await self.orch.store.get_job(job_id)
-            if job.state.terminal:
-                raise ConflictError(f"job {job_id} already ended ({job.state})")
-            try:
-                return await self._cancel(job)
-            except ConflictError:
-                continue  # it moved while we looked: look again
-        raise ConflictError(f"job {job_id} keeps changing state; try again")
-
-    async def _cancel(self, job: Job) -> Job:
-        if job.state is JobState.QUEUED:
-            return await self.orch.finish(job, JobState.CANCELLED, None, "cancelled by user")
-        session = self.registry.get(job.worker_id)
-        held = session.jobs.get(job.id) if session else None
-        if session is None or held is None:
-            if self.remote_cancel is not None and job.worker_id:
-                self.remote_cancel(job.id)  # its worker may be another server's: kill it there
-            return await self.orch.finish(job, JobState.CANCELLED, None, "cancelled by user")
-        if not held.cancel_sent:
-            held.cancel_sent = True
-            session.send_cancel(self.cancel_message(held))
-        return held.job
-
-    def cancel_message(self, held: HeldJob) -> pb.CancelJob:
-        return pb.CancelJob(
-            job_id=held.job_id,
-            attempt=held.attempt,
-            grace_ms=self.cancel_grace_ms,
-            reason="cancelled by user",
-        )
-
-    async def retry(self, job_id: str) -> Job:
-        job = await self.orch.store.get_job(job_id)
-        if not job.state.terminal:
-            raise ConflictError(f"job {job_id} is {job.state}; only a finished job can be retried")
-        return await self.orch.requeue(job, reason=f"retry of attempt {job.attempts}")
-
-    def held_job(self, job_id: str, worker_id: str | None) -> Job | None:
-        session = self.registry.get(worker_id)
-        held = session.jobs.get(job_id) if session else None
-        return held.job if held else None

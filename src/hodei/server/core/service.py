@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from hodei.domain.attempts import Attempt
 from hodei.domain.jobs import Job, JobSpec, JobState, attempt_over, log_attempt
 from hodei.errors import HodeiError, ValidationError
+from hodei.ports import JobStore
+from hodei.server.core.control import JobControl
 from hodei.server.core.loghub import LogHub
 from hodei.server.core.orchestrator import Orchestrator
 from hodei.server.core.scheduler import Scheduler
@@ -20,9 +22,18 @@ class LogPiece:
 
 
 class JobsApi:
-    def __init__(self, orchestrator: Orchestrator, scheduler: Scheduler, hub: LogHub) -> None:
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        store: JobStore,
+        scheduler: Scheduler,
+        control: JobControl,
+        hub: LogHub,
+    ) -> None:
         self.orch = orchestrator
-        self.scheduler = scheduler
+        self.store = store
+        self.scheduler = scheduler  # why queued jobs wait
+        self.control = control
         self.hub = hub
 
     async def submit(self, spec: JobSpec, job_id: str | None = None) -> Job:
@@ -41,10 +52,10 @@ class JobsApi:
 
     async def attempts(self, job_id: str) -> list[Attempt]:
         await self.get(job_id)  # NotFoundError for an unknown job
-        return await self.orch.store.list_attempts(job_id)
+        return await self.store.list_attempts(job_id)
 
     async def get(self, job_id: str) -> Job:
-        return await self.orch.store.get_job(job_id)
+        return await self.store.get_job(job_id)
 
     def reason(self, job: Job) -> str:
         """Why a queued job waits (live, from the scheduler), else the stored reason."""
@@ -58,13 +69,13 @@ class JobsApi:
     async def list(
         self, state: str | None, limit: int, cursor: int | None
     ) -> tuple[list[Job], int | None]:
-        return await self.orch.store.list_jobs(parse_state(state), limit, cursor)
+        return await self.store.list_jobs(parse_state(state), limit, cursor)
 
     async def cancel(self, job_id: str) -> Job:
-        return await self.scheduler.cancel(job_id)
+        return await self.control.cancel(job_id)
 
     async def retry(self, job_id: str) -> Job:
-        return await self.scheduler.retry(job_id)
+        return await self.control.retry(job_id)
 
     async def resolve_attempt(self, job_id: str, attempt: int | None) -> tuple[Job, int]:
         job = await self.get(job_id)

@@ -1,16 +1,17 @@
-"""Connected workers: one WorkerSession per agent stream, with a batching outbox, and the
-registry the scheduler reads its snapshot from."""
+"""Connected workers: one WorkerSession per agent stream (what it holds, and the channel the
+core talks to it through), and the registry the scheduler reads its snapshot from."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.domain.jobs import Job
 from hodei.domain.scheduling import WorkerView
+from hodei.domain.work import Assignment, LogReport, Usage
+from hodei.server.core.bus import EventBus, WorkerConnected
 
 
 @dataclass(slots=True)
@@ -24,7 +25,7 @@ class HeldJob:
     # agent reports about the attempt is applied only after it (see dispatch.Dispatcher.dispatch).
     committed: asyncio.Future[bool] | None = None
     started_at: float | None = None  # start reported with the result: stored with it
-    early_logs: list[pb.LogChunk] = field(default_factory=list)  # came before `committed`
+    early_logs: list[LogReport] = field(default_factory=list)  # came before `committed`
 
 
 async def assignment_stored(held: HeldJob) -> bool:
@@ -37,114 +38,84 @@ async def assignment_stored(held: HeldJob) -> bool:
     return pending.result()
 
 
+class WorkerChannel(Protocol):
+    """How the core talks to one connected worker. What is sent here leaves together in the
+    stream's next message; the gRPC edge implements it (server.api.grpc.channel)."""
+
+    def assign(self, assignment: Assignment) -> None: ...
+
+    def unassign(self, job_id: str, attempt: int) -> bool:
+        """Take an assignment back before it leaves; False when it has already left."""
+        ...
+
+    def drop_assignments(self) -> None:
+        """Forget every assignment not sent yet (a resumed stream decides them again)."""
+        ...
+
+    def cancel(self, job_id: str, attempt: int, grace_ms: int, reason: str) -> None: ...
+
+    def shutdown(self, reason: str, grace_ms: int) -> None: ...
+
+    def ack_log(self, job_id: str, attempt: int, seq: int) -> None: ...
+
+    def ack_result(self, job_id: str, attempt: int, accepted: bool, reason: str = "") -> None: ...
+
+    def close(self) -> None:
+        """No stream is attached any more: stop writing; what is queued waits for a new one."""
+        ...
+
+    def reopen(self) -> None:
+        """A resumed stream is attached: send what was queued meanwhile."""
+        ...
+
+
 @dataclass(slots=True)
 class WorkerSession:
     view: WorkerView
     hostname: str
     provider: str  # "local", "static", ...
     session_id: str
+    channel: WorkerChannel
     pid: int = 0
     connected_at: float = field(default_factory=time.time)
     last_heartbeat: float = field(default_factory=time.time)
     last_busy: float = field(default_factory=time.monotonic)
-    usage: pb.ResourceUsage = field(default_factory=pb.ResourceUsage)
+    usage: Usage = field(default_factory=Usage)
     jobs: dict[str, HeldJob] = field(default_factory=dict)
     closed: bool = False  # no stream attached (dropped, or gone for good)
-    resume_token: str = ""
     shutdown_sent: bool = False
     process_gone: bool = False  # its provider saw the process end: it cannot come back
     grace_timer: asyncio.TimerHandle | None = None  # set while a dropped session may resume
-    generation: int = 0  # which attached stream is current (a resumed one replaces the old)
-    _out: pb.ServerMessage = field(default_factory=pb.ServerMessage)
-    _has_out: bool = False
-    _log_acks: dict[tuple[str, int], int] = field(default_factory=dict)
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def id(self) -> str:
         return self.view.id
 
-    # ---- outbox: everything queued here leaves in the next ServerMessage -----------------------
-    def _kick(self) -> None:
-        self._has_out = True
-        self._wake.set()
+    def cancel(self, held: HeldJob, grace_ms: int, reason: str) -> None:
+        """Ask the worker to end `held` (once: a repeat is sent only by cancel_again)."""
+        if not held.cancel_sent:
+            held.cancel_sent = True
+            self.channel.cancel(held.job_id, held.attempt, grace_ms, reason)
 
-    def send_register_ack(self, heartbeat_ms: int, grace_ms: int) -> None:
-        self._out.register_ack.CopyFrom(
-            pb.RegisterAck(
-                worker_id=self.id,
-                session_id=self.session_id,
-                heartbeat_interval_ms=heartbeat_ms,
-                resume_token=self.resume_token,
-                grace_ms=grace_ms,
-            )
-        )
-        self._kick()
+    def cancel_again(self, held: HeldJob, grace_ms: int, reason: str) -> None:
+        """The first cancel may have died with a dropped stream: send it again."""
+        held.cancel_sent = True
+        self.channel.cancel(held.job_id, held.attempt, grace_ms, reason)
 
-    def send_assign(self, assign: pb.AssignJob) -> None:
-        self._out.assignments.append(assign)
-        self._kick()
+    def drop_attempt(self, job_id: str, attempt: int, reason: str) -> None:
+        """Tell the worker to end an attempt that is not (or no longer) its own, at once."""
+        self.channel.cancel(job_id, attempt, 0, reason)
 
-    def send_cancel(self, cancel: pb.CancelJob) -> None:
-        self._out.cancels.append(cancel)
-        self._kick()
-
-    def ack_log(self, job_id: str, attempt: int, seq: int) -> None:
-        self._log_acks[(job_id, attempt)] = seq
-        self._kick()
-
-    def ack_result(self, job_id: str, attempt: int, accepted: bool, reason: str = "") -> None:
-        self._out.result_acks.append(
-            pb.ResultAck(job_id=job_id, attempt=attempt, accepted=accepted, reason=reason)
-        )
-        self._kick()
-
-    def unsend_assign(self, job_id: str, attempt: int) -> bool:
-        """Take an assignment back out of the outbox; False when it has already left."""
-        for i, assign in enumerate(self._out.assignments):
-            if assign.job_id == job_id and assign.attempt == attempt:
-                del self._out.assignments[i]
-                return True
-        return False
-
-    def drop_queued_assignments(self) -> None:
-        del self._out.assignments[:]
-
-    def send_shutdown(self, reason: str, grace_ms: int) -> None:
+    def shut_down(self, reason: str, grace_ms: int) -> None:
         self.view.accepting = False
         self.shutdown_sent = True
-        self._out.shutdown.CopyFrom(pb.Shutdown(reason=reason, grace_ms=grace_ms))
-        self._kick()
-
-    async def next_message(self, generation: int = 0) -> pb.ServerMessage | None:
-        """Wait for pending output and take all of it as one message; None once closed or
-        once a resumed stream (a newer `generation`) has taken over."""
-        waited = False
-        while not self._has_out or self.generation != generation:
-            if self.closed or self.generation != generation:
-                return None
-            self._wake.clear()
-            await self._wake.wait()
-            waited = True
-        if waited:
-            # Woken from idle: two loop turns (no timer) let what the same event starts join
-            # this message, e.g. the next assignment for the slot a result's ack frees.
-            for _ in range(2):
-                await asyncio.sleep(0)
-            if self.closed or self.generation != generation:
-                return None  # the output waits for a resumed stream
-        msg, self._out = self._out, pb.ServerMessage()
-        for (job_id, attempt), seq in self._log_acks.items():
-            msg.log_acks.append(pb.LogAck(job_id=job_id, attempt=attempt, sequence=seq))
-        self._log_acks.clear()
-        self._has_out = False
-        return msg
+        self.channel.shutdown(reason, grace_ms)
 
     def close(self) -> None:
         """Detach the stream: the writer stops; queued output waits for a resumed stream."""
         self.closed = True
         self.view.accepting = False
-        self._wake.set()
+        self.channel.close()
 
     def reattach(self) -> None:
         """A resumed stream: send what was queued meanwhile and take jobs again."""
@@ -153,19 +124,17 @@ class WorkerSession:
             self.grace_timer = None
         self.closed = False
         self.view.accepting = not self.shutdown_sent
-        self.generation += 1
-        self._wake.set()  # an old writer still waiting sees the new generation and ends
+        self.channel.reopen()
 
 
 class WorkerRegistry:
-    def __init__(self) -> None:
+    def __init__(self, bus: EventBus) -> None:
         self._sessions: dict[str, WorkerSession] = {}
-        # Told of every worker that connects here (the cluster records which server holds it).
-        self.on_add: Callable[[WorkerSession], None] = lambda session: None
+        self._bus = bus  # told of every worker that connects (the cluster records where)
 
     def add(self, session: WorkerSession) -> None:
         self._sessions[session.id] = session
-        self.on_add(session)
+        self._bus.publish(WorkerConnected(session.id))
 
     def remove(self, session: WorkerSession) -> None:
         if self._sessions.get(session.id) is session:
@@ -173,6 +142,12 @@ class WorkerRegistry:
 
     def get(self, worker_id: str | None) -> WorkerSession | None:
         return self._sessions.get(worker_id) if worker_id else None
+
+    def held(self, job_id: str, worker_id: str | None) -> tuple[WorkerSession, HeldJob] | None:
+        """The session holding `job_id` on `worker_id`, with its attempt, if connected here."""
+        session = self._sessions.get(worker_id) if worker_id else None
+        held = session.jobs.get(job_id) if session is not None else None
+        return (session, held) if session is not None and held is not None else None
 
     def sessions(self) -> list[WorkerSession]:
         return list(self._sessions.values())

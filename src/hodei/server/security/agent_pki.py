@@ -15,14 +15,11 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from hodei.errors import AuthError, ValidationError
 from hodei.security import MAX_CSR, pki
 from hodei.security.pki_files import CertRecord, CertRegistry, PkiPaths, load_ca
-from hodei.server.core.background import Background
-from hodei.server.core.recovery import Recovery
-from hodei.server.core.workers import WorkerRegistry
 from hodei.server.security.otp import OtpRegistry, Redeemed
 
 log = logging.getLogger(__name__)
@@ -45,14 +42,19 @@ class LiveStream:
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
+class WorkerEviction(Protocol):
+    """Who settles a worker that can never come back (the server's recovery)."""
+
+    def process_exited(self, worker_id: str, why: str) -> None: ...
+
+
 class AgentAuthority:
     def __init__(
         self,
         paths: PkiPaths,
         otps: OtpRegistry,
         lifetime_s: float,
-        workers: WorkerRegistry,
-        recovery: Recovery,
+        workers: WorkerEviction,
     ) -> None:
         self._ca_key, self._ca_cert = load_ca(paths)
         self.ca_pem = pki.cert_to_pem(self._ca_cert)
@@ -60,9 +62,7 @@ class AgentAuthority:
         self.otps = otps
         self.lifetime_s = lifetime_s
         self.workers = workers
-        self.recovery = recovery
         self._streams: dict[str, set[LiveStream]] = {}
-        self._background = Background()
         self._now = time.time
 
     # ---- issuing -----------------------------------------------------------------------------
@@ -156,13 +156,9 @@ class AgentAuthority:
         return records
 
     def _cut(self, worker_id: str, reason: str) -> None:
-        session = self.workers.get(worker_id)
-        gone = self.registry.valid_until(worker_id) <= self._now()
-        if session is not None and gone:
+        if self.registry.valid_until(worker_id) <= self._now():
             # No certificate it could come back with: settle its jobs now, not after the grace.
-            session.process_gone = True
-            if session.closed:
-                self._background.spawn(self.recovery.lose(session, reason))
+            self.workers.process_exited(worker_id, reason)
         for stream in list(self._streams.get(worker_id, ())):
             log.warning("cutting off worker %s: %s", worker_id, reason)
             stream.reason = reason

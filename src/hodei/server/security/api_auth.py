@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,21 +40,34 @@ class AuthStore(TokenStore, AuditStore, Protocol):
     trail, which the HTTP access routes list through it."""
 
 
+@dataclass(frozen=True, slots=True)
+class TokenRevoked:
+    """A token was revoked through this server (servers sharing the store must hear of it)."""
+
+    token_id: str
+
+
+class Publisher(Protocol):
+    """Where events go (the server's event bus)."""
+
+    def publish(self, event: object) -> None: ...
+
+
 class ApiAuth:
     def __init__(
         self,
         store: AuthStore,
         auditor: Auditor,
+        events: Publisher | None = None,
         dev: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.auditor = auditor
+        self.events = events  # told of every revocation made here (TokenRevoked)
         self.dev = dev
         self._clock = clock
         self._cache: dict[str, tuple[TokenRecord | None, float]] = {}
-        # Told of every revocation made here (the cluster link tells the other servers).
-        self.on_revoked: Callable[[str], None] = lambda token_id: None
 
     async def principal(self, authorization: str | None) -> Principal:
         """Who presents this Authorization value; AuthError when no valid token."""
@@ -95,7 +109,8 @@ class ApiAuth:
         they hear of it."""
         record = await self.store.revoke_token(token_id, when)
         self.forget(token_id)
-        self.on_revoked(token_id)
+        if self.events is not None:
+            self.events.publish(TokenRevoked(token_id))
         return record
 
     async def create(self, role: Role, name: str) -> tuple[TokenRecord, str]:

@@ -19,10 +19,12 @@ from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei._proto.hodei.v1 import worker_pb2_grpc
 from hodei.domain.scheduling import WorkerView
 from hodei.errors import AuthError, HodeiError
-from hodei.server.core.loghub import LogHub
+from hodei.server.api.grpc.channel import StreamChannel
+from hodei.server.api.grpc.wire import usage_from_wire
+from hodei.server.core.passes import PassSignal
 from hodei.server.core.provisioning import Provisioner
 from hodei.server.core.recovery import Recovery
-from hodei.server.core.scheduler import Scheduler
+from hodei.server.core.reports import Reports
 from hodei.server.core.workers import WorkerRegistry, WorkerSession
 from hodei.server.security.audit import Auditor
 from hodei.server.security.otp import OtpRegistry, Redeemed, ResumeTokens, source_host
@@ -39,21 +41,22 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         otps: OtpRegistry,
         tokens: ResumeTokens,
         registry: WorkerRegistry,
-        scheduler: Scheduler,
+        reports: Reports,
         recovery: Recovery,
-        hub: LogHub,
         provisioner: Provisioner,
+        passes: PassSignal,
+        auditor: Auditor | None,
         heartbeat_ms: int,
     ) -> None:
         self.otps = otps
         self.tokens = tokens
         self.registry = registry
-        self.scheduler = scheduler
+        self.reports = reports
         self.recovery = recovery
-        self.hub = hub
         self.provisioner = provisioner
+        self.passes = passes
+        self.auditor = auditor
         self.heartbeat_ms = heartbeat_ms
-        self.auditor: Auditor | None = None  # set by the composition root
 
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         first = await context.read()
@@ -63,15 +66,17 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         session = await (
             self._resume(reg, context) if reg.resume_token else self._register(reg, context)
         )
-        generation = session.generation
-        session.send_register_ack(self.heartbeat_ms, int(self.recovery.grace_s * 1000))
-        writer = asyncio.create_task(self._write_loop(session, context, generation))
+        channel = stream_of(session)
+        generation = channel.generation
+        grace_ms = int(self.recovery.grace_s * 1000)
+        channel.register_ack(session.id, session.session_id, self.heartbeat_ms, grace_ms)
+        writer = asyncio.create_task(self._write_loop(session, channel, context, generation))
         # Starts and results wait for store commits; applying them here would stop the
         # stream's reading (and its log output) behind every commit. They go, in order, to a
         # task of their own; logs and heartbeats are taken in at once.
         reports: asyncio.Queue[pb.AgentMessage | None] = asyncio.Queue(REPORT_BACKLOG)
         reporter = asyncio.create_task(self._report_loop(session, reports))
-        self.scheduler.kick()
+        self.passes.kick()
         try:
             while True:
                 msg = await context.read()
@@ -89,7 +94,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                 reporter.cancel()
                 raise
             finally:
-                if session.generation == generation:  # not taken over by a resumed stream
+                if channel.generation == generation:  # not taken over by a resumed stream
                     log.info("worker %s stream ended", session.id)
                     self.recovery.stream_ended(session)
 
@@ -111,7 +116,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         old = self.registry.get(session.id)
         if old is not None:
             old.close()
-            await self.scheduler.on_worker_lost(old)
+            await self.recovery.worker_gone(old)
         self.registry.add(session)
         self.provisioner.registered(session.id)
         log.info(
@@ -174,15 +179,19 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             hostname=reg.hostname[:255],
             provider=provider,
             session_id=session_id,
+            channel=StreamChannel(self.tokens.issue(worker_id, session_id)),
             pid=reg.pid,
-            resume_token=self.tokens.issue(worker_id, session_id),
         )
 
     async def _write_loop(
-        self, session: WorkerSession, context: grpc.aio.ServicerContext, generation: int
+        self,
+        session: WorkerSession,
+        channel: StreamChannel,
+        context: grpc.aio.ServicerContext,
+        generation: int,
     ) -> None:
         try:
-            while (msg := await session.next_message(generation)) is not None:
+            while (msg := await channel.next_message(generation)) is not None:
                 await context.write(msg)
         except (asyncio.CancelledError, grpc.aio.AioRpcError, grpc.RpcError):
             pass
@@ -198,10 +207,10 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         """What needs no store write: the heartbeat, and log output (durable in the log
         store, in order per attempt; see Reports.store_logs)."""
         if msg.HasField("heartbeat"):
-            session.usage = msg.heartbeat.usage
+            session.usage = usage_from_wire(msg.heartbeat.usage)
             session.last_heartbeat = time.time()
         if msg.logs:
-            self.scheduler.reports.store_logs(session, msg.logs)
+            self.reports.store_logs(session, msg.logs)
 
     async def _report_loop(
         self, session: WorkerSession, reports: asyncio.Queue[pb.AgentMessage | None]
@@ -221,10 +230,10 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             starts = [u for u in msg.updates if u.phase == pb.JobStatusUpdate.STARTED]
             for u in starts:
                 if (u.job_id, u.attempt) in ended:
-                    await self.scheduler.reports.on_started(session, u, with_result=True)
+                    await self.reports.on_started(session, u, with_result=True)
             await asyncio.gather(
                 *(
-                    self.scheduler.reports.on_started(session, u)
+                    self.reports.on_started(session, u)
                     for u in starts
                     if (u.job_id, u.attempt) not in ended
                 )
@@ -234,6 +243,13 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
 
     async def _result(self, session: WorkerSession, result: pb.JobResult) -> None:
         try:
-            await self.scheduler.reports.on_result(session, result)
+            await self.reports.on_result(session, result)
         except HodeiError as exc:
             log.error("result of job %s not recorded: %s", result.job_id, exc.message)
+
+
+def stream_of(session: WorkerSession) -> StreamChannel:
+    """The gRPC stream channel of a session this service made."""
+    channel = session.channel
+    assert isinstance(channel, StreamChannel)
+    return channel

@@ -1,0 +1,218 @@
+"""The composition root's first half: the only place that knows the concrete adapters.
+
+Builds every component from the settings and hands each one, in its constructor, the
+collaborators it uses; nothing is assigned onto a component after it is built. Where several
+parties must hear of something, they subscribe here to the event bus. Starting and stopping
+them is server.app's part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import psutil
+
+from hodei.adapters.logs.files import FileLogStore
+from hodei.adapters.providers.local import ExitHandler, LocalProvider
+from hodei.adapters.store.sqlite import SqliteJobStore
+from hodei.config import ServerSettings, parse_mount
+from hodei.domain.scheduling import Policy
+from hodei.errors import HodeiError
+from hodei.home import server_instance_id
+from hodei.ports import Cluster, JobStore, WorkerProvider
+from hodei.server.core.background import Background
+from hodei.server.core.bus import EventBus, JobChanged, WorkerExited
+from hodei.server.core.cluster import ClusterLink
+from hodei.server.core.control import JobControl
+from hodei.server.core.dispatch import Dispatcher
+from hodei.server.core.loghub import LogHub
+from hodei.server.core.metrics import Metrics
+from hodei.server.core.orchestrator import Orchestrator
+from hodei.server.core.passes import PassSignal
+from hodei.server.core.provisioning import Provisioner
+from hodei.server.core.recovery import Recovery
+from hodei.server.core.reports import Reports
+from hodei.server.core.scheduler import Scheduler
+from hodei.server.core.service import JobsApi
+from hodei.server.core.workers import WorkerRegistry
+from hodei.server.security.api_auth import ApiAuth
+from hodei.server.security.audit import Auditor
+from hodei.server.security.otp import OtpRegistry, ResumeTokens
+from hodei.server.security.vault import SecretVault, load_or_create_key
+
+if TYPE_CHECKING:  # loaded only with --tls (cryptography's x509 costs start-up time and memory)
+    from hodei.security.pki_files import PkiPaths
+    from hodei.server.security.agent_pki import AgentAuthority
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """With --tls: the home's PKI and what local workers need to enroll over HTTPS."""
+
+    paths: PkiPaths
+    agent_env: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: ServerSettings
+    store: JobStore
+    hub: LogHub
+    bus: EventBus
+    background: Background  # the core's fire-and-forget tasks (dispatches, audit writes)
+    passes: PassSignal
+    vault: SecretVault
+    otps: OtpRegistry
+    tokens: ResumeTokens
+    registry: WorkerRegistry
+    orchestrator: Orchestrator
+    reports: Reports
+    scheduler: Scheduler
+    control: JobControl
+    recovery: Recovery
+    provisioner: Provisioner
+    api: JobsApi
+    metrics: Metrics
+    auditor: Auditor
+    auth: ApiAuth
+    link: ClusterLink | None  # on PostgreSQL: the other servers sharing the store
+    authority: AgentAuthority | None  # with --tls: the agents' CA
+
+
+def make_provider(settings: ServerSettings, on_exit: ExitHandler) -> WorkerProvider:
+    """The worker provider named by the settings (`on_exit(worker_id, code)` when one ends)."""
+    if settings.provider == "local":
+        return LocalProvider(settings.home / "run", on_exit=on_exit)
+    if settings.provider == "docker":
+        # Imported here: the Docker SDK (and requests) cost start-up time other providers skip.
+        from hodei.adapters.providers.docker import DockerOptions, DockerProvider
+
+        options = DockerOptions(
+            image=settings.worker_image,
+            network=settings.docker_network,
+            server_url=settings.docker_server_url,
+            privileged=settings.docker_privileged,
+            docker_socket=settings.docker_socket,
+            mounts=tuple(parse_mount(m) for m in settings.docker_mounts),
+        )
+        return DockerProvider(options, server_instance_id(settings.home), on_exit)
+    raise HodeiError(f"unknown provider {settings.provider!r}")
+
+
+def make_store(settings: ServerSettings) -> JobStore:
+    """The job store named by HODEI_DATABASE_URL: SQLite in the home (default) or PostgreSQL."""
+    if settings.database_kind == "postgresql":
+        # Imported here: asyncpg is loaded only by servers that use it.
+        from hodei.adapters.store.postgres import PostgresJobStore
+
+        return PostgresJobStore(settings.database_url)
+    return SqliteJobStore(settings.sqlite_path)
+
+
+def make_cluster(settings: ServerSettings) -> Cluster | None:
+    """On PostgreSQL, the link to the other servers sharing the database; None on SQLite."""
+    if settings.database_kind != "postgresql":
+        return None
+    from hodei.adapters.cluster.postgres import PostgresCluster
+
+    return PostgresCluster(settings.database_url, server_instance_id(settings.home))
+
+
+def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> Services:
+    """Every component, wired; `agent_url` is the gRPC address local workers dial."""
+    home = settings.home
+    store = make_store(settings)
+    bus = EventBus()
+    hub = LogHub(FileLogStore(settings.log_dir), bus)
+    key = load_or_create_key(home / "secret.key")
+    vault = SecretVault(store, key)
+    auditor = Auditor(store)
+    auth = ApiAuth(store, auditor, bus, dev=settings.dev)
+    otps = OtpRegistry()
+    registry = WorkerRegistry(bus)
+    cluster = make_cluster(settings)
+    background = Background()
+    passes = PassSignal()
+    orch = Orchestrator(store, bus)
+    reports = Reports(orch, hub, passes, background, auditor, settings.retry_backoff_s)
+    dispatcher = Dispatcher(
+        orch,
+        vault,
+        reports,
+        passes,
+        background,
+        auditor,
+        # Another server may place the same queued job at the same moment: store first.
+        send_before_commit=cluster is None,
+        max_output_bytes=settings.max_output_bytes,
+    )
+    provider = make_provider(settings, lambda worker, code: bus.publish(WorkerExited(worker, code)))
+    provisioner = Provisioner(
+        provider,
+        otps,
+        registry,
+        agent_url,
+        settings.max_workers,
+        settings.worker_slots,
+        settings.worker_idle_s,
+        settings.otp_ttl_s,
+        # Providers here start workers on this host: no worker can be bigger than it.
+        max_cpus=float(psutil.cpu_count() or 0),
+        max_memory=psutil.virtual_memory().total,
+        agent_env=tls.agent_env if tls is not None else None,
+    )
+    scheduler = Scheduler(
+        orch,
+        registry,
+        dispatcher,
+        provisioner,
+        passes,
+        background,
+        policy=Policy(settings.scheduling_policy),
+        aging_s=settings.priority_aging_s,
+    )
+    control = JobControl(orch, store, registry, bus, settings.cancel_grace_s)
+    recovery = Recovery(registry, reports, control, store, passes, settings.worker_grace_s, cluster)
+    metrics = Metrics()
+    metrics.gauge("hodei_jobs_queued", "Jobs waiting for a worker", lambda: scheduler.queued_count)
+    metrics.gauge("hodei_workers_connected", "Connected workers", lambda: len(registry))
+    bus.subscribe(JobChanged, scheduler.on_job_changed)
+    bus.subscribe(JobChanged, lambda e: hub.job_changed(e.job))
+    bus.subscribe(JobChanged, metrics.on_job_changed)
+    bus.subscribe(WorkerExited, lambda e: provisioner.exited(e.worker_id, e.code))
+    bus.subscribe(WorkerExited, lambda e: recovery.process_exited(e.worker_id))
+    link = None
+    if cluster is not None:
+        link = ClusterLink(
+            cluster, store, bus, hub, reports, control, registry, auth, settings.worker_grace_s
+        )
+    authority = None
+    if tls is not None:
+        from hodei.server.security.agent_pki import AgentAuthority
+
+        authority = AgentAuthority(tls.paths, otps, settings.cert_lifetime_s, recovery)
+    return Services(
+        settings=settings,
+        store=store,
+        hub=hub,
+        bus=bus,
+        background=background,
+        passes=passes,
+        vault=vault,
+        otps=otps,
+        tokens=ResumeTokens(key),
+        registry=registry,
+        orchestrator=orch,
+        reports=reports,
+        scheduler=scheduler,
+        control=control,
+        recovery=recovery,
+        provisioner=provisioner,
+        api=JobsApi(orch, store, scheduler, control, hub),
+        metrics=metrics,
+        auditor=auditor,
+        auth=auth,
+        link=link,
+        authority=authority,
+    )
