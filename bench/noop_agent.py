@@ -19,16 +19,16 @@ import sys
 import time
 from collections.abc import Callable
 
-from hodei._proto.hodei.v1 import worker_pb2
 from hodei.agent.runner import JobOutcome
 from hodei.agent.session import AgentSession
+from hodei.domain.work import Assignment
 
 # (job id, time.time() when the executor was called), kept when --trace is given.
 TRACE: list[tuple[str, float]] | None = None
 
 
 async def noop_executor(
-    assign: worker_pb2.AssignJob,
+    assign: Assignment,
     on_output: Callable[[bytes], None],
     cancel: asyncio.Event,
     *,

@@ -14,7 +14,9 @@ import psutil
 import pytest
 
 from hodei._proto.hodei.v1 import worker_pb2, worker_pb2_grpc
+from hodei.agent.runner import JobOutcome
 from hodei.agent.session import AgentSession, grpc_target
+from hodei.domain.work import NOT_RUN, Assignment
 
 GOOD_OTP = "good-otp"
 
@@ -125,6 +127,30 @@ async def test_runs_a_job_and_reports_logs_and_result() -> None:
     assert (result.job_id, result.exit_code, result.cancelled, result.error) == ("j1", 4, False, "")
     assert result.last_sequence == max(c.sequence for c in servicer.logs)
     assert servicer.heartbeats >= 1
+
+
+async def test_executor_gets_an_assignment_and_its_failure_is_a_masked_not_run_result() -> None:
+    seen: list[Assignment] = []
+
+    async def broken(assign: Assignment, *_: object, **__: object) -> JobOutcome:
+        seen.append(assign)
+        raise RuntimeError(f"bug near {assign.secrets['TOKEN']}")
+
+    wire = worker_pb2.AssignJob(
+        job_id="j1", attempt=1, command="true", secrets={"TOKEN": "s3cr3t"}, timeout_ms=1500
+    )
+    servicer = Servicer([wire])
+    server, url = await serve(servicer)
+    session = AgentSession(url, GOOD_OTP, {}, slots=1, handle_signals=False, executor=broken)
+    try:
+        code = await asyncio.wait_for(session.run(), 20)
+    finally:
+        await server.stop(None)
+    assert code == 0
+    assert [(a.job_id, a.secrets, a.timeout_s) for a in seen] == [("j1", {"TOKEN": "s3cr3t"}, 1.5)]
+    (result,) = servicer.results
+    assert result.exit_code == NOT_RUN
+    assert "bug near ***" in result.error and "s3cr3t" not in result.error
 
 
 async def test_bad_otp_exits_3() -> None:

@@ -11,12 +11,13 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
-from hodei._proto.hodei.v1 import worker_pb2
 from hodei.agent.runner import JobOutcome, run_job
+from hodei.domain.work import Assignment
 
 
 class Output:
@@ -36,13 +37,11 @@ class Output:
         return m
 
 
-def assign(command: str, *arguments: str, **fields: object) -> worker_pb2.AssignJob:
-    return worker_pb2.AssignJob(
-        job_id="job1", attempt=2, command=command, arguments=arguments, **fields
-    )  # type: ignore[arg-type]
+def assign(command: str, *arguments: str, **fields: Any) -> Assignment:
+    return Assignment(job_id="job1", attempt=2, command=command, arguments=arguments, **fields)
 
 
-async def run(job: worker_pb2.AssignJob, **kwargs: object) -> tuple[JobOutcome, bytes]:
+async def run(job: Assignment, **kwargs: object) -> tuple[JobOutcome, bytes]:
     out = Output()
     outcome = await run_job(job, out, asyncio.Event(), **kwargs)  # type: ignore[arg-type]
     return outcome, out.data
@@ -111,7 +110,7 @@ async def test_arguments_are_exec_directly_and_inert() -> None:
 async def test_environment_and_secrets_reach_the_job_masked() -> None:
     job = assign(
         'echo "$FOO"; echo "${#TOKEN}"; echo "$TOKEN"; echo "$HODEI_JOB_ID/$HODEI_ATTEMPT"',
-        environment={"FOO": "bar"},
+        env={"FOO": "bar"},
         secrets={"TOKEN": "s3cr3t-value"},
     )
     _, data = await run(job)
@@ -196,7 +195,7 @@ async def test_command_not_found_in_shell() -> None:
 
 
 async def start(
-    job: worker_pb2.AssignJob, grace: float = 5.0
+    job: Assignment, grace: float = 5.0
 ) -> tuple[asyncio.Task[JobOutcome], Output, asyncio.Event, list[int]]:
     out, cancel, pids = Output(), asyncio.Event(), []
     task = asyncio.create_task(run_job(job, out, cancel, grace=grace, on_started=pids.append))
@@ -250,7 +249,7 @@ async def test_grace_callable_is_read_at_cancel_time() -> None:
 
 async def test_timeout() -> None:
     began = time.monotonic()
-    outcome, _ = await run(assign("sleep 300", timeout_ms=300))
+    outcome, _ = await run(assign("sleep 300", timeout_s=0.3))
     assert outcome.timed_out and not outcome.cancelled
     assert time.monotonic() - began < 3
 
@@ -279,11 +278,11 @@ async def test_large_output_is_complete() -> None:
 
 AGENT = textwrap.dedent("""
     import asyncio, sys
-    from hodei._proto.hodei.v1 import worker_pb2
     from hodei.agent.runner import run_job
+    from hodei.domain.work import Assignment
     def show(pid):
         print(pid, flush=True)
-    job = worker_pb2.AssignJob(job_id="j", command="sleep", arguments=["300"])
+    job = Assignment(job_id="j", attempt=0, command="sleep", arguments=("300",))
     asyncio.run(run_job(job, lambda d: None, asyncio.Event(), on_started=show))
 """)
 

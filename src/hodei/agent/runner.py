@@ -29,10 +29,10 @@ from typing import Protocol
 
 import psutil
 
-from hodei._proto.hodei.v1 import worker_pb2
 from hodei.agent.reaper import JobReaper
 from hodei.domain.job_output import JobOutput
 from hodei.domain.jobs import JobSpec
+from hodei.domain.work import Assignment
 
 READ_SIZE = 64 * 1024
 DRAIN_S = 0.2  # how long to wait for output still buffered in the PTY once the job ended
@@ -49,7 +49,7 @@ class Executor(Protocol):
 
     def __call__(
         self,
-        assign: worker_pb2.AssignJob,
+        assign: Assignment,
         on_output: Callable[[bytes], None],
         cancel: asyncio.Event,
         *,
@@ -103,7 +103,7 @@ def _shell() -> tuple[str, str]:
     return shutil.which("sh") or "/bin/sh", "set -eu\n"
 
 
-def build_argv(assign: worker_pb2.AssignJob, workdir: str) -> list[str]:
+def build_argv(assign: Assignment, workdir: str) -> list[str]:
     """The argv for a job; scripts are written to workdir first (write-execute pattern)."""
     if assign.arguments:
         return [assign.command, *assign.arguments]
@@ -118,11 +118,11 @@ def build_argv(assign: worker_pb2.AssignJob, workdir: str) -> list[str]:
     return [path] if shebang else [shell, path]
 
 
-def job_env(assign: worker_pb2.AssignJob, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def job_env(assign: Assignment, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The job's environment: the agent's minus every HODEI_* (its credentials and config)."""
     source = os.environ if base is None else base
     env = {k: v for k, v in source.items() if not k.startswith("HODEI_")}
-    env.update(assign.environment)
+    env.update(assign.env)
     env.update(assign.secrets)
     env["HODEI_JOB_ID"] = assign.job_id
     env["HODEI_ATTEMPT"] = str(assign.attempt)
@@ -363,7 +363,7 @@ async def _run_in_pty(
     env: dict[str, str],
     cwd: str,
     out: _Output,
-    assign: worker_pb2.AssignJob,
+    assign: Assignment,
     cancel: asyncio.Event,
     grace: Grace,
     on_started: Callable[[int], None] | None,
@@ -381,7 +381,7 @@ async def _run_in_pty(
         reader = _PtyReader(master, out)
         if on_started is not None:
             on_started(proc.pid)
-        cancelled, timed_out = await _supervise(proc, cancel, assign.timeout_ms / 1000, grace)
+        cancelled, timed_out = await _supervise(proc, cancel, assign.timeout_s, grace)
         _kill(proc.pid, signal.SIGKILL)  # nothing the job started is left behind
         REAPER.forget(proc.pid)
         await reader.drain(DRAIN_S)
@@ -401,7 +401,7 @@ async def _run_in_pty(
 
 
 async def run_job(
-    assign: worker_pb2.AssignJob,
+    assign: Assignment,
     on_output: Callable[[bytes], None],
     cancel: asyncio.Event,
     *,
@@ -478,7 +478,7 @@ def _reusable(path: str) -> bool:
 _WORKDIRS = _Workdirs()
 
 
-def _prepare(assign: worker_pb2.AssignJob, workdir: str, job_path: str) -> tuple[list[str], str]:
+def _prepare(assign: Assignment, workdir: str, job_path: str) -> tuple[list[str], str]:
     """(argv, cwd); OSError when the job cannot be started."""
     cwd = assign.working_dir or workdir
     if not os.path.isdir(cwd):

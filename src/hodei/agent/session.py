@@ -36,7 +36,9 @@ from hodei.agent.metrics import capacity, usage
 from hodei.agent.outbox import Key, Outbox
 from hodei.agent.runner import Executor, JobOutcome, run_job
 from hodei.agent.tls import AgentTls, keep_renewed
+from hodei.agent.wire import assignment_from_wire, result_to_wire
 from hodei.domain.masking import mask_all
+from hodei.domain.work import NOT_RUN, Assignment
 from hodei.errors import AuthError, HodeiError
 
 log = logging.getLogger("hodei.agent")
@@ -50,7 +52,6 @@ DEFAULT_HEARTBEAT_MS = 5000
 DEFAULT_GRACE_MS = 30_000
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0
-NOT_RUN = -1  # exit_code of a result for a job the agent did not run (error says why)
 MAX_MESSAGE = 16 * 1024 * 1024
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
@@ -78,7 +79,7 @@ def grpc_target(server_url: str) -> str:
 
 @dataclass(slots=True)
 class _Job:
-    assign: worker_pb2.AssignJob
+    assign: Assignment
     cancel: asyncio.Event
     grace_s: float
 
@@ -392,7 +393,7 @@ class AgentSession:
 
     def _dispatch(self, msg: worker_pb2.ServerMessage) -> None:
         for assign in msg.assignments:
-            self._assign(assign)
+            self._assign(assignment_from_wire(assign))
         for cancel in msg.cancels:
             self._cancel(cancel)
         for ack in msg.log_acks:
@@ -406,20 +407,14 @@ class AgentSession:
             self._shutdown_grace_s = msg.shutdown.grace_ms / 1000
             self._stop.set()
 
-    def _assign(self, assign: worker_pb2.AssignJob) -> None:
+    def _assign(self, assign: Assignment) -> None:
         key = (assign.job_id, assign.attempt)
         if key in self._jobs:
             log.warning("job %s attempt %d is already running here", *key)
             return
         if not self._accepting:
-            self._outbox.add_result(
-                worker_pb2.JobResult(
-                    job_id=assign.job_id,
-                    attempt=assign.attempt,
-                    exit_code=NOT_RUN,
-                    error="agent is shutting down; job not started",
-                )
-            )
+            refused = JobOutcome(exit_code=NOT_RUN, error="agent is shutting down; job not started")
+            self._outbox.add_result(result_to_wire(assign.job_id, assign.attempt, refused))
             return
         if len(self._jobs) >= self._slots:
             log.warning("job %s assigned beyond this agent's %d slots", assign.job_id, self._slots)
@@ -474,18 +469,7 @@ class AgentSession:
             outcome.exit_code,
             " (cancelled)" if outcome.cancelled else " (timed out)" if outcome.timed_out else "",
         )
-        self._outbox.add_result(
-            worker_pb2.JobResult(
-                job_id=a.job_id,
-                attempt=a.attempt,
-                exit_code=outcome.exit_code,
-                signal=outcome.signal,
-                cancelled=outcome.cancelled,
-                timed_out=outcome.timed_out,
-                error=outcome.error,
-                timestamp_ns=time.time_ns(),
-            )
-        )
+        self._outbox.add_result(result_to_wire(a.job_id, a.attempt, outcome, time.time_ns()))
 
     def _started(self, job_id: str, attempt: int, pid: int) -> None:
         log.debug("job %s started: pid %d", job_id, pid)
