@@ -4,85 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from core_world import World, assigned, next_message, running_world
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
-from hodei.adapters.logs.files import FileLogStore
 from hodei.adapters.store.sqlite import SqliteJobStore
-from hodei.domain.jobs import Job, JobSpec, JobState
-from hodei.domain.scheduling import WorkerView
+from hodei.domain.jobs import JobSpec, JobState
 from hodei.errors import ConflictError, ValidationError
-from hodei.server.core.bus import EventBus
-from hodei.server.core.loghub import LogHub
-from hodei.server.core.orchestrator import Orchestrator
-from hodei.server.core.scheduler import Scheduler
-from hodei.server.core.workers import WorkerRegistry, WorkerSession
-from hodei.server.security.audit import Auditor
-from hodei.server.security.vault import SecretVault, load_or_create_key
-
-
-@dataclass
-class World:
-    store: SqliteJobStore
-    orch: Orchestrator
-    scheduler: Scheduler
-    registry: WorkerRegistry
-    hub: LogHub
-    waiting: list[list[Job]]
-
-    def worker(self, worker_id: str, slots: int = 1, **labels: str) -> WorkerSession:
-        session = WorkerSession(
-            view=WorkerView(worker_id, labels, slots),
-            hostname="h",
-            provider="test",
-            session_id="s",
-        )
-        self.registry.add(session)
-        self.scheduler.kick()
-        return session
-
-    async def job(self, job_id: str) -> Job:
-        return await self.store.get_job(job_id)
-
-    async def until(self, job_id: str, *states: JobState) -> Job:
-        for _ in range(400):
-            job = await self.job(job_id)
-            if job.state in states:
-                return job
-            await asyncio.sleep(0.005)
-        raise AssertionError(f"{job_id} is {job.state}, not {states}")
 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    store = SqliteJobStore(tmp_path / "db.sqlite")
-    await store.open()
-    bus = EventBus()
-    hub = LogHub(FileLogStore(tmp_path / "logs"))
-    orch = Orchestrator(store, bus, SecretVault(store, load_or_create_key(tmp_path / "key")))
-    registry = WorkerRegistry()
-    scheduler = Scheduler(orch, registry, hub, cancel_grace_s=1)
-    waiting: list[list[Job]] = []
-    scheduler.demand = lambda jobs: waiting.append(list(jobs)) or None
-    bus.subscribe(scheduler.on_job_changed)
-    bus.subscribe(lambda e: hub.job_changed(e.job))
-    scheduler.start()
-    yield World(store, orch, scheduler, registry, hub, waiting)
-    await scheduler.stop()
-    hub.close()
-    await store.close()
-
-
-async def assigned(session: WorkerSession) -> list[pb.AssignJob]:
-    """The assignments of the next message that carries any."""
-    while True:
-        msg = await asyncio.wait_for(session.next_message(), 2)
-        assert msg is not None
-        if msg.assignments:
-            return list(msg.assignments)
+    async with running_world(SqliteJobStore(tmp_path / "db.sqlite"), tmp_path) as world:
+        yield world
 
 
 def result(a: pb.AssignJob, code: int = 0, **kw: object) -> pb.JobResult:
@@ -94,10 +30,10 @@ async def test_queued_job_is_dispatched_to_an_idle_worker_and_finishes(world: Wo
     job = await world.orch.submit(JobSpec(command="echo hi"))
     (a,) = await assigned(session)
     assert a.job_id == job.id and a.attempt == 1 and a.command == "echo hi"
-    await world.scheduler.reports.on_started(session, pb.JobStatusUpdate(job_id=job.id, attempt=1))
+    await world.reports.on_started(session, pb.JobStatusUpdate(job_id=job.id, attempt=1))
     assert (await world.job(job.id)).state is JobState.RUNNING
     world.hub.append(job.id, 1, 1, 0, b"hi\n")
-    await world.scheduler.reports.on_result(session, result(a, 0, last_sequence=1))
+    await world.reports.on_result(session, result(a, 0, last_sequence=1))
     done = await world.job(job.id)
     assert done.state is JobState.SUCCEEDED and done.exit_code == 0 and done.finished_at
     assert world.hub.read(job.id, 1) == b"hi\n"
@@ -109,23 +45,22 @@ async def test_a_result_for_a_job_not_held_is_refused(world: World) -> None:
     job = await world.orch.submit(JobSpec(command="true"))
     (a,) = await assigned(session)
     stale = pb.JobResult(job_id=job.id, attempt=7, exit_code=0)
-    await world.scheduler.reports.on_result(session, stale)
-    msg = await asyncio.wait_for(session.next_message(), 2)
+    await world.reports.on_result(session, stale)
+    msg = await next_message(session)
     assert msg is not None and not msg.result_acks[0].accepted
     assert (await world.job(job.id)).state is JobState.ASSIGNED
     other = world.worker("w2")
-    await world.scheduler.reports.on_result(other, result(a))
+    await world.reports.on_result(other, result(a))
     assert (await world.job(job.id)).state is JobState.ASSIGNED
 
 
 async def test_reports_on_jobs_a_worker_does_not_hold_are_audited(world: World) -> None:
-    world.scheduler.set_auditor(Auditor(world.store))
     session = world.worker("w1")
     job = await world.orch.submit(JobSpec(command="true"))
     (a,) = await assigned(session)
     intruder = world.worker("w2")
-    await world.scheduler.reports.on_result(intruder, result(a))
-    world.scheduler.reports.store_logs(
+    await world.reports.on_result(intruder, result(a))
+    world.reports.store_logs(
         intruder, [pb.LogChunk(job_id=job.id, attempt=1, sequence=1, offset=0, data=b"forged")]
     )
     for _ in range(400):
@@ -145,10 +80,10 @@ async def test_failed_attempts_are_retried_up_to_max_retries(world: World) -> No
     session = world.worker("w1")
     job = await world.orch.submit(JobSpec(command="false", max_retries=1))
     (a1,) = await assigned(session)
-    await world.scheduler.reports.on_result(session, result(a1, 1))
+    await world.reports.on_result(session, result(a1, 1))
     (a2,) = await assigned(session)
     assert a2.attempt == 2
-    await world.scheduler.reports.on_result(session, result(a2, 2))
+    await world.reports.on_result(session, result(a2, 2))
     final = await world.until(job.id, JobState.FAILED)
     assert final.attempts == 2 and final.exit_code == 2 and "exited with code 2" in final.reason
 
@@ -164,25 +99,25 @@ async def test_priority_first_and_labels_respected(world: World) -> None:
     assert first.job_id == high.id
     reason = world.scheduler.pending_reason(gpu.id)
     assert "missing labels gpu=1" in reason
-    await world.scheduler.reports.on_result(session, result(first))
+    await world.reports.on_result(session, result(first))
     (second,) = await assigned(session)
     assert second.job_id == low.id
 
 
 async def test_cancel_of_a_queued_job_and_of_a_running_one(world: World) -> None:
     queued = await world.orch.submit(JobSpec(command="sleep 9"))
-    cancelled = await world.scheduler.cancel(queued.id)
+    cancelled = await world.control.cancel(queued.id)
     assert cancelled.state is JobState.CANCELLED
     with pytest.raises(ConflictError, match="already ended"):
-        await world.scheduler.cancel(queued.id)
+        await world.control.cancel(queued.id)
     session = world.worker("w1")
     job = await world.orch.submit(JobSpec(command="sleep 9"))
     (a,) = await assigned(session)
-    still = await world.scheduler.cancel(job.id)
+    still = await world.control.cancel(job.id)
     assert still.state is JobState.ASSIGNED
-    msg = await asyncio.wait_for(session.next_message(), 2)
+    msg = await next_message(session)
     assert msg is not None and msg.cancels[0].job_id == job.id
-    await world.scheduler.reports.on_result(session, result(a, 143, signal=15, cancelled=True))
+    await world.reports.on_result(session, result(a, 143, signal=15, cancelled=True))
     assert (await world.job(job.id)).state is JobState.CANCELLED
 
 
@@ -191,8 +126,8 @@ async def test_cancel_racing_completion_ends_in_exactly_one_state(world: World) 
     job = await world.orch.submit(JobSpec(command="true"))
     (a,) = await assigned(session)
     outcomes = await asyncio.gather(
-        world.scheduler.cancel(job.id),
-        world.scheduler.reports.on_result(session, result(a, 0)),
+        world.control.cancel(job.id),
+        world.reports.on_result(session, result(a, 0)),
         return_exceptions=True,
     )
     assert not isinstance(outcomes[1], BaseException)
@@ -200,7 +135,7 @@ async def test_cancel_racing_completion_ends_in_exactly_one_state(world: World) 
     final = await world.job(job.id)
     assert final.state is JobState.SUCCEEDED  # finished before the kill: the result wins
     with pytest.raises(ConflictError):
-        await world.scheduler.cancel(job.id)
+        await world.control.cancel(job.id)
 
 
 async def test_a_lost_worker_fails_its_jobs_and_an_unrun_attempt_is_requeued(
@@ -213,13 +148,13 @@ async def test_a_lost_worker_fails_its_jobs_and_an_unrun_attempt_is_requeued(
     if len(batch) < 2:
         batch += await assigned(session)
     by_id = {a.job_id: a for a in batch}
-    await world.scheduler.reports.on_result(
+    await world.reports.on_result(
         session, result(by_id[unrun.id], -1, error="agent is shutting down")
     )
     again = await world.job(unrun.id)
     assert again.state in (JobState.QUEUED, JobState.ASSIGNED)
     assert "not run by its worker" in again.reason or again.state is JobState.ASSIGNED
-    await world.scheduler.on_worker_lost(session)
+    await world.recovery.worker_gone(session)
     gone = await world.job(lost.id)
     assert gone.state is JobState.FAILED and "lost" in gone.reason
 
@@ -227,9 +162,9 @@ async def test_a_lost_worker_fails_its_jobs_and_an_unrun_attempt_is_requeued(
 async def test_retry_only_of_finished_jobs_and_unknown_secrets_refused(world: World) -> None:
     job = await world.orch.submit(JobSpec(command="true"))
     with pytest.raises(ConflictError, match="only a finished job"):
-        await world.scheduler.retry(job.id)
-    await world.scheduler.cancel(job.id)
-    again = await world.scheduler.retry(job.id)
+        await world.control.retry(job.id)
+    await world.control.cancel(job.id)
+    again = await world.control.retry(job.id)
     assert again.state is JobState.QUEUED
     with pytest.raises(ValidationError, match="unknown secret"):
         await world.orch.submit(JobSpec(command="true", secrets=("NOPE",)))
@@ -239,8 +174,8 @@ async def test_a_retry_is_not_placed_before_its_stored_time(world: World) -> Non
     session = world.worker("w1")
     job = await world.orch.submit(JobSpec(command="true", max_retries=1))
     (a,) = await assigned(session)
-    world.scheduler.reports.retry_backoff_s = 0.3
-    await world.scheduler.reports.on_result(session, result(a, 1))
+    world.reports.retry_backoff_s = 0.3
+    await world.reports.on_result(session, result(a, 1))
     queued = await world.until(job.id, JobState.QUEUED)
     assert queued.not_before is not None and queued.not_before > queued.created_at
     assert (await world.job(job.id)).state is JobState.QUEUED

@@ -10,18 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from core_world import World, next_with, running_world
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
-from hodei.adapters.logs.files import FileLogStore
 from hodei.adapters.store.sqlite import SqliteJobStore
 from hodei.domain.jobs import Job, JobSpec, JobState
-from hodei.domain.scheduling import WorkerView
-from hodei.server.core.bus import EventBus
-from hodei.server.core.loghub import LogHub
-from hodei.server.core.orchestrator import Orchestrator
-from hodei.server.core.scheduler import Scheduler
-from hodei.server.core.workers import WorkerRegistry, WorkerSession
-from hodei.server.security.vault import SecretVault, load_or_create_key
+from hodei.server.api.grpc.worker_service import stream_of
 
 
 class GatedStore(SqliteJobStore):
@@ -48,53 +42,10 @@ class GatedStore(SqliteJobStore):
         return await super().transition(job_id, expected, target, changes, *args, **kwargs)
 
 
-class World:
-    def __init__(self, store: GatedStore, orch: Orchestrator, scheduler: Scheduler) -> None:
-        self.store = store
-        self.orch = orch
-        self.scheduler = scheduler
-        self.registry = scheduler.registry
-
-    def worker(self, worker_id: str, slots: int = 1, **labels: str) -> WorkerSession:
-        session = WorkerSession(
-            view=WorkerView(worker_id, labels, slots), hostname="h", provider="t", session_id="s"
-        )
-        self.registry.add(session)
-        self.scheduler.kick()
-        return session
-
-    async def until(self, job_id: str, *states: JobState) -> Job:
-        for _ in range(400):
-            job = await self.store.get_job(job_id)
-            if job.state in states:
-                return job
-            await asyncio.sleep(0.005)
-        raise AssertionError(f"{job_id} is {job.state}, not {states}")
-
-
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    store = GatedStore(tmp_path / "db.sqlite")
-    await store.open()
-    bus = EventBus()
-    hub = LogHub(FileLogStore(tmp_path / "logs"))
-    orch = Orchestrator(store, bus, SecretVault(store, load_or_create_key(tmp_path / "key")))
-    scheduler = Scheduler(orch, WorkerRegistry(), hub, cancel_grace_s=1)
-    bus.subscribe(scheduler.on_job_changed)
-    bus.subscribe(lambda e: hub.job_changed(e.job))
-    scheduler.start()
-    yield World(store, orch, scheduler)
-    await scheduler.stop()
-    hub.close()
-    await store.close()
-
-
-async def next_with(session: WorkerSession, field: str) -> pb.ServerMessage:
-    while True:
-        msg = await asyncio.wait_for(session.next_message(), 2)
-        assert msg is not None
-        if len(getattr(msg, field)):
-            return msg
+    async with running_world(GatedStore(tmp_path / "db.sqlite"), tmp_path) as world:
+        yield world
 
 
 async def test_jobs_no_worker_can_take_do_not_hold_back_others(world: World) -> None:
@@ -109,7 +60,7 @@ async def test_jobs_no_worker_can_take_do_not_hold_back_others(world: World) -> 
     assert first.job_id == high.id  # rank order across shapes; the gpu jobs are skipped
     assert "missing labels gpu=1" in world.scheduler.pending_reason(gpu[0].id)
     assert "missing labels gpu=1" in world.scheduler.pending_reason(gpu[-1].id)
-    await world.scheduler.reports.on_result(session, pb.JobResult(job_id=high.id, attempt=1))
+    await world.reports.on_result(session, pb.JobResult(job_id=high.id, attempt=1))
     (second,) = (await next_with(session, "assignments")).assignments
     assert second.job_id == low.id
     gpu_worker = world.worker("g1", slots=2, gpu="1")
@@ -126,16 +77,14 @@ async def test_the_assignment_leaves_before_its_write_and_reports_wait_for_it(
     (a,) = (await next_with(session, "assignments")).assignments
     assert (await world.store.get_job(job.id)).state is JobState.QUEUED  # not yet written
     started = asyncio.ensure_future(
-        world.scheduler.reports.on_started(
-            session, pb.JobStatusUpdate(job_id=job.id, attempt=a.attempt)
-        )
+        world.reports.on_started(session, pb.JobStatusUpdate(job_id=job.id, attempt=a.attempt))
     )
     await asyncio.sleep(0.05)
     assert not started.done()  # applied only once `assigned` is stored
     world.store.gate.set()
     await started
     assert (await world.store.get_job(job.id)).state is JobState.RUNNING
-    await world.scheduler.reports.on_result(session, pb.JobResult(job_id=job.id, attempt=a.attempt))
+    await world.reports.on_result(session, pb.JobResult(job_id=job.id, attempt=a.attempt))
     done = await world.until(job.id, JobState.SUCCEEDED)
     assert done.attempts == 1 and done.started_at is not None
 
@@ -147,13 +96,13 @@ async def test_a_job_cancelled_before_its_assignment_is_stored_is_taken_back(
     session = world.worker("w1")
     job = await world.orch.submit(JobSpec(command="sleep 9"))
     (a,) = (await next_with(session, "assignments")).assignments  # already sent
-    cancelled = await world.scheduler.cancel(job.id)  # still queued in the store
+    cancelled = await world.control.cancel(job.id)  # still queued in the store
     assert cancelled.state is JobState.CANCELLED
     world.store.gate.set()
     msg = await next_with(session, "cancels")
     assert msg.cancels[0].job_id == job.id and msg.cancels[0].attempt == a.attempt
     assert not session.jobs and session.view.free_slots == 1
-    await world.scheduler.reports.on_result(
+    await world.reports.on_result(
         session, pb.JobResult(job_id=job.id, attempt=a.attempt, cancelled=True, signal=15)
     )
     ack = await next_with(session, "result_acks")
@@ -168,8 +117,8 @@ async def test_a_start_reported_with_its_result_is_stored_in_one_write(world: Wo
     (a,) = (await next_with(session, "assignments")).assignments
     await world.until(job.id, JobState.ASSIGNED)
     update = pb.JobStatusUpdate(job_id=job.id, attempt=a.attempt)
-    await world.scheduler.reports.on_started(session, update, with_result=True)
-    await world.scheduler.reports.on_result(session, pb.JobResult(job_id=job.id, attempt=a.attempt))
+    await world.reports.on_started(session, update, with_result=True)
+    await world.reports.on_result(session, pb.JobResult(job_id=job.id, attempt=a.attempt))
     done = await world.store.get_job(job.id)
     assert done.state is JobState.SUCCEEDED
     assert done.started_at is not None and done.finished_at is not None
@@ -184,10 +133,11 @@ async def test_a_result_ack_and_the_next_assignment_leave_in_one_message(world: 
     (a,) = (await next_with(session, "assignments")).assignments
     assert a.job_id == first.id
     await world.until(first.id, JobState.ASSIGNED)
-    writer = asyncio.ensure_future(session.next_message())  # idle, as the stream's writer is
+    # Idle, as the stream's writer is:
+    writer = asyncio.ensure_future(stream_of(session).next_message())
     await asyncio.sleep(0.01)
     assert not writer.done()
-    await world.scheduler.reports.on_result(session, pb.JobResult(job_id=first.id, attempt=1))
+    await world.reports.on_result(session, pb.JobResult(job_id=first.id, attempt=1))
     msg = await asyncio.wait_for(writer, 2)
     assert msg is not None and [x.job_id for x in msg.result_acks] == [first.id]
     assert [x.job_id for x in msg.assignments] == [second.id]
