@@ -20,8 +20,9 @@ from collections import defaultdict
 from typing import Any
 
 from hodei.domain.jobs import Job, JobState
+from hodei.server.api.grpc import channel
 from hodei.server.api.grpc import worker_service as grpc_worker
-from hodei.server.core import dispatch, orchestrator, scheduler, workers
+from hodei.server.core import dispatch, orchestrator, scheduler
 
 MARKS: dict[str, dict[str, float]] = defaultdict(dict)
 
@@ -35,8 +36,8 @@ def install() -> None:
     on_job_changed = sched.on_job_changed
     dispatch_job = dispatch.Dispatcher.dispatch
     move = orchestrator.Orchestrator.move
-    send_assign = workers.WorkerSession.send_assign
-    next_message = workers.WorkerSession.next_message
+    send_assign = channel.StreamChannel.assign
+    next_message = channel.StreamChannel.next_message
 
     def traced_on_job_changed(self: Any, event: Any) -> None:
         if event.job.state is JobState.QUEUED:
@@ -66,9 +67,11 @@ def install() -> None:
                 _mark(assign.job_id, "message_taken")
         return msg
 
-    async def traced_write_loop(self: Any, session: Any, context: Any, generation: int) -> None:
+    async def traced_write_loop(
+        self: Any, session: Any, stream: Any, context: Any, generation: int
+    ) -> None:
         try:
-            while (msg := await session.next_message(generation)) is not None:
+            while (msg := await stream.next_message(generation)) is not None:
                 await context.write(msg)
                 for assign in msg.assignments:
                     _mark(assign.job_id, "grpc_written")
@@ -78,8 +81,8 @@ def install() -> None:
     sched.on_job_changed = traced_on_job_changed  # type: ignore[method-assign]
     dispatch.Dispatcher.dispatch = traced_dispatch  # type: ignore[method-assign]
     orchestrator.Orchestrator.move = traced_move  # type: ignore[method-assign]
-    workers.WorkerSession.send_assign = traced_send_assign  # type: ignore[method-assign]
-    workers.WorkerSession.next_message = traced_next_message  # type: ignore[method-assign]
+    channel.StreamChannel.assign = traced_send_assign  # type: ignore[method-assign]
+    channel.StreamChannel.next_message = traced_next_message  # type: ignore[method-assign]
     grpc_worker.WorkerService._write_loop = traced_write_loop  # type: ignore[method-assign]
 
 
