@@ -1,14 +1,19 @@
-"""How jobs and workers look from outside: the REST JSON and the gRPC messages."""
+"""How jobs, workers, tokens, audit entries and certificates look from outside: the REST JSON
+and the gRPC messages."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hodei._proto.hodei.v1 import jobs_pb2
+from hodei.domain.access import AuditEntry, TokenRecord
 from hodei.domain.attempts import Attempt
 from hodei.domain.jobs import Job
 from hodei.server.core.workers import WorkerSession
+
+if TYPE_CHECKING:  # only with --tls is it loaded (cryptography's x509 costs memory)
+    from hodei.security.pki_files import CertRecord
 
 
 def iso(ts: float | None) -> str | None:
@@ -129,4 +134,36 @@ def launching_to_dict(worker_id: str, provider: str, error: str = "") -> dict[st
         "connected_at": None,
         "last_heartbeat": None,
         "error": error,
+    }
+
+
+def token_to_dict(token: TokenRecord) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "name": token.name,
+        "role": token.role.value,
+        "created_at": iso(token.created_at),
+        "revoked_at": iso(token.revoked_at),
+    }
+
+
+def audit_to_dict(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "seq": entry.seq,
+        "at": iso(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "target": entry.target,
+        "detail": entry.detail,
+    }
+
+
+def cert_to_dict(record: CertRecord, now: float) -> dict[str, Any]:
+    return {
+        "serial": record.serial,
+        "worker_id": record.worker_id,
+        "state": record.state(now),
+        "issued_at": iso(record.issued_at),
+        "not_after": iso(record.not_after),
+        "revoked_at": iso(record.revoked_at) if record.revoked_at is not None else None,
     }

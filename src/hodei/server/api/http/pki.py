@@ -10,17 +10,18 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from hodei.errors import AuthError, ConflictError
 from hodei.security import MAX_CSR
-from hodei.server.api.views import iso
-from hodei.server.security.audit import Auditor
+from hodei.server.api.http.deps import HttpServices, Services
+from hodei.server.api.views import cert_to_dict, iso
 
-if TYPE_CHECKING:  # only with --tls are these loaded (cryptography's x509 costs memory)
-    from hodei.security.pki_files import CertRecord
+if TYPE_CHECKING:  # only with --tls is it loaded (cryptography's x509 costs memory)
     from hodei.server.security.agent_pki import AgentAuthority
+
+router = APIRouter()
 
 
 class EnrollRequest(BaseModel):
@@ -34,54 +35,42 @@ class RevokeRequest(BaseModel):
     target: str = Field(min_length=1, max_length=256)
 
 
-def record_to_dict(record: CertRecord, now: float) -> dict[str, Any]:
+def tls_on(services: HttpServices) -> AgentAuthority:
+    if services.authority is None:
+        raise ConflictError("this server runs without --tls: it issues no certificates")
+    return services.authority
+
+
+@router.post("/api/v1/agents/enroll", status_code=201)
+async def enroll(body: EnrollRequest, request: Request, services: Services) -> dict[str, Any]:
+    auth = tls_on(services)
+    auditor = services.auditor
+    source = request.client.host if request.client else ""
+    try:
+        issued = auth.enroll(body.otp, body.csr.encode(), source)
+    except AuthError as exc:
+        await auditor.denied(f"peer:{source}", "worker.refused", "", exc.message)
+        raise
+    worker = issued.info.worker_id
+    await auditor.record(f"worker:{worker}", "worker.enroll", worker, issued.info.serial)
     return {
-        "serial": record.serial,
-        "worker_id": record.worker_id,
-        "state": record.state(now),
-        "issued_at": iso(record.issued_at),
-        "not_after": iso(record.not_after),
-        "revoked_at": iso(record.revoked_at) if record.revoked_at is not None else None,
+        "worker_id": issued.info.worker_id,
+        "serial": issued.info.serial,
+        "certificate": issued.cert_pem.decode(),
+        "ca": auth.ca_pem.decode(),
+        "not_after": iso(issued.info.not_after),
+        "not_after_ms": int(issued.info.not_after * 1000),
     }
 
 
-def add_pki_routes(
-    app: FastAPI, authority: AgentAuthority | None, auditor: Auditor | None = None
-) -> None:
-    def tls_on() -> AgentAuthority:
-        if authority is None:
-            raise ConflictError("this server runs without --tls: it issues no certificates")
-        return authority
+@router.get("/api/v1/pki/certs")
+async def certs(services: Services) -> dict[str, Any]:
+    now = time.time()
+    items = [cert_to_dict(r, now) for r in tls_on(services).registry.records()]
+    return {"items": items, "next": None}
 
-    @app.post("/api/v1/agents/enroll", status_code=201)
-    async def enroll(body: EnrollRequest, request: Request) -> dict[str, Any]:
-        auth = tls_on()
-        source = request.client.host if request.client else ""
-        try:
-            issued = auth.enroll(body.otp, body.csr.encode(), source)
-        except AuthError as exc:
-            if auditor is not None:
-                await auditor.denied(f"peer:{source}", "worker.refused", "", exc.message)
-            raise
-        if auditor is not None:
-            worker = issued.info.worker_id
-            await auditor.record(f"worker:{worker}", "worker.enroll", worker, issued.info.serial)
-        return {
-            "worker_id": issued.info.worker_id,
-            "serial": issued.info.serial,
-            "certificate": issued.cert_pem.decode(),
-            "ca": auth.ca_pem.decode(),
-            "not_after": iso(issued.info.not_after),
-            "not_after_ms": int(issued.info.not_after * 1000),
-        }
 
-    @app.get("/api/v1/pki/certs")
-    async def certs() -> dict[str, Any]:
-        now = time.time()
-        items = [record_to_dict(r, now) for r in tls_on().registry.records()]
-        return {"items": items, "next": None}
-
-    @app.post("/api/v1/pki/revoke")
-    async def revoke(body: RevokeRequest) -> dict[str, Any]:
-        now = time.time()
-        return {"items": [record_to_dict(r, now) for r in tls_on().revoke(body.target)]}
+@router.post("/api/v1/pki/revoke")
+async def revoke(body: RevokeRequest, services: Services) -> dict[str, Any]:
+    now = time.time()
+    return {"items": [cert_to_dict(r, now) for r in tls_on(services).revoke(body.target)]}
