@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hodei.domain.jobs import JobSpec
 from hodei.domain.scheduling import (
     Placement,
     Policy,
     Rejection,
     WorkerView,
+    cpu_fits,
+    labels_fit,
+    memory_fits,
     place,
     release,
     reserve,
+    slots_free,
     unschedulable,
 )
+from hodei.server.core.provisioning import Provisioner
 
 
 def workers() -> list[WorkerView]:
@@ -43,8 +50,17 @@ def test_resources_filter() -> None:
     outcome = place(JobSpec(command="x", cpu=3), workers())
     assert outcome == Placement("a")  # b has 2 cpus, c has no free slot
     big = place(JobSpec(command="x", memory_bytes=16 << 30, labels={"os": "linux"}), workers())
-    assert isinstance(big, Rejection)
-    assert big.reasons["a"] == big.reasons["b"] == "not enough free memory"
+    assert isinstance(big, Rejection)  # too small, whatever they run
+    assert big.reasons == {
+        "a": "only 8192 MiB memory",
+        "b": "only 4096 MiB memory",
+        "c": "missing labels os=linux",
+    }
+    roomy = WorkerView("d", {}, slots=2, memory_bytes=8 << 30)
+    reserve(roomy, JobSpec(command="x", memory_bytes=6 << 30))
+    busy = place(JobSpec(command="x", memory_bytes=6 << 30), [roomy])
+    assert isinstance(busy, Rejection)  # big enough, but not while it runs the other job
+    assert busy.reasons == {"d": "not enough free memory"}
 
 
 def test_reserve_and_release_slots() -> None:
@@ -75,6 +91,90 @@ def test_unschedulable_names_every_reason_and_the_providers() -> None:
     # A worker that could take it when idle, or a provider that could make one: not never.
     assert unschedulable(JobSpec(command="x", cpu=3), workers(), lambda s: "no") is None
     assert unschedulable(JobSpec(command="x", cpu=64), workers(), lambda s: None) is None
+
+
+def test_labels_fit() -> None:
+    assert labels_fit({}, {}) is None
+    assert labels_fit({"os": "linux"}, {"os": "linux", "gpu": "1"}) is None
+    assert labels_fit({"gpu": "1"}, {"os": "linux"}) == "missing labels gpu=1"
+    assert labels_fit({"gpu": "1"}, {"gpu": "0"}) == "missing labels gpu=1"
+    # All the missing ones, sorted; a carried one is not named.
+    both = {"os": "linux", "arch": "arm", "gpu": "1"}
+    assert labels_fit(both, {"os": "linux"}) == "missing labels arch=arm,gpu=1"
+
+
+def test_slots_free() -> None:
+    assert slots_free(WorkerView("w", {}, slots=2, running=1)) is None
+    assert slots_free(WorkerView("w", {}, slots=2, running=2)) == "no free slot"
+    assert slots_free(WorkerView("w", {}, slots=0)) == "no free slot"
+    assert slots_free(WorkerView("w", {}, slots=2, accepting=False)) == "draining"
+
+
+def test_cpu_fits() -> None:
+    assert cpu_fits(JobSpec(command="x", cpu=64), 0) is None  # capacity unknown: not checked
+    assert cpu_fits(JobSpec(command="x", cpu=2), 4, reserved=2) is None  # exactly what is left
+    assert cpu_fits(JobSpec(command="x", cpu=8), 4) == "only 4 cpu"
+    assert cpu_fits(JobSpec(command="x", cpu=8), 4, reserved=1) == "only 4 cpu"
+    assert cpu_fits(JobSpec(command="x", cpu=1), 0.5) == "only 0.5 cpu"
+    assert cpu_fits(JobSpec(command="x", cpu=3), 4, reserved=2) == "not enough free cpu (2 < 3)"
+
+
+def test_memory_fits() -> None:
+    gib = 1 << 30
+    assert memory_fits(JobSpec(command="x", memory_bytes=64 * gib), 0) is None
+    assert memory_fits(JobSpec(command="x", memory_bytes=2 * gib), 4 * gib, 2 * gib) is None
+    assert memory_fits(JobSpec(command="x", memory_bytes=8 * gib), 4 * gib) == (
+        "only 4096 MiB memory"
+    )
+    assert memory_fits(JobSpec(command="x", memory_bytes=3 * gib), 4 * gib, 2 * gib) == (
+        "not enough free memory"
+    )
+
+
+def provider(
+    labels: dict[str, str] | None = None, max_cpus: float = 0.0, max_memory: int = 0
+) -> Provisioner:
+    """A provisioner holding only the limits ceiling() and fits() read: they use none of the
+    wiring (provider, registry, OTPs) its constructor sets up."""
+    made = Provisioner.__new__(Provisioner)
+    made.max_workers = 1
+    made.labels = dict(labels or {})
+    made.max_cpus = max_cpus
+    made.max_memory = max_memory
+    return made
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        (JobSpec(command="x", cpu=8), "only 4 cpu"),
+        (JobSpec(command="x", memory_bytes=16 << 30), "only 8192 MiB memory"),
+        (JobSpec(command="x", labels={"arch": "sparc"}), "missing labels arch=sparc"),
+    ],
+)
+def test_placement_unschedulable_and_provider_agree(spec: JobSpec, reason: str) -> None:
+    """An idle worker and the largest one the provider can make, of one size, refuse a job
+    with one text. They did not: for cpu, placement said "not enough free cpu (4 < 8)", the
+    unschedulable check "only 4 cpu" and the provider "at most 4 cpu"; for memory, "not
+    enough free memory", "only 8192 MiB memory", "at most 8192 MiB memory"; for labels, the
+    provider said "its workers do not carry arch=sparc"."""
+    idle = WorkerView("w", {"os": "linux"}, slots=1, cpus=4, memory_bytes=8 << 30)
+    limits = provider({"os": "linux"}, max_cpus=4, max_memory=8 << 30)
+    placed = place(spec, [idle])
+    assert isinstance(placed, Rejection) and placed.summary() == f"1 worker(s): {reason}"
+    assert limits.ceiling(spec) == reason
+    never = unschedulable(spec, [idle], limits.ceiling)
+    assert never == f"unschedulable: 1 worker(s): {reason}; provider: {reason}"
+    assert limits.fits(spec.labels) is (labels_fit(spec.labels, limits.labels) is None)
+
+
+def test_provider_ceiling() -> None:
+    limits = provider({"os": "linux"}, max_cpus=4, max_memory=8 << 30)
+    assert limits.ceiling(JobSpec(command="x", cpu=4, memory_bytes=8 << 30)) is None
+    assert limits.fits({"os": "linux"}) and not limits.fits({"os": "mac"})
+    assert provider().ceiling(JobSpec(command="x", cpu=512)) is None  # limits unknown
+    limits.max_workers = 0
+    assert limits.ceiling(JobSpec(command="x")) == "provisioning is off (max workers 0)"
 
 
 def test_aging_lets_an_old_low_priority_job_overtake() -> None:
