@@ -5,41 +5,20 @@ result stored in one write."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from core_world import World, next_with, running_world
+from core_world import GatedTransitions, World, next_with, running_world
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.adapters.store.sqlite import SqliteJobStore
-from hodei.domain.jobs import Job, JobSpec, JobState
+from hodei.domain.jobs import JobSpec, JobState
 from hodei.server.api.grpc.worker_service import stream_of
 
 
-class GatedStore(SqliteJobStore):
-    """Holds every move to ASSIGNED until `gate` is set, and counts transitions."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.targets: list[JobState] = []
-
-    async def transition(
-        self,
-        job_id: str,
-        expected: Collection[JobState],
-        target: JobState,
-        changes: Mapping[str, Any] | None = None,
-        *args: Any,
-        **kwargs: Any,
-    ) -> Job:
-        if target is JobState.ASSIGNED:
-            await self.gate.wait()
-        self.targets.append(target)
-        return await super().transition(job_id, expected, target, changes, *args, **kwargs)
+class GatedStore(GatedTransitions, SqliteJobStore):
+    """SQLite whose moves to ASSIGNED wait for `gate`."""
 
 
 @pytest.fixture

@@ -4,9 +4,10 @@ worker sessions driven directly (no gRPC stream): the helper the core's tests sh
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.adapters.logs.files import FileLogStore
@@ -44,8 +45,42 @@ class RecordedDemand(NoCapacity):
         return None
 
 
+class GatedTransitions:
+    """Mixed into a store class: holds every move to ASSIGNED until `gate` is set (`holding`
+    is set once one waits), and records the target of every transition."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.holding = asyncio.Event()
+        self.targets: list[JobState] = []
+
+    async def transition(
+        self,
+        job_id: str,
+        expected: Collection[JobState],
+        target: JobState,
+        changes: Mapping[str, Any] | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Job:
+        if target is JobState.ASSIGNED:
+            self.holding.set()
+            await self.gate.wait()
+        self.targets.append(target)
+        parent: Any = super()
+        return await parent.transition(job_id, expected, target, changes, *args, **kwargs)
+
+
 class World:
-    def __init__(self, store: JobStore, tmp: Path, retry_backoff_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        tmp: Path,
+        retry_backoff_s: float = 1.0,
+        send_before_commit: bool = True,
+    ) -> None:
         self.store = store
         self.bus = EventBus()
         self.hub = LogHub(FileLogStore(tmp / "logs"), self.bus)
@@ -60,7 +95,13 @@ class World:
             self.orch, self.hub, self.passes, self.background, self.auditor, retry_backoff_s
         )
         self.dispatcher = Dispatcher(
-            self.orch, self.vault, self.reports, self.passes, self.background, self.auditor
+            self.orch,
+            self.vault,
+            self.reports,
+            self.passes,
+            self.background,
+            self.auditor,
+            send_before_commit=send_before_commit,
         )
         self.scheduler = Scheduler(
             self.orch, self.registry, self.dispatcher, self.capacity, self.passes, self.background
@@ -125,11 +166,11 @@ async def assigned(session: WorkerSession) -> list[pb.AssignJob]:
 
 @asynccontextmanager
 async def running_world(
-    store: JobStore, tmp: Path, retry_backoff_s: float = 1.0
+    store: JobStore, tmp: Path, retry_backoff_s: float = 1.0, send_before_commit: bool = True
 ) -> AsyncIterator[World]:
     """A World on `store` (opened and closed here) with its scheduler running."""
     await store.open()
-    world = World(store, tmp, retry_backoff_s)
+    world = World(store, tmp, retry_backoff_s, send_before_commit)
     world.scheduler.start()
     try:
         yield world

@@ -6,50 +6,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from core_world import World, assigned, next_message, next_with, running_world
+from core_world import GatedTransitions, World, assigned, next_message, next_with, running_world
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.adapters.store.memory import MemoryJobStore
 from hodei.domain.access import AuditEntry
 from hodei.domain.attempts import AttemptState
-from hodei.domain.jobs import Job, JobSpec, JobState
+from hodei.domain.jobs import JobSpec, JobState
 from hodei.domain.work import NOT_RUN
 from hodei.errors import ConflictError, ValidationError
 from hodei.server.api.grpc.worker_service import stream_of
 from hodei.server.core.bus import JobChanged
-from hodei.server.core.dispatch import Dispatcher
 from hodei.server.core.workers import WorkerSession
 
 BACKOFF_S = 0.05  # retries wait this long (doubling): short, so the tests stay fast
 
 
-class GatedMemoryStore(MemoryJobStore):
-    """Holds every move to ASSIGNED until `gate` is set; `holding` is set once one waits."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.holding = asyncio.Event()
-
-    async def transition(
-        self,
-        job_id: str,
-        expected: Collection[JobState],
-        target: JobState,
-        changes: Mapping[str, Any] | None = None,
-        *args: Any,
-        **kwargs: Any,
-    ) -> Job:
-        if target is JobState.ASSIGNED:
-            self.holding.set()
-            await self.gate.wait()
-        return await super().transition(job_id, expected, target, changes, *args, **kwargs)
+class GatedMemoryStore(GatedTransitions, MemoryJobStore):
+    """The in-memory store whose moves to ASSIGNED wait for `gate`."""
 
 
 @pytest.fixture
@@ -60,8 +39,23 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 
 @pytest.fixture
 async def gated(tmp_path: Path) -> AsyncIterator[World]:
-    async with running_world(GatedMemoryStore(), tmp_path, retry_backoff_s=BACKOFF_S) as world:
+    """Assignments leave before their write commits (one server)."""
+    async with running_world(GatedMemoryStore(), tmp_path, BACKOFF_S) as world:
         yield world
+
+
+@pytest.fixture
+async def stored_first(tmp_path: Path) -> AsyncIterator[World]:
+    """Assignments leave once their write has committed (several servers on one store)."""
+    store = GatedMemoryStore()
+    async with running_world(store, tmp_path, BACKOFF_S, send_before_commit=False) as world:
+        yield world
+
+
+@pytest.fixture(params=["gated", "stored_first"])
+def either(request: pytest.FixtureRequest) -> World:
+    world: World = request.getfixturevalue(request.param)
+    return world
 
 
 def gate_of(world: World) -> GatedMemoryStore:
@@ -255,18 +249,10 @@ async def test_a_secret_deleted_after_submit_fails_the_job_and_frees_the_slot(
 
 
 async def test_stored_before_sent_the_assignment_leaves_after_its_write(
-    gated: World,
+    stored_first: World,
 ) -> None:
+    gated = stored_first
     store = gate_of(gated)
-    gated.scheduler.dispatcher = Dispatcher(
-        gated.orch,
-        gated.vault,
-        gated.reports,
-        gated.passes,
-        gated.background,
-        gated.auditor,
-        send_before_commit=False,
-    )
     store.gate.clear()
     session = gated.worker("w1")
     job = await gated.submit()
@@ -282,20 +268,11 @@ async def test_stored_before_sent_the_assignment_leaves_after_its_write(
     assert stored.state is JobState.ASSIGNED and stored.worker_id == "w1"
 
 
-@pytest.mark.parametrize("send_before_commit", [True, False])
 async def test_a_job_cancelled_while_its_assignment_is_written_is_taken_back(
-    gated: World, send_before_commit: bool
+    either: World,
 ) -> None:
+    gated = either
     store = gate_of(gated)
-    gated.scheduler.dispatcher = Dispatcher(
-        gated.orch,
-        gated.vault,
-        gated.reports,
-        gated.passes,
-        gated.background,
-        gated.auditor,
-        send_before_commit=send_before_commit,
-    )
     store.gate.clear()
     session = gated.worker("w1")
     job = await gated.submit("sleep 9")
