@@ -7,6 +7,12 @@ pipe ends when the agent ends, however it ends; the reaper then kills every proc
 still lists and exits. It replaces exec'ing `setpriv --pdeathsig` in front of every job (about
 1 ms of CPU and a millisecond of latency per job), and it reaches the job's whole process group,
 not only its first process.
+
+It also ends what left the groups (hodei.agent.containment): a line "+/path" lists a job
+cgroup, killed whole (cgroup.kill, else SIGKILL to its pids until empty) and removed; a line
+"+%ATTEMPT:JOB_ID" lists a job for the subreaper fallback: every process whose environment has
+that HODEI_JOB_ID and HODEI_ATTEMPT is killed (an orphan that cleared its environment escapes
+this: once the agent, their subreaper, is gone, nothing else ties it to the job).
 """
 
 from __future__ import annotations
@@ -17,28 +23,91 @@ import logging
 import subprocess
 import sys
 import threading
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hodei.agent.containment import Jail
 
 log = logging.getLogger(__name__)
 
+
+def _jail_lines(jail: Jail) -> list[str]:
+    if jail.cgroup:
+        return [jail.cgroup] if "\n" not in jail.cgroup else []
+    job_id, attempt = jail.key
+    return [] if "\n" in job_id else [f"%{attempt}:{job_id}"]
+
+
 # The reaper itself: no site, no environment (-I -S), so it starts in a few milliseconds.
 SCRIPT = """
-import os, signal, sys
-groups = set()
+import os, signal, sys, time
+groups, listed = set(), set()
 for line in sys.stdin:
-    try:
-        pgid = int(line[1:])
-    except ValueError:
-        continue
-    if line[0] == "+":
-        groups.add(pgid)
-    else:
-        groups.discard(pgid)
-for pgid in groups:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except OSError:
-        pass
+    line = line.rstrip("\\n")
+    item = line[1:]
+    if item[:1] not in ("/", "%"):
+        try:
+            item = int(item)
+        except ValueError:
+            continue
+    if line[:1] == "+":
+        listed.add(item)
+    elif line[:1] == "-":
+        listed.discard(item)
+for item in listed:
+    if isinstance(item, int):
+        try:
+            os.killpg(item, signal.SIGKILL)
+        except OSError:
+            pass
+def kill_cgroup(path):
+    for _ in range(500):
+        try:
+            with open(path + "/cgroup.kill", "w") as f:
+                f.write("1")
+        except OSError:
+            try:
+                with open(path + "/cgroup.procs") as f:
+                    for pid in f.read().split():
+                        try:
+                            os.kill(int(pid), signal.SIGKILL)
+                        except OSError:
+                            pass
+            except OSError:
+                pass
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.01)
+tags = set()
+for item in listed:
+    if isinstance(item, str) and item[0] == "/":
+        kill_cgroup(item)
+    elif isinstance(item, str):
+        attempt, _, job = item[1:].partition(":")
+        tags.add((("HODEI_JOB_ID=" + job).encode(), ("HODEI_ATTEMPT=" + attempt).encode()))
+for _ in range(20 if tags else 0):
+    found = False
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open("/proc/" + pid + "/environ", "rb") as f:
+                env = f.read().split(b"\\0")
+        except OSError:
+            continue
+        if any(job in env and attempt in env for job, attempt in tags):
+            found = True
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+    if not found:
+        break
+    time.sleep(0.01)
 """
 
 
@@ -69,11 +138,25 @@ class JobReaper:
                     self._failed = True
             return self._pipe is not None
 
+    @property
+    def pid(self) -> int:
+        proc = self._proc
+        return proc.pid if proc is not None else 0
+
     def watch(self, pgid: int) -> None:
         self._send(f"+{pgid}\n")
 
     def forget(self, pgid: int) -> None:
         self._send(f"-{pgid}\n")
+
+    def watch_jail(self, jail: Jail) -> None:
+        """List the job's cgroup, or its environment tag when it has none."""
+        for line in _jail_lines(jail):
+            self._send(f"+{line}\n")
+
+    def forget_jail(self, jail: Jail) -> None:
+        for line in _jail_lines(jail):
+            self._send(f"-{line}\n")
 
     def _send(self, line: str) -> None:
         with self._lock:

@@ -4,6 +4,11 @@ The command rule (DESIGN.md 3): with `arguments`, [command, *arguments] is exec'
 multi-line command or one starting with #! is written to a file and executed as a script
 (`set -euo pipefail` is prepended when it has no #! line); otherwise `bash -c command`.
 Secrets reach the job only as environment variables and are masked in its output.
+
+Nothing outlives a job (hodei.agent.containment): each job runs in a cgroup of its own, killed
+whole when the job ends, is cancelled or times out (hodei.agent.cgroups); where no cgroup can be
+made, the agent is a child subreaper and sweeps what a job orphaned. The job reaper covers the
+agent's own death (hodei.agent.reaper).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Protocol
 
 import psutil
 
+from hodei.agent.containment import Containment, Jail, SubreaperContainment, choose
 from hodei.agent.reaper import JobReaper
 from hodei.domain.job_output import JobOutput
 from hodei.domain.jobs import JobSpec
@@ -314,34 +320,54 @@ def _finished(returncode: int, pid: int, cancelled: bool, timed_out: bool) -> Jo
 REAPER = JobReaper()  # kills this agent's jobs if it dies without cleaning up
 
 
-def _popen(argv: list[str], env: dict[str, str], cwd: str, slave: int) -> subprocess.Popen[bytes]:
+def _popen(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    slave: int,
+    containment: Containment,
+    jail: Jail,
+) -> subprocess.Popen[bytes]:
     reaped = REAPER.ready()
-    popen = subprocess.Popen(
-        argv if reaped else [*_pdeathsig_prefix(), *argv],
-        stdin=subprocess.DEVNULL,
-        stdout=slave,
-        stderr=slave,
-        cwd=cwd,
-        env=env,
-        start_new_session=True,  # own session and process group: killpg reaches all of it
-    )
+    if reaped and isinstance(containment, SubreaperContainment) and REAPER.pid:
+        containment.helpers.add(REAPER.pid)
+    if reaped:  # before the job starts: it is covered from its first instruction
+        REAPER.watch_jail(jail)
+    with containment.lock:  # a sweep never sees a job half started
+        popen = subprocess.Popen(
+            [*jail.prefix, *argv] if reaped else [*_pdeathsig_prefix(), *jail.prefix, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=slave,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,  # own session and process group: killpg reaches all of it
+        )
+        containment.started(jail, popen.pid)
     if reaped:
         REAPER.watch(popen.pid)  # its group id: the pid (a new session)
     return popen
 
 
-async def _spawn(argv: list[str], env: dict[str, str], cwd: str, slave: int) -> _Child:
+async def _spawn(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    slave: int,
+    containment: Containment,
+    jail: Jail,
+) -> _Child:
     # Popen returns once the child has exec'd: milliseconds on a busy machine, during which
     # the loop would move no other job's output. In a thread, it does (vfork and the wait
     # for the exec release the GIL).
     # Closes `slave` (only the job holds it then, so its end gives EIO), also on failure.
     loop = asyncio.get_running_loop()
-    started = loop.run_in_executor(None, _popen, argv, env, cwd, slave)
+    started = loop.run_in_executor(None, _popen, argv, env, cwd, slave, containment, jail)
     try:
         popen = await asyncio.shield(started)
     except asyncio.CancelledError:
         # It may still start, and still uses `slave`: close it and kill the job once done.
-        started.add_done_callback(lambda f: _kill_started(f, slave))
+        started.add_done_callback(lambda f: _kill_started(f, slave, containment, jail))
         raise
     except BaseException:
         os.close(slave)
@@ -350,12 +376,45 @@ async def _spawn(argv: list[str], env: dict[str, str], cwd: str, slave: int) -> 
     return _Child(popen)
 
 
-def _kill_started(started: asyncio.Future[subprocess.Popen[bytes]], slave: int) -> None:
+def _kill_started(
+    started: asyncio.Future[subprocess.Popen[bytes]],
+    slave: int,
+    containment: Containment,
+    jail: Jail,
+) -> None:
     os.close(slave)
+    loop = asyncio.get_running_loop()
     if not started.cancelled() and started.exception() is None:
         popen = started.result()
         _kill(popen.pid, signal.SIGKILL)
-        asyncio.get_running_loop().run_in_executor(None, popen.wait)  # reap it
+        loop.run_in_executor(None, popen.wait)  # reap it
+        REAPER.forget(popen.pid)
+    _CLOSING.add(loop.create_task(_close(containment, jail)))
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+async def _close(containment: Containment, jail: Jail) -> None:
+    """End whatever the job left (its cgroup, or a sweep), then stop watching it."""
+    try:
+        await containment.close(jail)
+    except OSError as exc:
+        log.warning("cannot clean up after job %s: %s", jail.key[0], exc)
+    else:
+        REAPER.forget_jail(jail)
+    finally:
+        task = asyncio.current_task()
+        if task is not None:
+            _CLOSING.discard(task)
+
+
+def _open_jail(containment: Containment, assign: Assignment) -> Jail:
+    try:
+        return containment.open(assign.job_id, assign.attempt)
+    except OSError as exc:  # e.g. the cgroup tree was removed under the agent
+        log.warning("job %s runs without its cgroup: %s", assign.job_id, exc)
+        return Containment().open(assign.job_id, assign.attempt)
 
 
 async def _run_in_pty(
@@ -367,14 +426,17 @@ async def _run_in_pty(
     cancel: asyncio.Event,
     grace: Grace,
     on_started: Callable[[int], None] | None,
+    containment: Containment,
 ) -> JobOutcome:
     master, slave = _open_pty()
     reader: _PtyReader | None = None
     proc: _Child | None = None
+    jail = _open_jail(containment, assign)
     try:
         try:
-            proc = await _spawn(argv, env, cwd, slave)  # closes the slave
+            proc = await _spawn(argv, env, cwd, slave, containment, jail)  # closes the slave
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            await _close(containment, jail)
             return _not_started(exc, out)
         # Read from here on (the PTY buffers until then): the job's output never comes
         # before its start is reported, though the spawn ran in a thread.
@@ -384,6 +446,7 @@ async def _run_in_pty(
         cancelled, timed_out = await _supervise(proc, cancel, assign.timeout_s, grace)
         _kill(proc.pid, signal.SIGKILL)  # nothing the job started is left behind
         REAPER.forget(proc.pid)
+        await _close(containment, jail)  # not even what left its group
         await reader.drain(DRAIN_S)
         assert proc.returncode is not None
         return _finished(proc.returncode, proc.pid, cancelled, timed_out)
@@ -393,6 +456,7 @@ async def _run_in_pty(
             REAPER.forget(proc.pid)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 1.0)  # reap it
+            _CLOSING.add(asyncio.get_running_loop().create_task(_close(containment, jail)))
         if reader is not None:
             reader.close()
         else:
@@ -408,12 +472,15 @@ async def run_job(
     grace: Grace = 5.0,
     on_started: Callable[[int], None] | None = None,
     base_env: Mapping[str, str] | None = None,
+    containment: Containment | None = None,
 ) -> JobOutcome:
     """Run one job to its end and say how it ended.
 
     on_output gets masked output bytes (it must not block); on_started gets the pid once the
     process runs. Setting `cancel` stops the job: SIGTERM to its group, SIGKILL after `grace`
-    seconds (a callable is read when the cancel happens, so a CancelJob can set it).
+    seconds (a callable is read when the cancel happens, so a CancelJob can set it). Every
+    process the job started is ended with it, by `containment` (default: the agent's choice,
+    hodei.agent.containment.choose).
     """
     out = _Output(assign.secrets.values(), on_output, assign.max_output_bytes or DEFAULT_MAX_OUTPUT)
     workdir = _WORKDIRS.take()  # mode 0700, private to the agent's user, empty
@@ -425,7 +492,9 @@ async def run_job(
             outcome = _not_started(exc, out)
             out.flush()
             return outcome
-        return await _run_in_pty(argv, env, cwd, out, assign, cancel, grace, on_started)
+        return await _run_in_pty(
+            argv, env, cwd, out, assign, cancel, grace, on_started, containment or choose()
+        )
     finally:
         _WORKDIRS.give_back(workdir)
 
