@@ -1,4 +1,6 @@
-"""Server modules: orchestrator, scheduler, worker sessions, log hub, gRPC and HTTP APIs."""
+"""The server, in wings: core/ (use cases and runtime), api/ (the HTTP and gRPC edges),
+security/ (auth, OTPs, vault, agent PKI, mTLS, audit), and the composition root (wiring.py
+builds, app.py runs). See docs/architecture.md."""
 
 import os
 

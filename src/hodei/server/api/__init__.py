@@ -1,0 +1,1 @@
+"""The server's edges: HTTP (REST, SSE) and gRPC, and views of domain objects as wire objects."""

@@ -1,0 +1,1 @@
+"""The REST API and the SSE log stream: one router module per resource."""
