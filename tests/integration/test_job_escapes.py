@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hodei.agent.cgroups import JobCgroups
+from hodei.agent.cgroups import JobCgroups, candidates
 from hodei.agent.containment import (
     CgroupContainment,
     Containment,
@@ -70,12 +70,19 @@ def _cgroups() -> JobCgroups | None:
     return JobCgroups.find()
 
 
-@pytest.fixture(params=["cgroup", "subreaper"])
+def _cgroups_v1() -> JobCgroups | None:
+    for path, v2 in candidates():
+        if not v2 and (found := JobCgroups.find(path)) is not None:
+            return found
+    return None
+
+
+@pytest.fixture(params=["cgroup", "cgroup-v1", "subreaper"])
 def containment(request: pytest.FixtureRequest) -> Iterator[Containment]:
-    if request.param == "cgroup":
-        cgroups = _cgroups()
+    if request.param.startswith("cgroup"):
+        cgroups = _cgroups() if request.param == "cgroup" else _cgroups_v1()
         if cgroups is None:
-            pytest.skip("no writable cgroup (v2 or v1 pids/freezer) for this user")
+            pytest.skip(f"no writable {request.param} hierarchy for this user")
         yield CgroupContainment(cgroups)
     else:
         yield SubreaperContainment()
