@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from hodei import __version__
-from hodei.errors import HodeiError
+from hodei.errors import HodeiError, ValidationError
 from hodei.security.trust import https_verify
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -128,6 +128,7 @@ class Client:
         not_found: str = "",
     ) -> httpx.Response:
         """Send one request; raise ApiError on a 4xx/5xx answer."""
+        check_sendable(path, json_body, params)
         with self._translate():
             response = self._http.request(method, path, json=json_body, params=params)
         check(response, not_found)
@@ -143,6 +144,19 @@ class Client:
         """Open a streaming GET without a read timeout (the caller handles drops)."""
         with self._http.stream("GET", path, headers=headers, timeout=STREAM_TIMEOUT) as resp:
             yield resp
+
+
+def check_sendable(path: str, json_body: Any = None, params: dict[str, Any] | None = None) -> None:
+    """ValidationError, before anything is sent, for what JSON or UTF-8 cannot carry: NaN or
+    infinity in a body, or text that is not valid Unicode (undecodable bytes of an argument)."""
+    try:
+        json.dumps(json_body, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        for text in (path, *(params or {}).values()):
+            str(text).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("a value is not valid UTF-8 text") from None
+    except ValueError:
+        raise ValidationError("a number is out of range (not finite)") from None
 
 
 def _describe(exc: Exception) -> str:

@@ -86,6 +86,22 @@ def test_durations_and_sizes() -> None:
         parse_size("lots")
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["inf", "-inf", "+Infinity", "nan", "-nan", "1e400", "9" * 400, "9" * 400 + "d", "-1",
+     "-0.5", "", " ", "3 days", "1e99s", "1h 30m"],
+)  # fmt: skip
+def test_durations_are_finite_and_not_negative(text: str) -> None:
+    with pytest.raises(ValidationError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["9" * 400, "9" * 400 + "T", "12XB", "-5M", "inf", "nan", ""])
+def test_sizes_refuse_overflow_and_odd_units(text: str) -> None:
+    with pytest.raises(ValidationError):  # not OverflowError from int(float("inf"))
+        parse_size(text)
+
+
 def test_log_attempt_follows_the_coming_attempt_while_queued() -> None:
     job = Job(id="j", spec=JobSpec(command="true"))
     assert log_attempt(job) == 1 and not attempt_over(job, 1)

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from hodei.cli.common import DEFAULT_GRPC, LabelOpt, app, fail, guarded, parse_opt, parse_pairs
+from hodei.cli.common import (
+    DEFAULT_GRPC,
+    LabelOpt,
+    app,
+    check_labels,
+    fail,
+    guarded,
+    not_empty,
+    parse_opt,
+    parse_pairs,
+)
 
 
 @app.command()
@@ -20,7 +30,7 @@ def agent(
         str | None, typer.Option(envvar="HODEI_TOKEN", help="Single-use worker OTP.")
     ] = None,
     label: LabelOpt = None,
-    slots: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 1,
+    slots: Annotated[int, typer.Option(min=1, max=1024, help="Jobs run at once.")] = 1,
     cancel_grace: Annotated[str, typer.Option(help="SIGTERM -> SIGKILL grace.")] = "5s",
     ca: Annotated[
         str,
@@ -51,8 +61,12 @@ def agent(
             "a worker OTP is required (--token or HODEI_TOKEN; get one with `hodei worker-otp`)",
             param_hint="'--token'",
         )
-    labels = parse_pairs(label, "--label", "KEY")
+    if any(c.isspace() or not c.isprintable() for c in not_empty(server, "--server")):
+        raise typer.BadParameter(f"{server!r} is not a host:port address", param_hint="'--server'")
+    labels = check_labels(parse_pairs(label, "--label", "KEY"))
     grace = parse_opt(parse_duration, cancel_grace, "--cancel-grace")
+    if grace > 3600:  # the server's bound for the same setting
+        raise typer.BadParameter("must be at most 1h", param_hint="'--cancel-grace'")
     from hodei.agent.main import run_agent
 
     try:

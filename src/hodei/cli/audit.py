@@ -6,7 +6,16 @@ from typing import Annotated, Any
 
 import typer
 
-from hodei.cli.common import DEFAULT_URL, Output, OutputOpt, ServerOpt, app, get_items, guarded
+from hodei.cli.common import (
+    DEFAULT_URL,
+    Output,
+    OutputOpt,
+    ServerOpt,
+    app,
+    get_items,
+    guarded,
+    not_empty,
+)
 
 
 @app.command()
@@ -24,10 +33,10 @@ def audit(
     from hodei.cli_render import table, when
 
     params: dict[str, Any] = {"limit": limit}
-    if action:
-        params["action"] = action
-    if target:
-        params["target"] = target
+    if action is not None:
+        params["action"] = not_empty(action, "--action")
+    if target is not None:
+        params["target"] = not_empty(target, "--target")
     items = get_items(server, "/api/v1/audit", output, params)
     if items is None:
         return

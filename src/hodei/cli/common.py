@@ -12,9 +12,15 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import typer
+from typer.core import TyperGroup
 
 from hodei import __version__
 from hodei.errors import HodeiError, ValidationError
+
+try:  # typer vendors its own click from 0.20 on; before, it used click itself
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from hodei.cli_client import Client
@@ -31,7 +37,50 @@ class Output(StrEnum):
     json = "json"
 
 
+class _UsageError(UsageError):
+    """Bad usage shown as one line, `error: ...`, like every other CLI error (exit 2)."""
+
+    def show(self, file: Any = None) -> None:
+        from hodei.cli_render import clean
+
+        message = self.format_message()
+        if message[:1].isupper() and message[1:2].islower():
+            message = message[0].lower() + message[1:]  # "Invalid value ..." -> "invalid ..."
+        typer.echo(f"error: {clean(message)}", err=True)
+
+
+def _one_line(exc: UsageError) -> NoReturn:
+    if isinstance(exc, (_UsageError, NoArgsIsHelpError)):
+        raise exc
+    raise _UsageError(exc.format_message(), exc.ctx) from None
+
+
+class _RootGroup(TyperGroup):
+    """The root command: a usage error anywhere below it (an unknown option, a value its type
+    refuses, a `typer.BadParameter` from a command) becomes one `error: ...` line, not
+    click's usage block."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: Any = None,
+        **extra: Any,
+    ) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            _one_line(exc)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            _one_line(exc)
+
+
 app = typer.Typer(
+    cls=_RootGroup,
     name="hodei",
     help="Hodei Jobs: run shell jobs on on-demand workers, with live logs and masked secrets.",
     no_args_is_help=True,
@@ -111,13 +160,25 @@ def _silence_stdout() -> None:
 
 
 def client(server: str) -> Client:
+    import httpx
+
     from hodei.cli_client import Client, normalize_url
 
     url = normalize_url(server)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number, or out of range, raises here
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed '[' of an IPv6 address
+        ok = False
+    if not ok or any(c.isspace() or not c.isprintable() for c in url):
         raise typer.BadParameter(f"{server!r} is not an http(s) URL", param_hint="'--server'")
-    return Client(url, token=api_token())
+    try:
+        return Client(url, token=api_token())
+    except httpx.InvalidURL as exc:
+        raise typer.BadParameter(
+            f"{server!r} is not an http(s) URL ({exc})", param_hint="'--server'"
+        ) from None
 
 
 def api_token() -> str | None:
@@ -148,6 +209,30 @@ def parse_opt(parse: Callable[[str], R], value: str, flag: str) -> R:
         return parse(value)
     except ValidationError as exc:
         raise typer.BadParameter(exc.message, param_hint=f"'{flag}'") from None
+
+
+def not_empty(value: str, flag: str) -> str:
+    if not value.strip():
+        raise typer.BadParameter("must not be empty", param_hint=f"'{flag}'")
+    return value
+
+
+def check_labels(labels: dict[str, str], flag: str = "--label") -> dict[str, str]:
+    """Worker labels follow the rule of the labels a job requires (else no job could match)."""
+    from hodei.domain.jobs import JobSpec, validate_spec
+
+    try:
+        validate_spec(JobSpec(command="true", labels=labels))
+    except ValidationError as exc:
+        raise typer.BadParameter(exc.message, param_hint=f"'{flag}'") from None
+    return labels
+
+
+def home_dir(home: str | None) -> str | None:
+    """--home / HODEI_HOME: a usable path when given."""
+    if home is not None and (not home.strip() or "\x00" in home):
+        raise typer.BadParameter(f"{home!r} is not a directory path", param_hint="'--home'")
+    return home
 
 
 def items_of(body: Any) -> list[dict[str, Any]]:

@@ -96,10 +96,10 @@ def submit(
     label: Annotated[
         list[str] | None, typer.Option("--label", "-l", help="Required worker label k=v.")
     ] = None,
-    cpu: Annotated[float, typer.Option(min=0, help="CPU cores requested.")] = 0.0,
+    cpu: Annotated[float, typer.Option(help="CPU cores requested.")] = 0.0,
     memory: Annotated[str | None, typer.Option(help="Memory requested (512M, 2G).")] = None,
     timeout: Annotated[str | None, typer.Option(help="Time limit (30s, 5m, 1h).")] = None,
-    retries: Annotated[int, typer.Option(min=0, help="Retries after a failure.")] = 0,
+    retries: Annotated[int, typer.Option(help="Retries after a failure.")] = 0,
     priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="Env var K=V.")] = None,
     secret: Annotated[
@@ -119,11 +119,14 @@ def submit(
     server: ServerOpt = DEFAULT_URL,
 ) -> None:
     """Submit a job: `hodei submit [opts] -- CMD ARGS...` or `hodei submit --script FILE`."""
+    from hodei.cli_client import check_sendable
     from hodei.domain.jobs import (
+        JobSpec,
         parse_duration,
         parse_size,
         validate_idempotency_key,
         validate_job_id,
+        validate_spec,
     )
 
     body = _job_body(
@@ -134,12 +137,29 @@ def submit(
         env=parse_pairs(env, "--env", "NAME"),
         secrets=list(dict.fromkeys(secret or [])),
         cpu=cpu,
-        memory_bytes=parse_opt(parse_size, memory, "--memory") if memory else 0,
-        timeout_s=parse_opt(parse_duration, timeout, "--timeout") if timeout else 0.0,
+        memory_bytes=parse_opt(parse_size, memory, "--memory") if memory is not None else 0,
+        timeout_s=parse_opt(parse_duration, timeout, "--timeout") if timeout is not None else 0.0,
         max_retries=retries,
         priority=priority,
     )
-    if job_id:
+    # The server's own rules, here at the edge: a bad flag is an error before any request.
+    check_sendable("", body)  # first: the spec's size checks encode its text as UTF-8
+    validate_spec(
+        JobSpec(
+            command=body["command"],
+            arguments=tuple(body["arguments"]),
+            name=name,
+            env=body["env"],
+            secrets=tuple(body["secrets"]),
+            labels=body["labels"],
+            cpu=cpu,
+            memory_bytes=body["memory_bytes"],
+            timeout_s=body["timeout_s"],
+            max_retries=retries,
+            priority=priority,
+        )
+    )
+    if job_id is not None:
         body["id"] = parse_opt(validate_job_id, job_id, "--id")
     if idempotency_key is not None:
         body["idempotency_key"] = parse_opt(
@@ -172,6 +192,7 @@ def logs(
     from hodei.cli_render import write_bytes
     from hodei.domain.terminal import neutralise
 
+    job = job_arg(job)
     with client(server) as api:
         if follow_log:
             follow(api, job)
@@ -192,19 +213,29 @@ def jobs(
     from hodei.domain.jobs import JobState
 
     params: dict[str, Any] = {"limit": limit}
-    if state:
+    if state is not None:
         if state not in {s.value for s in JobState}:
             allowed = ", ".join(s.value for s in JobState)
-            raise typer.BadParameter(f"unknown state {state!r} ({allowed})", param_hint="'--state'")
+            raise typer.BadParameter(
+                f"unknown state {state[:40]!r} ({allowed})", param_hint="'--state'"
+            )
         params["state"] = state
     items = get_items(server, "/api/v1/jobs", output, params)
     if items is not None:
         typer.echo(jobs_table(items) if items else "no jobs")
 
 
+def job_arg(job: str) -> str:
+    """A JOB argument: a well-formed job id, or an error before any request."""
+    from hodei.domain.jobs import validate_job_id
+
+    return parse_opt(validate_job_id, job, "JOB")
+
+
 def _job_request(server: str, method: str, job: str, suffix: str = "") -> tuple[bytes, Any]:
     from hodei.cli_client import decode_json, job_path
 
+    job = job_arg(job)
     with client(server) as api:
         response = api.request(method, job_path(job, suffix), not_found=f"no job {job!r}")
         body = decode_json(response)

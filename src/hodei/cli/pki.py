@@ -17,6 +17,8 @@ from hodei.cli.common import (
     get_items,
     group,
     guarded,
+    home_dir,
+    not_empty,
 )
 
 pki_app = group(
@@ -47,11 +49,16 @@ def pki_init(
     from pathlib import Path
 
     from hodei.config import default_home
-    from hodei.security.pki import DEFAULT_SANS
+    from hodei.security.pki import DEFAULT_SANS, parse_sans
     from hodei.security.pki_files import PkiPaths, init_pki
 
-    paths = PkiPaths.of_home(Path(home).expanduser() if home else default_home())
+    home = home_dir(home)
     names = san or list(DEFAULT_SANS)
+    try:
+        parse_sans(names)  # refuse a bad name before anything is written
+    except (ValueError, UnicodeError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--san'") from None
+    paths = PkiPaths.of_home(Path(home).expanduser() if home else default_home())
     init_pki(paths, names, force=force)
     typer.echo(f"CA: {paths.ca_cert} (key {paths.ca_key}, mode 0600)")
     typer.echo(f"server certificate: {paths.server_cert} for {', '.join(names)}")
@@ -85,8 +92,9 @@ def pki_revoke(
     """Revoke agent certificates: the worker is cut off at once and refused from then on."""
     from hodei.cli_render import clean
 
+    body = {"target": not_empty(target, "TARGET")}
     with client(server) as api:
-        answer = api.call("POST", "/api/v1/pki/revoke", json_body={"target": target})
+        answer = api.call("POST", "/api/v1/pki/revoke", json_body=body)
     items = answer.get("items") if isinstance(answer, dict) else None
     if not isinstance(items, list):
         fail("unexpected answer from the server (no 'items' list)")

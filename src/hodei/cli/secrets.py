@@ -9,6 +9,7 @@ from urllib.parse import quote
 import typer
 
 from hodei.cli.common import DEFAULT_URL, ServerOpt, client, fail, group, guarded, items_of
+from hodei.errors import ValidationError
 
 secret_app = group(
     "secret", "Manage secrets (jobs see a secret as an env var; output masks its value)."
@@ -40,6 +41,16 @@ def _read_secret_value() -> str:
 
 
 def _secret_path(name: str) -> str:
+    """The secret's URL, once its name is known good: a name with '/' would reach another
+    route (or none) and come back as a confusing "Not Found"."""
+    from hodei.domain.jobs import JobSpec, validate_spec
+
+    try:  # the rule for the secret names a job spec refers to
+        validate_spec(JobSpec(command="true", secrets=(name,)))
+    except ValidationError as exc:
+        raise ValidationError(
+            f"{exc.message}: use letters, digits and '_' (an env var name)"
+        ) from None
     return f"/api/v1/secrets/{quote(name, safe='')}"
 
 
@@ -52,9 +63,10 @@ def secret_set(
     """Store a secret; the value is read from stdin (or prompted for, without echo)."""
     from hodei.cli_render import clean
 
+    path = _secret_path(name)
     value = _read_secret_value()
     with client(server) as api:
-        api.request("PUT", _secret_path(name), json_body={"value": value})
+        api.request("PUT", path, json_body={"value": value})
     typer.echo(f"secret {clean(name)} saved")
 
 

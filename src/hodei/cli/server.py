@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from hodei.cli.common import DEFAULT_GRPC, HomeOpt, app, fail, guarded, parse_opt
+from hodei.cli.common import DEFAULT_GRPC, HomeOpt, app, fail, guarded, home_dir, parse_opt
 
 
 @app.command()
@@ -104,6 +104,14 @@ def server(
             help="First retry waits this long; each next one twice as long (max 5m).",
         ),
     ] = "1s",
+    infra_retries: Annotated[
+        int,
+        typer.Option(
+            envvar="HODEI_INFRA_RETRIES",
+            help="A job lost to the platform (worker or server gone) is queued again up to "
+            "this many times without spending its retries, unless it sets its own bound.",
+        ),
+    ] = 2,
     worker_grace: Annotated[
         str,
         typer.Option(
@@ -174,6 +182,7 @@ def server(
         worker_grace_s=parse_opt(parse_duration, worker_grace, "--worker-grace"),
         scheduling_policy=scheduling_policy,
         retry_backoff_s=parse_opt(parse_duration, retry_backoff, "--retry-backoff"),
+        infra_retries=infra_retries,
         priority_aging_s=parse_opt(parse_duration, priority_aging, "--priority-aging"),
         max_output_bytes=parse_opt(parse_size, max_output, "--max-output"),
         demo=demo,
@@ -187,6 +196,7 @@ def server(
         docker_socket=docker_socket,
         docker_mounts=tuple(docker_mount or ()),
     )
+    home = home_dir(home)
     if home:
         settings.home = Path(home).expanduser()
     settings.validate()

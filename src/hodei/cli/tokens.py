@@ -17,6 +17,7 @@ from hodei.cli.common import (
     get_items,
     group,
     guarded,
+    not_empty,
     parse_opt,
 )
 
@@ -37,6 +38,8 @@ def token_create(
     from hodei.domain.access import parse_role
 
     chosen = parse_opt(parse_role, role, "--role")
+    if len(name) > 200:  # the server's limit
+        raise typer.BadParameter("must be at most 200 characters", param_hint="'--name'")
     with client(server) as api:
         body = api.call("POST", "/api/v1/tokens", json_body={"role": chosen, "name": name})
     token = body.get("token") if isinstance(body, dict) else None
@@ -75,8 +78,10 @@ def token_revoke(
     server: ServerOpt = DEFAULT_URL,
 ) -> None:
     """Revoke an API token: it stops working at once on this server."""
+    from hodei.cli_client import check_sendable
     from hodei.cli_render import clean
 
+    check_sendable(not_empty(token_id, "TOKEN_ID"))
     path = f"/api/v1/tokens/{quote(token_id, safe='')}/revoke"
     with client(server) as api:
         api.request("POST", path, not_found=f"no token {token_id!r}")

@@ -13,6 +13,7 @@ from hodei.cli.common import (
     OutputOpt,
     ServerOpt,
     app,
+    check_labels,
     client,
     fail,
     get_items,
@@ -43,10 +44,10 @@ def worker_otp(
     """Create a single-use worker OTP and print it alone (for `hodei agent --token`)."""
     from hodei.domain.jobs import parse_duration
 
-    body = {
-        "labels": parse_pairs(label, "--label", "KEY"),
-        "ttl_s": parse_opt(parse_duration, ttl, "--ttl"),
-    }
+    ttl_s = parse_opt(parse_duration, ttl, "--ttl")
+    if not 0 < ttl_s <= 7 * 86400:  # the server's bounds
+        raise typer.BadParameter("must be more than 0s and at most 7 days", param_hint="'--ttl'")
+    body = {"labels": check_labels(parse_pairs(label, "--label", "KEY")), "ttl_s": ttl_s}
     with client(server) as api:
         answer = api.call("POST", "/api/v1/workers/otp", json_body=body)
     otp = answer.get("otp") if isinstance(answer, dict) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets as _secrets
@@ -235,29 +236,41 @@ class Job:
 
 
 def parse_duration(text: str) -> float:
-    """'90', '90s', '5m', '1h30m', '250ms' -> seconds."""
+    """'90', '90s', '5m', '1h30m', '250ms' -> seconds: finite and not negative."""
     text = text.strip().lower()
     if not text:
         raise ValidationError("empty duration")
     try:
-        return float(text)
+        total = float(text)
     except ValueError:
-        pass
-    total = 0.0
-    for number, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text):
-        total += float(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
-    if re.sub(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", "", text):
-        raise ValidationError(f"invalid duration {text!r} (use e.g. 30s, 5m, 1h30m)")
+        total = 0.0
+        for number, unit in _DURATION_PART.findall(text):
+            total += float(number) * _DURATION_UNITS[unit]
+        if _DURATION_PART.sub("", text):
+            raise ValidationError(
+                f"invalid duration {text[:40]!r} (use e.g. 30s, 5m, 1h30m)"
+            ) from None
+    if not math.isfinite(total):
+        raise ValidationError(f"invalid duration {text[:40]!r} (not a finite number)")
+    if total < 0:
+        raise ValidationError(f"invalid duration {text[:40]!r} (negative)")
     return total
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_size(text: str) -> int:
     """'512', '512M', '2Gi', '100k' -> bytes (K/M/G/T are powers of 1024)."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", text.lower())
     if not m:
-        raise ValidationError(f"invalid size {text!r} (use e.g. 512M, 2G)")
+        raise ValidationError(f"invalid size {text[:40]!r} (use e.g. 512M, 2G)")
     factor = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2)]
-    return int(float(m.group(1)) * factor)
+    number = float(m.group(1))
+    if not math.isfinite(number * factor):  # so many digits that float says infinity
+        raise ValidationError(f"invalid size {text[:40]!r} (too large)")
+    return int(number * factor)
 
 
 def log_attempt(job: Job) -> int:
