@@ -69,6 +69,9 @@ class ServerSettings:
     priority_aging_s: float = 60.0  # waiting this long is worth one priority point (0: off)
     retry_backoff_s: float = 1.0  # first retry waits this long, then twice as long each time
     worker_grace_s: float = 30.0  # a dropped worker may reconnect this long before it is lost
+    # A job submitted without its own bound is queued again at most this often after attempts
+    # lost to the platform (worker or server gone, store failing), spending no max_retries.
+    infra_retries: int = 2
     heartbeat_interval_s: float = 5.0
     otp_ttl_s: float = 600.0
     max_output_bytes: int = 100 * 1024 * 1024  # per job attempt; past it the log is truncated
@@ -138,6 +141,8 @@ class ServerSettings:
             raise ValidationError("retry backoff must be between 0 and 1h")
         if self.priority_aging_s < 0:
             raise ValidationError("priority aging must not be negative")
+        if not 0 <= self.infra_retries <= 100:
+            raise ValidationError("infra retries must be between 0 and 100")
         if not 0 <= self.worker_grace_s <= 86400:
             raise ValidationError("worker grace must be between 0 and 1 day")
         if not 0 <= self.cancel_grace_s <= 3600:

@@ -138,10 +138,10 @@ async def test_cancel_racing_completion_ends_in_exactly_one_state(world: World) 
         await world.control.cancel(job.id)
 
 
-async def test_a_lost_worker_fails_its_jobs_and_an_unrun_attempt_is_requeued(
+async def test_a_lost_worker_fails_jobs_without_infra_retries_and_an_unrun_is_requeued(
     world: World,
 ) -> None:
-    lost = await world.orch.submit(JobSpec(command="sleep 9"))
+    lost = await world.orch.submit(JobSpec(command="sleep 9", infra_retries=0))
     unrun = await world.orch.submit(JobSpec(command="true"))
     session = world.worker("w1", slots=2)
     batch = await assigned(session)
@@ -157,6 +157,7 @@ async def test_a_lost_worker_fails_its_jobs_and_an_unrun_attempt_is_requeued(
     await world.recovery.worker_gone(session)
     gone = await world.job(lost.id)
     assert gone.state is JobState.FAILED and "lost" in gone.reason
+    assert "the platform gave up after 0 automatic requeue(s)" in gone.reason
 
 
 async def test_retry_only_of_finished_jobs_and_unknown_secrets_refused(world: World) -> None:

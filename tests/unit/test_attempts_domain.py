@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hodei.domain.attempts import Attempt, AttemptState, attempt_record
+from hodei.domain.attempts import Attempt, AttemptState, Failure, attempt_record
 from hodei.domain.jobs import Job, JobSpec, JobState, validate_idempotency_key
 from hodei.errors import ValidationError
 
@@ -43,8 +43,9 @@ def test_start_records_when_it_ran() -> None:
 def test_an_ending_attempt_takes_the_jobs_outcome(target: JobState, expected: AttemptState) -> None:
     before = job(S.RUNNING, attempts=2, worker_id="w", started_at=3.0)
     after = before.with_changes(state=target, exit_code=1, reason="why", finished_at=9.0)
+    failure = None if expected is AttemptState.SUCCEEDED else Failure.JOB
     assert attempt_record(before, after, 9.0) == Attempt(
-        "j", 2, expected, "w", 1, None, 3.0, 9.0, "why"
+        "j", 2, expected, "w", 1, None, 3.0, 9.0, "why", failure
     )
 
 
@@ -54,8 +55,12 @@ def test_back_to_the_queue_is_a_failed_attempt_unless_told_otherwise() -> None:
     failed = attempt_record(before, after, 4.0)
     assert failed is not None and failed.state is AttemptState.FAILED
     assert (failed.worker_id, failed.exit_code, failed.finished_at) == ("w", 2, 4.0)
+    assert failed.failure is Failure.JOB
     unrun = attempt_record(before, after, 4.0, AttemptState.NOT_RUN)
     assert unrun is not None and unrun.state is AttemptState.NOT_RUN and unrun.state.over
+    assert unrun.failure is Failure.NOT_RUN and not unrun.failure.platform
+    lost = attempt_record(before, after, 4.0, failure=Failure.WORKER_LOST)
+    assert lost is not None and lost.state is AttemptState.FAILED and lost.failure.platform
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from core_world import GatedTransitions, World, assigned, next_message, next_wit
 from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.adapters.store.memory import MemoryJobStore
 from hodei.domain.access import AuditEntry
-from hodei.domain.attempts import AttemptState
+from hodei.domain.attempts import AttemptState, Failure
 from hodei.domain.jobs import JobSpec, JobState
 from hodei.domain.work import NOT_RUN
 from hodei.errors import ConflictError, ValidationError
@@ -414,29 +414,33 @@ async def test_log_chunks_of_attempts_not_held_are_refused_and_audited(world: Wo
     )
 
 
-async def test_a_lost_worker_fails_its_job(world: World) -> None:
+async def test_a_lost_worker_fails_its_job_marked_no_infra_retry(world: World) -> None:
     session = world.worker("w1")
-    job = await world.submit("sleep 9")
+    job = await world.submit("sleep 9", no_infra_retry=True)
     await committed(world, session)
     await world.recovery.worker_gone(session)
     final = await world.job(job.id)
-    assert final.state is JobState.FAILED and final.reason == "worker w1 lost"
+    assert final.state is JobState.FAILED
+    assert final.reason == "worker w1 lost; not run again: the job is marked no_infra_retry"
     assert final.exit_code is None and final.finished_at is not None
     (record,) = await world.store.list_attempts(job.id)
     assert (record.state, record.worker_id) == (AttemptState.FAILED, "w1")
+    assert record.failure is Failure.WORKER_LOST
     assert world.registry.get("w1") is None and not session.jobs
 
 
-async def test_a_lost_worker_s_job_with_retries_left_is_queued_again(world: World) -> None:
+async def test_a_lost_worker_s_job_is_queued_again_without_spending_retries(
+    world: World,
+) -> None:
     session = world.worker("w1")
     job = await world.submit("sleep 9", max_retries=1)
     await committed(world, session)
-    before = time.time()
     await world.recovery.worker_gone(session)
     queued = await world.job(job.id)
     assert queued.state is JobState.QUEUED and queued.worker_id is None
-    assert queued.reason == f"attempt 1 worker w1 lost; retrying in {BACKOFF_S:g}s"
-    assert queued.not_before is not None and queued.not_before >= before + BACKOFF_S
+    assert queued.reason == "attempt 1 worker w1 lost; queued again (platform fault 1 of 2)"
+    assert queued.not_before is None  # no backoff: the job did nothing wrong
+    assert (queued.retries_used, queued.infra_retries_used) == (0, 1)
     other = world.worker("w2")
     a2 = await committed(world, other)
     assert (a2.job_id, a2.attempt) == (job.id, 2)

@@ -27,6 +27,22 @@ class AttemptState(StrEnum):
         return self not in (AttemptState.ASSIGNED, AttemptState.RUNNING)
 
 
+class Failure(StrEnum):
+    """Why an attempt did not succeed: the job's own doing, or the platform's."""
+
+    JOB = "job"  # its exit code, its timeout, its cancel: spends the job's max_retries
+    NOT_RUN = "not_run"  # its worker never started it: queued again, spends no bound
+    WORKER_LOST = "worker_lost"  # its worker went away (or stopped it on its own)
+    SERVER_RESTART = "server_restart"  # the server restarted and its worker did not come back
+    SERVER_LOST = "server_lost"  # the server holding its worker stopped answering
+    STORE = "store"  # the store could not record its dispatch
+
+    @property
+    def platform(self) -> bool:
+        """Lost to the platform: queued again within the job's infra_retries."""
+        return self not in (Failure.JOB, Failure.NOT_RUN)
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """Fields left None keep what the store holds (a RUNNING record keeps its assigned_at)."""
@@ -40,13 +56,19 @@ class Attempt:
     started_at: float | None = None
     finished_at: float | None = None
     reason: str = ""
+    failure: Failure | None = None  # set once it ended other than succeeded
 
 
 def attempt_record(
-    before: Job, after: Job, now: float, outcome: AttemptState | None = None
+    before: Job,
+    after: Job,
+    now: float,
+    outcome: AttemptState | None = None,
+    failure: Failure | None = None,
 ) -> Attempt | None:
     """The attempt record a move from `before` to `after` writes, if any. `outcome` names how
-    an attempt that goes back to the queue ended (default: failed, to be retried)."""
+    an attempt that goes back to the queue ended (default: failed, to be retried); `failure`
+    whose fault that was (default: the job's own, or not_run for an attempt never started)."""
     if after.state is JobState.ASSIGNED and before.state is JobState.QUEUED:
         return Attempt(
             after.id, after.attempts, AttemptState.ASSIGNED, after.worker_id, assigned_at=now
@@ -65,6 +87,10 @@ def attempt_record(
         state = outcome or AttemptState.FAILED
     else:
         state = outcome or AttemptState(after.state.value)
+    if state is AttemptState.SUCCEEDED:
+        failure = None
+    elif failure is None:
+        failure = Failure.NOT_RUN if state is AttemptState.NOT_RUN else Failure.JOB
     return Attempt(
         before.id,
         before.attempts,
@@ -74,4 +100,5 @@ def attempt_record(
         started_at=before.started_at,
         finished_at=now,
         reason=after.reason,
+        failure=failure,
     )

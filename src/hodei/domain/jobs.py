@@ -127,9 +127,15 @@ class JobSpec:
     cpu: float = 0.0
     memory_bytes: int = 0
     timeout_s: float = 0.0
-    max_retries: int = 0
+    max_retries: int = 0  # runs again after its own failure (exit code), at most this often
     priority: int = 0
     queued_by: str = ""
+    # Queued again after an attempt lost to the platform (its worker or server gone, the
+    # store failing), at most this often, without spending max_retries. None: the server's
+    # default, which submit records here. no_infra_retry: such a loss fails the job (for work
+    # that must not run twice).
+    infra_retries: int | None = None
+    no_infra_retry: bool = False
 
     @property
     def is_script(self) -> bool:
@@ -208,6 +214,8 @@ def validate_spec(spec: JobSpec) -> JobSpec:
         raise ValidationError("timeout must be between 0 and 30 days")
     if not 0 <= spec.max_retries <= 100:
         raise ValidationError("retries must be between 0 and 100")
+    if spec.infra_retries is not None and not 0 <= spec.infra_retries <= 100:
+        raise ValidationError("infra retries must be between 0 and 100")
     if not -1_000_000 <= spec.priority <= 1_000_000:
         raise ValidationError("priority must be between -1000000 and 1000000")
     return spec
@@ -230,6 +238,11 @@ class Job:
     idempotency_key: str | None = None
     # A retry waiting out its backoff is not placed before this time (unix seconds).
     not_before: float | None = None
+    # Requeues spent: after the job's own failures (bounded by spec.max_retries), and after
+    # attempts lost to the platform (bounded by spec.infra_retries). An attempt never started
+    # spends neither.
+    retries_used: int = 0
+    infra_retries_used: int = 0
 
     def with_changes(self, **changes: object) -> Job:
         return replace(self, **changes)  # type: ignore[arg-type]

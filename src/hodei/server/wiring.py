@@ -134,8 +134,16 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
     cluster = make_cluster(settings)
     background = Background()
     passes = PassSignal()
-    orch = Orchestrator(store, bus)
-    reports = Reports(orch, hub, passes, background, auditor, settings.retry_backoff_s)
+    orch = Orchestrator(store, bus, infra_retries=settings.infra_retries)
+    reports = Reports(
+        orch,
+        hub,
+        passes,
+        background,
+        auditor,
+        settings.retry_backoff_s,
+        infra_retries=settings.infra_retries,
+    )
     dispatcher = Dispatcher(
         orch,
         vault,

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from hodei.domain.access import AuditEntry, Role, TokenRecord
-from hodei.domain.attempts import Attempt, AttemptState
+from hodei.domain.attempts import Attempt, AttemptState, Failure
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.errors import ConflictError, StoreError
 
@@ -44,7 +44,17 @@ def newest_page(
 
 # The Job fields transition() may set; id, spec, seq and created_at never change, state is its own.
 MUTABLE_FIELDS = frozenset(
-    {"exit_code", "attempts", "worker_id", "started_at", "finished_at", "reason", "not_before"}
+    {
+        "exit_code",
+        "attempts",
+        "worker_id",
+        "started_at",
+        "finished_at",
+        "reason",
+        "not_before",
+        "retries_used",
+        "infra_retries_used",
+    }
 )
 
 # Every Job field has a column of the same name (a new field without one fails loudly in the
@@ -94,7 +104,7 @@ ATTEMPT_CONFLICT = (
     "ON CONFLICT (job_id, number) DO UPDATE SET state = excluded.state, "
     + ", ".join(
         [f"{f} = coalesce(excluded.{f}, attempts.{f})" for f in _KEEP]
-        + ["reason = excluded.reason"]
+        + ["reason = excluded.reason", "failure = excluded.failure"]
     )
 )
 
@@ -111,12 +121,14 @@ def attempt_params(attempt: Attempt) -> tuple[Any, ...]:
     """Column values in ATTEMPT_FIELDS order."""
     values = {name: getattr(attempt, name) for name in ATTEMPT_FIELDS}
     values["state"] = AttemptState(attempt.state).value
+    values["failure"] = Failure(attempt.failure).value if attempt.failure else None
     return tuple(values.values())
 
 
 def row_to_attempt(row: Sequence[Any]) -> Attempt:
     data = dict(zip(ATTEMPT_FIELDS, row, strict=True))
     data["state"] = AttemptState(data["state"])
+    data["failure"] = Failure(data["failure"]) if data["failure"] else None  # NULL: before v5
     return Attempt(**data)
 
 
@@ -193,6 +205,13 @@ def redact_url(url: str) -> str:
 
 
 # -- versioned schema migrations
+
+# Requeues already spent by jobs stored before the counters existed, as the old rule counted
+# them (one per attempt that went back to the queue): a job mid-retries keeps its budget.
+BACKFILL_RETRIES_USED = (
+    "UPDATE jobs SET retries_used = CASE WHEN state = 'queued' THEN attempts "
+    "WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hodei.adapters.store.common import (
     ATTEMPT_CONFLICT,
     ATTEMPT_FIELDS,
+    BACKFILL_RETRIES_USED,
     INSERT_FIELDS,
     JOB_FIELDS,
     MUTABLE_FIELDS,
@@ -88,6 +89,12 @@ _V4 = (
     "CREATE INDEX jobs_worker ON jobs (worker_id)",
 )
 _V5 = ("ALTER TABLE jobs ADD COLUMN not_before DOUBLE PRECISION",)
+_V6 = (
+    "ALTER TABLE jobs ADD COLUMN retries_used INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE jobs ADD COLUMN infra_retries_used INTEGER NOT NULL DEFAULT 0",
+    BACKFILL_RETRIES_USED,
+    "ALTER TABLE attempts ADD COLUMN failure TEXT",  # NULL: recorded before failure kinds
+)
 # The schema, step by step: a database at version N gets steps N+1.. applied on open. Released
 # steps are never edited; a change is a new step at the end.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -96,6 +103,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("API tokens and the audit trail", _V3),
     Migration("servers sharing the database", _V4),
     Migration("retry backoff kept with the job", _V5),
+    Migration("retries spent by the job and by the platform, attempt failure kinds", _V6),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -121,6 +129,8 @@ COLUMN_TYPES = {
     "priority": "int4",
     "idempotency_key": "text",
     "not_before": "float8",
+    "retries_used": "int4",
+    "infra_retries_used": "int4",
 }
 ATTEMPT_TYPES = {
     "job_id": "text",
@@ -132,6 +142,7 @@ ATTEMPT_TYPES = {
     "started_at": "float8",
     "finished_at": "float8",
     "reason": "text",
+    "failure": "text",
 }
 COLUMNS = ", ".join(JOB_FIELDS)
 SELECT = f"SELECT {COLUMNS} FROM jobs"
@@ -158,6 +169,8 @@ MOVE_FIELDS = (
     "finished_at",
     "reason",
     "not_before",
+    "retries_used",
+    "infra_retries_used",
 )
 if set(MOVE_FIELDS) != MUTABLE_FIELDS:  # a new mutable Job field needs its place here
     raise RuntimeError(f"MOVE_FIELDS {MOVE_FIELDS} do not match {sorted(MUTABLE_FIELDS)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from hodei.adapters.store.common import Migration, pending_migrations
+from hodei.adapters.store.common import BACKFILL_RETRIES_USED, Migration, pending_migrations
 from hodei.errors import StoreError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
@@ -71,12 +71,19 @@ _V3 = (
     )""",
     "CREATE INDEX audit_action ON audit (action, seq)",
 )
+_V5 = (
+    "ALTER TABLE jobs ADD COLUMN retries_used INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE jobs ADD COLUMN infra_retries_used INTEGER NOT NULL DEFAULT 0",
+    BACKFILL_RETRIES_USED,
+    "ALTER TABLE attempts ADD COLUMN failure TEXT",  # NULL: recorded before failure kinds
+)
 # The schema, step by step: a database at version N gets steps N+1.. applied on open.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("jobs, secrets and queue indexes", _V1),
     Migration("idempotency keys and attempt records", _V2),
     Migration("API tokens and the audit trail", _V3),
     Migration("retry backoff kept with the job", ("ALTER TABLE jobs ADD COLUMN not_before REAL",)),
+    Migration("retries spent by the job and by the platform, attempt failure kinds", _V5),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -44,6 +44,10 @@ def job_to_dict(job: Job, reason: str | None = None) -> dict[str, Any]:
         "memory_bytes": spec.memory_bytes,
         "timeout_s": spec.timeout_s,
         "max_retries": spec.max_retries,
+        "infra_retries": spec.infra_retries,
+        "no_infra_retry": spec.no_infra_retry,
+        "retries_used": job.retries_used,  # requeues after the job's own failures
+        "infra_retries_used": job.infra_retries_used,  # requeues after platform faults
         "reason": reason if reason is not None else job.reason,
         "queued_by": spec.queued_by,
         "idempotency_key": job.idempotency_key,
@@ -61,6 +65,9 @@ def attempt_to_dict(attempt: Attempt) -> dict[str, Any]:
         "started_at": iso(attempt.started_at),
         "finished_at": iso(attempt.finished_at),
         "reason": attempt.reason,
+        # Why it did not succeed: "job" (its own doing), "not_run", or a platform fault
+        # ("worker_lost", "server_restart", "server_lost", "store"); null while it runs.
+        "failure": attempt.failure.value if attempt.failure else None,
     }
 
 
@@ -75,6 +82,7 @@ def attempt_to_proto(attempt: Attempt) -> jobs_pb2.Attempt:
         started_at=iso(attempt.started_at) or "",
         finished_at=iso(attempt.finished_at) or "",
         reason=attempt.reason,
+        failure=attempt.failure.value if attempt.failure else "",
     )
 
 
@@ -98,6 +106,11 @@ def job_to_proto(job: Job, reason: str | None = None) -> jobs_pb2.Job:
         reason=reason if reason is not None else job.reason,
         queued_by=spec.queued_by,
         idempotency_key=job.idempotency_key or "",
+        max_retries=spec.max_retries,
+        infra_retries=spec.infra_retries or 0,
+        no_infra_retry=spec.no_infra_retry,
+        retries_used=job.retries_used,
+        infra_retries_used=job.infra_retries_used,
     )
 
 

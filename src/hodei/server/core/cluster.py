@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 
+from hodei.domain.attempts import Failure
 from hodei.domain.cluster import ClusterEvent, EventKind
 from hodei.domain.jobs import ACTIVE
 from hodei.errors import HodeiError, NotFoundError
@@ -176,5 +177,7 @@ class ClusterLink:
                 job = await self.store.get_job(job_id)
                 if job.state in ACTIVE:
                     log.warning("server %s is gone: settling job %s", server_id, job_id)
-                    await self.reports.settle_lost(job, f"server {server_id} stopped answering")
+                    await self.reports.settle_lost(
+                        job, f"server {server_id} stopped answering", Failure.SERVER_LOST
+                    )
             await self.cluster.forget_server(server_id)

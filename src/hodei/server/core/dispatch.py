@@ -2,7 +2,8 @@
 
 The assignment leaves before its `assigned` write commits (after it when several servers
 share the store); HeldJob.committed says how that write went. If it fails, the assignment is
-taken back before it leaves or a cancel follows, and the slot is freed.
+taken back before it leaves or a cancel follows, and the slot is freed; a store failure is a
+platform fault (the job is queued again within its infra_retries).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
+from hodei.domain.attempts import Failure
 from hodei.domain.jobs import Job, JobState
 from hodei.domain.scheduling import release
 from hodei.domain.work import assignment_of
@@ -65,7 +67,13 @@ class Dispatcher:
                 f"job {job.id} attempt {job.attempts + 1}",
             )
             self.background.spawn(used)  # off the dispatch path: the trail must not slow a start
-        changes: dict[str, Any] = {"worker_id": session.id, "attempts": job.attempts + 1}
+        # The reason a requeued job gave (the last attempt's loss) is that attempt's, kept in
+        # its record: the new attempt starts with none.
+        changes: dict[str, Any] = {
+            "worker_id": session.id,
+            "attempts": job.attempts + 1,
+            "reason": "",
+        }
         assigned = job.with_changes(state=JobState.ASSIGNED, **changes)
         held = HeldJob(job.id, assigned.attempts, assigned)
         held.committed = asyncio.get_running_loop().create_future()
@@ -90,7 +98,7 @@ class Dispatcher:
                     )
                 release(session.view, job.spec)
             if not isinstance(exc, ConflictError):
-                await self._fail_quietly(job, f"cannot dispatch: {exc.message}")
+                await self._store_failed(job, session.id, exc.message)
             self.passes.kick()
             return
         held.committed.set_result(True)
@@ -100,8 +108,24 @@ class Dispatcher:
         if held.early_logs:  # before anything waiting on `committed` resumes
             early, held.early_logs = held.early_logs, []
             self.reports.store_logs(session, early)
-        if not sent and session.jobs.get(job.id) is held:
-            await self.reports.lose(session, session.jobs.pop(job.id))
+        if not sent and session.jobs.get(job.id) is held:  # its stream closed meanwhile
+            unsent = session.jobs.pop(job.id)
+            await self.reports.requeue_unrun(session, unsent, "its worker's stream closed first")
+
+    async def _store_failed(self, job: Job, worker_id: str, error: str) -> None:
+        """The `assigned` write failed (the job is still queued in the store): a platform
+        fault. Queued again after a backoff within its infra_retries, else failed."""
+        reason = f"could not be dispatched: {error}"
+        retry, reason = self.reports.platform_retry(
+            job.with_changes(attempts=job.attempts + 1), reason, backoff=True
+        )
+        if retry is None:
+            await self._fail_quietly(job, reason)
+            return
+        try:
+            await self.orch.dispatch_lost(job, worker_id, Failure.STORE, **retry)
+        except HodeiError as exc:
+            log.warning("job %s could not be queued again: %s", job.id, exc.message)
 
     async def _fail_quietly(self, job: Job, reason: str) -> None:
         try:

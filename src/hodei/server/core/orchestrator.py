@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
-from hodei.domain.attempts import AttemptState, attempt_record
+from hodei.domain.attempts import Attempt, AttemptState, Failure, attempt_record
 from hodei.domain.jobs import (
     Job,
     JobSpec,
@@ -31,10 +31,19 @@ class Orchestrator:
         store: JobStore,
         bus: EventBus,
         clock: Callable[[], float] = time.time,
+        infra_retries: int = 2,
     ) -> None:
         self.store = store
         self.bus = bus
         self._clock = clock
+        # The server's default bound on requeues after platform losses, recorded in the spec
+        # of a job submitted without one (so a restart or another server keeps its bound).
+        self.infra_retries = infra_retries
+
+    def _with_defaults(self, spec: JobSpec) -> JobSpec:
+        if spec.infra_retries is None:
+            return replace(spec, infra_retries=self.infra_retries)
+        return spec
 
     async def submit(
         self, spec: JobSpec, job_id: str | None = None, idempotency_key: str | None = None
@@ -48,7 +57,7 @@ class Orchestrator:
         """Store a new job; returns (job, created). With an idempotency key already used, the
         job created with it comes back (created=False) if it was asked for the same thing, else
         ConflictError: a key names one submission, never two different ones."""
-        validate_spec(spec)
+        spec = self._with_defaults(validate_spec(spec))
         if idempotency_key is not None:
             validate_idempotency_key(idempotency_key)
         return await self._create(spec, job_id, idempotency_key, check_secrets=True)
@@ -97,14 +106,16 @@ class Orchestrator:
         naming its index) and stores nothing. What can only fail when storing (a key used for
         a different submission) fails alone, in its place in the answer."""
         names: set[str] = set()
+        checked: list[tuple[JobSpec, str | None]] = []
         for index, (spec, key) in enumerate(requests):
             try:
-                validate_spec(spec)
+                checked.append((self._with_defaults(validate_spec(spec)), key))
                 if key is not None:
                     validate_idempotency_key(key)
             except ValidationError as exc:
                 raise ValidationError(f"jobs[{index}]: {exc.message}") from None
             names.update(spec.secrets)
+        requests = checked
         await self._check_secrets(names)  # once for the batch, not once per job
         answer: list[tuple[Job, bool] | HodeiError | None] = [None] * len(requests)
         keyed = [(index, key) for index, (_, key) in enumerate(requests) if key is not None]
@@ -136,15 +147,21 @@ class Orchestrator:
         return [result for result in answer if result is not None]
 
     async def move(
-        self, job: Job, target: JobState, outcome: AttemptState | None = None, **changes: Any
+        self,
+        job: Job,
+        target: JobState,
+        outcome: AttemptState | None = None,
+        failure: Failure | None = None,
+        **changes: Any,
     ) -> Job:
         """Move `job` (as last read) to `target`. Raises ConflictError when the transition is
         illegal or the stored state is no longer `job.state` (someone else moved it first).
         The attempt the move starts or ends is recorded with it; `outcome` says how an attempt
-        sent back to the queue ended (default: failed)."""
+        sent back to the queue ended (default: failed), `failure` whose fault an attempt that
+        did not succeed was (default: the job's own)."""
         check_transition(job.state, target)
         after = job.with_changes(state=target, **changes)
-        attempt = attempt_record(job, after, self._clock(), outcome)
+        attempt = attempt_record(job, after, self._clock(), outcome, failure)
         updated = await self.store.transition(
             job.id, (job.state,), target, changes, attempt, spec=job.spec
         )
@@ -169,6 +186,34 @@ class Orchestrator:
             finished_at=None,
             not_before=None,
         )
+
+    async def dispatch_lost(
+        self, job: Job, worker_id: str, failure: Failure, **changes: Any
+    ) -> Job:
+        """A queued job whose dispatch could not be recorded (its `assigned` write failed)
+        stays queued, with the attempt it was given recorded as lost (`failure`) and `changes`
+        applied (the counters, the reason, a backoff). Compare-and-swap on `queued`, then
+        JobChanged: the scheduler queues it again."""
+        if job.state is not JobState.QUEUED:
+            raise ConflictError(f"job {job.id} is {job.state}, not queued")
+        number = job.attempts + 1
+        now = self._clock()
+        changes = {"attempts": number, **changes}
+        attempt = Attempt(
+            job.id,
+            number,
+            AttemptState.FAILED,
+            worker_id,
+            assigned_at=now,
+            finished_at=now,
+            reason=str(changes.get("reason", "")),
+            failure=failure,
+        )
+        updated = await self.store.transition(
+            job.id, (JobState.QUEUED,), JobState.QUEUED, changes, attempt, spec=job.spec
+        )
+        self.bus.publish(JobChanged(updated, JobState.QUEUED))
+        return updated
 
     def now(self) -> float:
         return self._clock()

@@ -2,9 +2,10 @@
 
 A dropped stream does not lose its worker at once: the session waits `grace_s` for the agent to
 reconnect with its resume token; back in time, its jobs go on untouched; past it, the worker
-is lost and its jobs are settled by the retry policy (the agent kills them itself at the same
-deadline). After a server restart, agents that reconnect get their jobs back from the store;
-jobs whose worker does not return within the grace period are settled the same way.
+is lost and its jobs are settled by the retry policy as lost to the platform (the agent kills
+them itself at the same deadline). After a server restart, agents that reconnect get their
+jobs back from the store; jobs whose worker does not return within the grace period are
+settled the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol
 
+from hodei.domain.attempts import Failure
 from hodei.domain.jobs import ACTIVE, Job
 from hodei.domain.scheduling import reserve
 from hodei.errors import HodeiError, NotFoundError
@@ -181,7 +183,9 @@ class Recovery:
         if job is None or self.registry.held(job.id, job.worker_id) is not None:
             return  # finished or taken back
         try:
-            await self.reports.settle_lost(job, "its worker did not come back after a restart")
+            await self.reports.settle_lost(
+                job, "its worker did not come back after a restart", Failure.SERVER_RESTART
+            )
         except HodeiError as exc:
             log.warning("could not settle job %s: %s", job_id, exc.message)
 

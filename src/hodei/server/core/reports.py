@@ -4,6 +4,12 @@ A report is applied only once its attempt's `assigned` write has committed (see 
 the assignment leaves before it); reports on attempts a worker does not hold are refused and
 audited. The end of an attempt is settled by the retry policy, or the job queued again when
 its worker never ran it.
+
+The retry policy tells the job's own failures (its exit code: spends `max_retries`, with
+backoff) from attempts lost to the platform (its worker or server gone: queued again at once,
+within `infra_retries`, spending no `max_retries`; never for a job with `no_infra_retry`). An
+attempt its worker never started spends neither. The counters are kept on the job, so no
+store read is needed to apply a result.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from hodei.domain.attempts import AttemptState
+from hodei.domain.attempts import AttemptState, Failure
 from hodei.domain.jobs import Job, JobState
 from hodei.domain.scheduling import release
 from hodei.domain.work import NOT_RUN, LogReport, ResultReport, StartReport
@@ -37,6 +43,7 @@ class Reports:
         background: Background,
         auditor: Auditor | None = None,
         retry_backoff_s: float = 1.0,
+        infra_retries: int = 2,
     ) -> None:
         self.orch = orchestrator
         self.hub = hub
@@ -44,6 +51,8 @@ class Reports:
         self.background = background
         self.auditor = auditor  # records reports refused (on jobs a worker does not hold)
         self.retry_backoff_s = retry_backoff_s
+        # The bound for a job whose spec records none (submitted before the bound existed).
+        self.infra_retries = infra_retries
 
     def store_logs(self, session: WorkerSession, chunks: Iterable[LogReport]) -> None:
         """Store log chunks of jobs this worker holds and ack them. Chunks of an attempt whose
@@ -97,7 +106,9 @@ class Reports:
             return
         if held.job.state is JobState.ASSIGNED:
             try:
-                held.job = await self.orch.move(held.job, JobState.RUNNING, started_at=started_at)
+                held.job = await self.orch.move(
+                    held.job, JobState.RUNNING, started_at=started_at, reason=""
+                )
             except ConflictError as exc:
                 log.warning("start of %s refused: %s", held.job.id, exc)
 
@@ -121,7 +132,10 @@ class Reports:
             reason = describe(result, held.cancel_sent)
             if self.hub.last_seq(held.job_id, held.attempt) < result.last_sequence:
                 reason = f"{reason} (log incomplete: the server could not store all of it)"
-            await self._settle(held, result_target(result, held), result.exit_code, reason)
+            failure = Failure.JOB
+            if result.cancelled and not held.cancel_sent:
+                failure = Failure.WORKER_LOST  # the agent stopped it on its own (host going)
+            await self._settle(held, result_target(result, held), result.exit_code, reason, failure)
         session.channel.ack_result(result.job_id, result.attempt, True)
         self._freed(session, held)
 
@@ -130,16 +144,20 @@ class Reports:
         await self._requeue_unrun(held, why)
         self._freed(session, held)
 
-    async def settle_lost(self, job: Job, why: str) -> None:
-        """An attempt no worker holds any more (after a restart): the retry policy decides."""
-        await self._settle(HeldJob(job.id, job.attempts, job), JobState.FAILED, None, why)
+    async def settle_lost(self, job: Job, why: str, failure: Failure) -> None:
+        """An attempt no worker holds any more (after a restart, or its server is gone): lost
+        to the platform (`failure`), the retry policy decides."""
+        held = HeldJob(job.id, job.attempts, job)
+        await self._settle(held, JobState.FAILED, None, why, failure)
 
     async def lose(self, session: WorkerSession, held: HeldJob) -> None:
-        """`held` will get no more reports (its worker is gone, or never got it)."""
+        """`held` will get no more reports (its worker is gone)."""
         if held.cancel_sent:
             await self._settle(held, JobState.CANCELLED, None, "cancelled (worker gone)")
         else:
-            await self._settle(held, JobState.FAILED, None, f"worker {session.id} lost")
+            await self._settle(
+                held, JobState.FAILED, None, f"worker {session.id} lost", Failure.WORKER_LOST
+            )
         release(session.view, held.job.spec)
 
     async def _requeue_unrun(self, held: HeldJob, error: str) -> None:
@@ -162,9 +180,15 @@ class Reports:
         self.passes.kick()
 
     async def _settle(
-        self, held: HeldJob, target: JobState, exit_code: int | None, reason: str
+        self,
+        held: HeldJob,
+        target: JobState,
+        exit_code: int | None,
+        reason: str,
+        failure: Failure = Failure.JOB,
     ) -> None:
-        """Record the end of an attempt: retry it when the policy allows, else finish the job."""
+        """Record the end of an attempt: retry it when the policy allows, else finish the job.
+        `failure` says whose fault an attempt that did not succeed was."""
         job = held.job
         try:
             if not await assignment_stored(held):
@@ -172,28 +196,36 @@ class Reports:
             started: dict[str, Any] = {}
             if held.started_at is not None and job.state is JobState.ASSIGNED:
                 started["started_at"] = held.started_at  # reported with the result
-            if target is JobState.FAILED and job.attempts <= job.spec.max_retries:
-                delay = retry_delay(self.retry_backoff_s, job.attempts)
+            retry: dict[str, Any] | None = None
+            if target is JobState.FAILED and failure.platform:
+                retry, reason = self.platform_retry(job, reason)
+            elif target is JobState.FAILED and job.retries_used < job.spec.max_retries:
+                delay = retry_delay(self.retry_backoff_s, job.retries_used + 1)
+                retry = {
+                    "retries_used": job.retries_used + 1,
+                    "not_before": self.orch.now() + delay,
+                    "reason": f"attempt {job.attempts} {reason}; retrying in {delay:g}s",
+                }
+            if retry is not None:
                 await self.orch.move(
                     job,
                     JobState.QUEUED,
+                    failure=failure,
                     exit_code=exit_code,
                     worker_id=None,
-                    not_before=self.orch.now() + delay,
-                    reason=f"attempt {job.attempts} {reason}; retrying in {delay:g}s",
+                    **retry,
                     **started,
                 )
-            elif started:
+            else:
                 await self.orch.move(
                     job,
                     target,
+                    failure=failure,
                     exit_code=exit_code,
                     reason=reason,
                     finished_at=self.orch.now(),
                     **started,
                 )
-            else:
-                await self.orch.finish(job, target, exit_code, reason)
         except ConflictError as exc:
             log.warning("result of %s attempt %d not applied: %s", job.id, held.attempt, exc)
         finally:
@@ -201,10 +233,35 @@ class Reports:
             # stored (a store with concurrent connections could serve them the old one first).
             self.hub.seal(job.id, held.attempt)
 
+    def platform_retry(
+        self, job: Job, reason: str, backoff: bool = False
+    ) -> tuple[dict[str, Any] | None, str]:
+        """After attempt `job.attempts` was lost to the platform (`reason`): the changes that
+        queue the job again within its infra_retries (with a backoff if `backoff`), or None
+        and the reason it fails with."""
+        bound = job.spec.infra_retries
+        bound = self.infra_retries if bound is None else bound
+        if job.spec.no_infra_retry:
+            return None, f"{reason}; not run again: the job is marked no_infra_retry"
+        if job.infra_retries_used >= bound:
+            return None, (
+                f"{reason}; the platform gave up after {job.infra_retries_used} "
+                f"automatic requeue(s) (infra_retries {bound})"
+            )
+        used = job.infra_retries_used + 1
+        changes: dict[str, Any] = {"infra_retries_used": used, "not_before": None}
+        text = f"attempt {job.attempts} {reason}; queued again (platform fault {used} of {bound})"
+        if backoff:
+            delay = retry_delay(self.retry_backoff_s, used)
+            changes["not_before"] = self.orch.now() + delay
+            text = f"{text} in {delay:g}s"
+        changes["reason"] = text
+        return changes, text
 
-def retry_delay(base_s: float, attempts: int) -> float:
-    """Exponential backoff before retry number `attempts`: base, 2*base, 4*base... (<= 5 min)."""
-    return min(300.0, base_s * 2.0 ** max(0, attempts - 1))
+
+def retry_delay(base_s: float, retry: int) -> float:
+    """Exponential backoff before retry number `retry`: base, 2*base, 4*base... (<= 5 min)."""
+    return min(300.0, base_s * 2.0 ** max(0, retry - 1))
 
 
 def result_target(result: ResultReport, held: HeldJob) -> JobState:

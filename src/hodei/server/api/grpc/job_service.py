@@ -59,6 +59,8 @@ def spec_from_definition(d: pb.JobDefinition, queued_by: str) -> JobSpec:
         memory_bytes=d.resources.memory_bytes,
         timeout_s=float(d.timeout_seconds),
         max_retries=d.max_retries,
+        infra_retries=d.infra_retries if d.HasField("infra_retries") else None,
+        no_infra_retry=d.no_infra_retry,
         priority=d.priority,
         queued_by=queued_by,
     )

@@ -34,6 +34,9 @@ class SubmitRequest(BaseModel):
     memory_bytes: int | str = 0
     timeout_s: float = Field(0.0, ge=0)
     max_retries: int = Field(0, ge=0, le=100)
+    # Requeues after platform faults (None: the server's default); no_infra_retry: none.
+    infra_retries: int | None = Field(None, ge=0, le=100)
+    no_infra_retry: bool = False
     priority: int = Field(0, ge=-1_000_000, le=1_000_000)
     id: str | None = Field(None, max_length=64)
     queued_by: str = Field("", max_length=200)
@@ -53,6 +56,8 @@ class SubmitRequest(BaseModel):
             memory_bytes=parse_size(memory) if isinstance(memory, str) else memory,
             timeout_s=self.timeout_s,
             max_retries=self.max_retries,
+            infra_retries=self.infra_retries,
+            no_infra_retry=self.no_infra_retry,
             priority=self.priority,
             queued_by=queued_by(self.queued_by),
         )
