@@ -112,14 +112,6 @@ def server(
             "this many times without spending its retries, unless it sets its own bound.",
         ),
     ] = 2,
-    infra_retries: Annotated[
-        int,
-        typer.Option(
-            envvar="HODEI_INFRA_RETRIES",
-            help="A job lost to the platform (worker or server gone) is queued again up to "
-            "this many times without spending its retries, unless it sets its own bound.",
-        ),
-    ] = 2,
     worker_grace: Annotated[
         str,
         typer.Option(
@@ -190,7 +182,6 @@ def server(
         worker_grace_s=parse_opt(parse_duration, worker_grace, "--worker-grace"),
         scheduling_policy=scheduling_policy,
         retry_backoff_s=parse_opt(parse_duration, retry_backoff, "--retry-backoff"),
-        infra_retries=infra_retries,
         infra_retries=infra_retries,
         priority_aging_s=parse_opt(parse_duration, priority_aging, "--priority-aging"),
         max_output_bytes=parse_opt(parse_size, max_output, "--max-output"),
