@@ -201,7 +201,14 @@ class WorkerProvider(Protocol):
     name: str
 
     async def start(self) -> None:
-        """Reconcile: remove workers a previous server run left behind."""
+        """Reconcile what a previous server run left behind: adopt its workers still running
+        (their agents reconnect with their jobs) and remove the rest; an adopted worker that
+        has not reconnected (see `connected`) within the grace period is terminated."""
+        ...
+
+    def connected(self, worker_id: str) -> None:
+        """The server has a session with this worker (it registered, or reconnected after a
+        restart): an adopted worker is kept."""
         ...
 
     async def provision(self, launch: WorkerLaunch) -> None:

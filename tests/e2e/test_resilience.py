@@ -200,32 +200,45 @@ def test_kill_9_of_the_server_while_50_jobs_run_loses_none(server_factory: type,
             stop(a)
 
 
-def test_kill_9_with_local_workers_reruns_their_jobs_by_the_retry_policy(
+def test_a_local_worker_gone_with_the_server_has_its_job_settled_after_the_grace(
     server_factory: type,
     tmp_path,  # type: ignore[no-untyped-def]
 ) -> None:
+    import os
+    import signal
+
+    import psutil
+
     home = tmp_path / "k9local"
-    server = server_factory.start("--max-workers", "3", home=home)
+    flags = ("--max-workers", "1", "--worker-grace", "4s", "--retry-backoff", "100ms")
+    server = server_factory.start(*flags, home=home)
     with server.http() as client:
-        ids = [
-            client.post(
-                "/api/v1/jobs",
-                json={"command": "sleep 2; echo ok-$HODEI_ATTEMPT", "max_retries": 1},
-            ).json()["id"]
-            for _ in range(6)
-        ]
-        failing = client.post("/api/v1/jobs", json={"command": "sleep 3"}).json()["id"]
-    for job_id in ids[:2]:
-        server.wait_state(job_id, {"running"})
-    again = restart_on_same_ports(server_factory, server, home, "--max-workers", "3")
-    jobs = wait_all(again, ids)
-    assert {j["state"] for j in jobs.values()} == {"succeeded"}
-    assert {j["attempts"] for j in jobs.values()} <= {1, 2}
-    assert any(j["attempts"] == 2 for j in jobs.values())  # the interrupted ones ran again
+        job_id = client.post(
+            "/api/v1/jobs",
+            json={
+                "command": 'echo ok-$HODEI_ATTEMPT; [ "$HODEI_ATTEMPT" = 2 ] || sleep 300',
+                "max_retries": 1,
+            },
+        ).json()["id"]
+    first = server.wait_state(job_id, {"running"})
+    (agent,) = server.agent_pids()
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait(10)
+    os.kill(agent, signal.SIGKILL)  # the worker really is gone (its job dies with it)
+    psutil.Process(agent).wait(10)
+    again = restart_on_same_ports(server_factory, server, home, *flags)
+    started = time.monotonic()
     with again.http() as client:
-        for job_id, job in jobs.items():
-            log = client.get(f"/api/v1/jobs/{job_id}/logs").text
-            assert log == f"ok-{job['attempts']}\n"
-    lost = again.wait_state(failing, {"failed", "succeeded"}, timeout=30)
-    if lost["state"] == "failed":  # it had started: no retries left
-        assert "did not come back" in str(lost["reason"]) or "lost" in str(lost["reason"])
+        while time.monotonic() - started < 3:  # within the grace period: still waiting for it
+            job = client.get(f"/api/v1/jobs/{job_id}").json()
+            assert job["state"] == "running" and job["attempts"] == 1, job
+            time.sleep(0.2)
+    done = again.wait_state(job_id, {"succeeded", "failed"}, timeout=30)
+    assert time.monotonic() - started >= 3
+    assert done["state"] == "succeeded" and done["attempts"] == 2
+    assert done["worker_id"] != first["worker_id"]
+    with again.http() as client:
+        (lost, second) = client.get(f"/api/v1/jobs/{job_id}/attempts").json()["items"]
+        assert "did not come back" in str(lost["reason"]) or "lost" in str(lost["reason"]), lost
+        assert second["state"] == "succeeded"
+        assert client.get(f"/api/v1/jobs/{job_id}/logs?attempt=2").text == "ok-2\n"

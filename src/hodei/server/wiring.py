@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from hodei.adapters.logs.files import FileLogStore
-from hodei.adapters.providers.local import ExitHandler, LocalProvider
+from hodei.adapters.providers.local import AdoptHandler, ExitHandler, LocalProvider
 from hodei.adapters.store.sqlite import SqliteJobStore
 from hodei.config import ServerSettings, parse_mount
 from hodei.domain.scheduling import Policy
@@ -22,7 +22,7 @@ from hodei.errors import HodeiError
 from hodei.home import server_instance_id
 from hodei.ports import Cluster, JobStore, WorkerProvider
 from hodei.server.core.background import Background
-from hodei.server.core.bus import EventBus, JobChanged, WorkerExited
+from hodei.server.core.bus import EventBus, JobChanged, WorkerConnected, WorkerExited
 from hodei.server.core.cluster import ClusterLink
 from hodei.server.core.control import JobControl
 from hodei.server.core.dispatch import Dispatcher
@@ -80,10 +80,14 @@ class Services:
     authority: AgentAuthority | None  # with --tls: the agents' CA
 
 
-def make_provider(settings: ServerSettings, on_exit: ExitHandler) -> WorkerProvider:
-    """The worker provider named by the settings (`on_exit(worker_id, code)` when one ends)."""
+def make_provider(
+    settings: ServerSettings, on_exit: ExitHandler, on_adopt: AdoptHandler | None = None
+) -> WorkerProvider:
+    """The worker provider named by the settings (`on_exit(worker_id, code)` when one ends,
+    `on_adopt(worker_id)` for each worker of an earlier run it keeps at start)."""
+    grace = settings.worker_grace_s
     if settings.provider == "local":
-        return LocalProvider(settings.home / "run", on_exit=on_exit)
+        return LocalProvider(settings.home / "run", on_exit, grace_s=grace, on_adopt=on_adopt)
     if settings.provider == "docker":
         # Imported here: the Docker SDK (and requests) cost start-up time other providers skip.
         from hodei.adapters.providers.docker import DockerOptions, DockerProvider
@@ -96,7 +100,8 @@ def make_provider(settings: ServerSettings, on_exit: ExitHandler) -> WorkerProvi
             docker_socket=settings.docker_socket,
             mounts=tuple(parse_mount(m) for m in settings.docker_mounts),
         )
-        return DockerProvider(options, server_instance_id(settings.home), on_exit)
+        server_id = server_instance_id(settings.home)
+        return DockerProvider(options, server_id, on_exit, grace_s=grace, on_adopt=on_adopt)
     raise HodeiError(f"unknown provider {settings.provider!r}")
 
 
@@ -155,7 +160,13 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
         send_before_commit=cluster is None,
         max_output_bytes=settings.max_output_bytes,
     )
-    provider = make_provider(settings, lambda worker, code: bus.publish(WorkerExited(worker, code)))
+    provider = make_provider(
+        settings,
+        lambda worker, code: bus.publish(WorkerExited(worker, code)),
+        # A worker of an earlier run the provider keeps (it starts before any agent connects):
+        # one of the provisioner's own, for the worker cap and the idle stop.
+        lambda worker: provisioner.owned.add(worker),
+    )
     provisioner = Provisioner(
         provider,
         otps,
@@ -190,6 +201,7 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
     bus.subscribe(JobChanged, metrics.on_job_changed)
     bus.subscribe(WorkerExited, lambda e: provisioner.exited(e.worker_id, e.code))
     bus.subscribe(WorkerExited, lambda e: recovery.process_exited(e.worker_id))
+    bus.subscribe(WorkerConnected, lambda e: provider.connected(e.worker_id))
     link = None
     if cluster is not None:
         link = ClusterLink(

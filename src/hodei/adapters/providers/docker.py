@@ -6,12 +6,14 @@ DOCKER_CERT_PATH; default the local socket). Every SDK call blocks, so each runs
 a dedicated thread that follows the engine's event stream.
 
 Containers carry labels (io.hodei.managed, io.hodei.server = this server's instance id kept in
-HODEI_HOME, io.hodei.worker-id), so the server finds its own and only its own: `start()` removes
-every container of this server left by an earlier run (after kill -9, say), `stop()` removes all
-it started. The worker's single-use OTP travels in the container's environment, never on its
-command line, and is spent once the agent has registered. The job's cpu/memory requests become
-the container's limits. Safe by default: no privileged mode, no Docker socket and no host path
-is given to a worker container unless the operator's configuration says so.
+HODEI_HOME, io.hodei.worker-id), so the server finds its own and only its own: `start()` adopts
+the containers of this server still running from an earlier run (after kill -9, say: their
+agents reconnect and keep their jobs), removes the others, and removes an adopted one that has
+not reconnected (`connected()`) within the grace period; `stop()` removes all it holds. The
+worker's single-use OTP travels in the container's environment, never on its command line, and
+is spent once the agent has registered. The job's cpu/memory requests become the container's
+limits. Safe by default: no privileged mode, no Docker socket and no host path is given to a
+worker container unless the operator's configuration says so.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import requests
 from docker import errors as derr
 from docker.types import LogConfig
 
-from hodei.adapters.providers.local import ExitHandler
+from hodei.adapters.providers.local import AdoptHandler, ExitHandler
 from hodei.errors import ProviderError
 from hodei.ports import WorkerLaunch
 
@@ -141,10 +143,17 @@ class DockerProvider:
         server_id: str,
         on_exit: ExitHandler,
         connect: Callable[[], Client] = docker.from_env,
+        *,
+        grace_s: float = 30.0,
+        on_adopt: AdoptHandler | None = None,
     ) -> None:
         self.options = options
         self.server_id = server_id
         self._on_exit = on_exit
+        self._on_adopt = on_adopt
+        self._grace_s = grace_s  # how long an adopted container's agent has to reconnect
+        self._adopted: set[str] = set()  # from an earlier run, not reconnected yet
+        self._grace_timer: asyncio.Task[None] | None = None
         self._connect = connect
         self._client: Client = None
         self._workers: dict[str, _Worker] = {}
@@ -162,9 +171,21 @@ class DockerProvider:
     # ---- start: connect, reconcile, follow exits ------------------------------------------
     async def start(self) -> None:
         self._client = await asyncio.to_thread(self._open)
-        removed = await asyncio.to_thread(self._remove_ours)
+        running, removed = await asyncio.to_thread(self._reconcile)
         if removed:
-            log.warning("removed %d worker container(s) left by an earlier run", removed)
+            log.warning("removed %d stopped worker container(s) of an earlier run", removed)
+        for worker_id, container_id in running.items():
+            self._workers[worker_id] = _Worker(container_id, started=True)
+            self._adopted.add(worker_id)
+            if self._on_adopt is not None:
+                self._on_adopt(worker_id)
+        if running:
+            log.info(
+                "adopted %d worker container(s) of an earlier run; they have %.0fs to reconnect",
+                len(running),
+                self._grace_s,
+            )
+            self._grace_timer = asyncio.create_task(self._expire_adopted())
         await asyncio.to_thread(self._check_image)
         loop = asyncio.get_running_loop()
         self._watcher = EventWatcher(
@@ -180,6 +201,36 @@ class DockerProvider:
             client = self._connect()
             client.ping()
             return client
+
+    def _reconcile(self) -> tuple[dict[str, str], int]:
+        """This server's containers of an earlier run: those running (worker id -> container
+        id) are kept; the rest are removed (how many, second)."""
+        with converted("cannot list this server's worker containers"):
+            # sparse: the list's own fields (labels, state), no inspect per container
+            containers = self._client.containers.list(all=True, sparse=True, filters=self.ours)
+        running: dict[str, str] = {}
+        removed = 0
+        for container in containers:
+            worker_id = (container.attrs.get("Labels") or {}).get(LABEL_WORKER, "")
+            if worker_id and container.attrs.get("State") == "running":
+                log.info("adopting worker %s (container %s)", worker_id, container.id[:12])
+                running[worker_id] = str(container.id)
+            else:
+                self._remove_quietly(container.id)
+                removed += 1
+        return running, removed
+
+    async def _expire_adopted(self) -> None:
+        await asyncio.sleep(self._grace_s)
+        late = [w for w in self._adopted if w in self._workers]
+        self._adopted.clear()
+        for worker_id in late:
+            log.warning("worker %s did not reconnect in time; removing its container", worker_id)
+        await asyncio.gather(*(self.terminate(w) for w in late))
+
+    def connected(self, worker_id: str) -> None:
+        """A worker registered or resumed its session with the server."""
+        self._adopted.discard(worker_id)
 
     def _remove_ours(self) -> int:
         with converted("cannot list this server's worker containers"):
@@ -346,6 +397,9 @@ class DockerProvider:
 
     async def stop(self) -> None:
         self._closing = True
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            await asyncio.gather(self._grace_timer, return_exceptions=True)
         await asyncio.gather(*self._inflight, return_exceptions=True)
         await asyncio.gather(*(self.terminate(w) for w in list(self._workers)))
         await asyncio.gather(*self._tasks, return_exceptions=True)

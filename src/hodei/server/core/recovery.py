@@ -157,21 +157,23 @@ class Recovery:
 
     # ---- server start --------------------------------------------------------------------
     async def after_restart(self, provider_prefix: str) -> None:
-        """Active jobs from before the restart: those on workers of our own provider are gone
-        (the provider's reconcile removed them); others get the grace period to come back."""
+        """Active jobs from before the restart get the grace period for their workers to come
+        back: static agents, and those of our own provider too (its start() adopted the ones
+        still alive, which reconnect with their jobs). Jobs not taken back by then are settled."""
         jobs = await self.store.jobs_in_states(ACTIVE)
         elsewhere = await self.elsewhere.workers_elsewhere() if self.elsewhere else set()
-        waiting = []
-        for job in jobs:
-            if job.worker_id in elsewhere:
-                continue  # another server's (sharing the store): it watches them
-            if job.worker_id and job.worker_id.startswith(provider_prefix):
-                await self._settle_orphan(job.id)
-            else:
-                waiting.append(job.id)
+        # Not another server's (sharing the store): it watches those.
+        waiting = [job for job in jobs if job.worker_id not in elsewhere]
         if waiting:
-            log.info("%d job(s) wait up to %.0fs for their workers", len(waiting), self.grace_s)
-            self._background.spawn(self._settle_later(waiting))
+            own = sum(1 for job in waiting if (job.worker_id or "").startswith(provider_prefix))
+            log.info(
+                "%d job(s) (%d on %s workers) wait up to %.0fs for their workers",
+                len(waiting),
+                own,
+                provider_prefix.rstrip("-"),
+                self.grace_s,
+            )
+            self._background.spawn(self._settle_later([job.id for job in waiting]))
 
     async def _settle_later(self, job_ids: list[str]) -> None:
         await asyncio.sleep(self.grace_s)
