@@ -24,7 +24,7 @@ from hodei.adapters.store import memory, postgres, sqlite
 from hodei.adapters.store.common import Migration
 from hodei.config import ServerSettings
 from hodei.domain.access import AuditEntry, Role, TokenRecord
-from hodei.domain.attempts import Attempt, AttemptState
+from hodei.domain.attempts import Attempt, AttemptState, Failure
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.errors import ConflictError, NotFoundError, StoreError
 from hodei.ports import JobStore
@@ -52,6 +52,7 @@ class Backend:
     set_version: Callable[[int], Awaitable[None]]
     has_table: Callable[[str], Awaitable[bool]]
     database: bool = True  # False: nothing behind the store (no schema, nothing to break)
+    run_sql: Callable[[str], Awaitable[Any]] | None = None  # one statement, on the database
 
 
 def needs_a_database(backend: Backend, why: str) -> None:
@@ -66,6 +67,9 @@ def sqlite_backend(path: Path) -> Backend:
 
     async def version() -> int:
         return int(query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0])
+
+    async def run_sql(sql: str) -> list[Any]:
+        return query(sql)
 
     async def set_version(number: int) -> None:
         query("UPDATE meta SET value = ? WHERE key = 'schema_version'", number)
@@ -87,6 +91,7 @@ def sqlite_backend(path: Path) -> Backend:
         version,
         set_version,
         has_table,
+        run_sql=run_sql,
     )
 
 
@@ -121,6 +126,7 @@ def postgres_backend(dsn: str) -> Backend:
         version,
         set_version,
         has_table,
+        run_sql=query,
     )
 
 
@@ -176,6 +182,8 @@ def full_job(job_id: str) -> Job:
         max_retries=3,
         priority=-7,
         queued_by="alice",
+        infra_retries=4,
+        no_infra_retry=True,
     )
     return Job(
         id=job_id,
@@ -188,6 +196,8 @@ def full_job(job_id: str) -> Job:
         started_at=2.5,
         finished_at=3.75,
         reason="exit 2",
+        retries_used=2,
+        infra_retries_used=1,
     )
 
 
@@ -333,6 +343,33 @@ async def test_attempts_are_recorded_with_their_transitions(store: JobStore) -> 
         Attempt("a1", 2, AttemptState.SUCCEEDED, "w2", 0, None, 20.0, 21.0, ""),
     ]
     assert await store.list_attempts("ghost") == []
+
+
+async def test_retry_counters_and_failure_kinds_are_kept(store: JobStore) -> None:
+    await store.create_job(make_job("f1", infra_retries=1))
+    assert (await store.get_job("f1")).spec.infra_retries == 1
+    assert (
+        (await store.get_job("f1")).retries_used
+        == 0
+        == (await store.get_job("f1")).infra_retries_used
+    )
+    lost = Attempt("f1", 1, AttemptState.FAILED, "w1", reason="lost", failure=Failure.WORKER_LOST)
+    await store.transition("f1", {Q}, A, {"attempts": 1}, Attempt("f1", 1, AttemptState.ASSIGNED))
+    moved = await store.transition("f1", {A}, Q, {"infra_retries_used": 1}, lost)
+    assert (moved.retries_used, moved.infra_retries_used) == (0, 1)
+    await store.transition("f1", {Q}, A, {"attempts": 2}, Attempt("f1", 2, AttemptState.ASSIGNED))
+    own = Attempt("f1", 2, AttemptState.FAILED, "w2", 1, reason="exit 1", failure=Failure.JOB)
+    again = await store.transition("f1", {A}, Q, {"retries_used": 1}, own)
+    assert (again.retries_used, again.infra_retries_used) == (1, 1)
+    assert again == await store.get_job("f1") == (await store.pending_jobs())[0]
+    assert [(a.state, a.failure) for a in await store.list_attempts("f1")] == [
+        (AttemptState.FAILED, Failure.WORKER_LOST),
+        (AttemptState.FAILED, Failure.JOB),
+    ]
+    # An attempt that runs (or runs again) has no failure yet: the upsert replaces it.
+    await store.transition("f1", {Q}, A, {"attempts": 3}, Attempt("f1", 3, AttemptState.ASSIGNED))
+    (*_, third) = await store.list_attempts("f1")
+    assert third.failure is None
 
 
 async def test_a_refused_transition_records_no_attempt(store: JobStore) -> None:
@@ -745,6 +782,36 @@ async def test_a_version_1_database_is_upgraded_to_keys_and_attempts(backend: Ba
         await upgraded.create_job(make_job("u1").with_changes(idempotency_key="k"))
         assert (await upgraded.job_by_idempotency_key("k")) is not None
         assert await upgraded.list_attempts("u1") == []
+    finally:
+        await upgraded.close()
+
+
+async def test_an_older_database_gets_retry_counters_and_failure_kinds(backend: Backend) -> None:
+    needs_a_database(backend, "no schema: nothing is kept on disk to migrate")
+    assert backend.run_sql is not None
+    old = await reopen(backend, migrations=backend.migrations[:-1])
+    await old.close()
+    spec = '{"command": "x", "max_retries": 3}'  # a spec of before infra_retries
+    rows = [("waits", "queued", 2), ("runs", "running", 2), ("new", "queued", 0)]
+    for job_id, state, attempts in rows:
+        await backend.run_sql(
+            "INSERT INTO jobs (id, state, priority, created_at, attempts, reason, spec) "
+            f"VALUES ('{job_id}', '{state}', 0, 1.0, {attempts}, '', '{spec}')"
+        )
+    await backend.run_sql(
+        "INSERT INTO attempts (job_id, number, state, reason) VALUES ('waits', 1, 'failed', 'x')"
+    )
+    upgraded = await reopen(backend)
+    try:
+        # Requeues spent as the old rule counted them: the budget of a job mid-retries is kept.
+        used = {
+            j.id: (j.retries_used, j.infra_retries_used) for j in (await upgraded.list_jobs())[0]
+        }
+        assert used == {"waits": (2, 0), "runs": (1, 0), "new": (0, 0)}
+        waits = await upgraded.get_job("waits")
+        assert waits.spec.infra_retries is None and not waits.spec.no_infra_retry
+        (record,) = await upgraded.list_attempts("waits")
+        assert record.failure is None and record.state is AttemptState.FAILED
     finally:
         await upgraded.close()
 
