@@ -1,7 +1,7 @@
 """One root exception for everything Hodei raises on purpose.
 
     HodeiError
-    ├── ValidationError        bad input: a job spec, a flag, a body (HTTP 400/422)
+    ├── ValidationError        bad input: a job spec, a flag, a body (HTTP 400)
     ├── NotFoundError          unknown job, secret or worker (HTTP 404)
     ├── ConflictError          an illegal state transition or a lost compare-and-swap (HTTP 409)
     ├── AuthError              a forged, expired or replayed credential (HTTP 401)

@@ -181,9 +181,28 @@ def test_bad_input_gets_clear_errors(server: RunningServer) -> None:
     assert b"Traceback" not in missing.stderr
     with server.http() as client:
         r = client.post("/api/v1/jobs", content=b"{not json")
-        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
         r = client.post("/api/v1/jobs", json={"command": "echo", "bogus": 1})
-        assert r.status_code == 422
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
+        # One status and code for every kind of bad input, and no large input echoed back.
+        huge = "K" * 100_000
+        for body in (
+            {"command": "echo", "env": {huge: "v"}},
+            {"command": "echo", "secrets": [huge]},
+            {"command": "echo", huge: 1},
+        ):
+            r = client.post("/api/v1/jobs", json=body)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
+            assert len(r.content) < 4096, r.content[:200]
+        surrogate = b'{"command": "echo \\udcff"}'
+        r = client.post(
+            "/api/v1/jobs", content=surrogate, headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 400 and "unicode" in r.json()["error"]["message"].lower(), r.text
+        for method in ("PUT", "DELETE"):
+            r = client.request(method, "/api/v1/secrets/a%2Fb", json={"value": "long enough"})
+            assert r.status_code == 400, (method, r.text)
+            assert "invalid secret name" in r.json()["error"]["message"]
         r = client.post("/api/v1/jobs", json={"command": "echo", "env": {"1X": "y"}})
         assert r.status_code == 400 and "invalid env key" in r.json()["error"]["message"]
         assert client.get("/api/v1/jobs?state=weird").status_code == 400

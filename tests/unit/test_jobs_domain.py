@@ -143,3 +143,22 @@ def test_a_spec_at_the_limits_is_accepted() -> None:
         secrets=tuple(f"S{i}" for i in range(64)),
     )
     assert validate_spec(spec) is spec
+
+
+def test_text_no_store_can_hold_and_huge_keys_get_short_clear_errors() -> None:
+    # An unpaired surrogate (JSON's "\udcff", gRPC clients in other languages refuse it first).
+    for spec in (
+        JobSpec(command="echo \udcff"),
+        JobSpec(command="echo", env={"K": "\udcff"}),
+        JobSpec(command="echo", labels={"k": "v\ud800"}),
+    ):
+        with pytest.raises(ValidationError, match="valid Unicode"):
+            validate_spec(spec)
+    huge = "K" * 100_000
+    for spec in (
+        JobSpec(command="echo", env={huge: "v"}),
+        JobSpec(command="echo", secrets=(huge,)),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            validate_spec(spec)
+        assert len(refused.value.message) < 200

@@ -167,9 +167,9 @@ def _check_map(kind: str, values: dict[str, str], key_re: re.Pattern[str], limit
         raise ValidationError(f"too many {kind} entries ({len(values)} > {limit})")
     for key, value in values.items():
         if not isinstance(key, str) or not key_re.fullmatch(key):
-            raise ValidationError(f"invalid {kind} key {key!r}")
+            raise ValidationError(f"invalid {kind} key {shown(key)}")
         if not isinstance(value, str) or len(value) > 32 * 1024 or "\x00" in value:
-            raise ValidationError(f"invalid {kind} value for {key!r}")
+            raise ValidationError(f"invalid {kind} value for {shown(key)}")
 
 
 def _check_sizes(spec: JobSpec) -> None:
@@ -189,6 +189,20 @@ def _check_sizes(spec: JobSpec) -> None:
 
 def validate_spec(spec: JobSpec) -> JobSpec:
     """Return the spec if it is acceptable, else raise ValidationError saying why."""
+    try:
+        return _validate_spec(spec)
+    except UnicodeEncodeError:  # text no store can hold (an unpaired surrogate from JSON)
+        raise ValidationError("text must be valid Unicode (no unpaired surrogates)") from None
+
+
+def shown(text: object, limit: int = 40) -> str:
+    """`text` quoted for an error message, cut so a huge input is never echoed back."""
+    if not isinstance(text, str):
+        return repr(text)[:limit]
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def _validate_spec(spec: JobSpec) -> JobSpec:
     if not spec.command or not spec.command.strip():
         raise ValidationError("command must not be empty")
     if "\x00" in spec.command or any("\x00" in a for a in spec.arguments):
@@ -205,7 +219,7 @@ def validate_spec(spec: JobSpec) -> JobSpec:
     _check_sizes(spec)
     for name in spec.secrets:
         if not _KEY_RE.fullmatch(name):
-            raise ValidationError(f"invalid secret name {name!r}")
+            raise ValidationError(f"invalid secret name {shown(name)}")
     if not 0 <= spec.cpu <= 1024:
         raise ValidationError("cpu must be between 0 and 1024 cores")
     if not 0 <= spec.memory_bytes <= 1 << 50:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from hodei.domain.attempts import Attempt
-from hodei.domain.jobs import Job, JobSpec, JobState, attempt_over, log_attempt
+from hodei.domain.jobs import Job, JobSpec, JobState, attempt_over, log_attempt, shown
 from hodei.errors import HodeiError, ValidationError
 from hodei.ports import JobStore
 from hodei.server.core.control import JobControl
@@ -110,4 +110,4 @@ def parse_state(state: str | None) -> JobState | None:
         return JobState(state)
     except ValueError:
         names = ", ".join(s.value for s in JobState)
-        raise ValidationError(f"unknown state {state!r} (one of: {names})") from None
+        raise ValidationError(f"unknown state {shown(state)} (one of: {names})") from None

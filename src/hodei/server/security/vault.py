@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from hodei.domain.jobs import shown
 from hodei.domain.masking import SHORT_SECRET_MESSAGE, secret_too_short
 from hodei.errors import StoreError, ValidationError
 from hodei.ports import SecretRecord, SecretStore
@@ -30,7 +31,7 @@ def load_or_create_key(path: Path) -> bytes:
 def check_name(name: str) -> str:
     if not _NAME_RE.fullmatch(name):
         raise ValidationError(
-            f"invalid secret name {name!r}: use letters, digits and '_' (an env var name)"
+            f"invalid secret name {shown(name)}: use letters, digits and '_' (an env var name)"
         )
     return name
 
