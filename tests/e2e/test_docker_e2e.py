@@ -103,7 +103,7 @@ def test_docker_kill_of_a_busy_worker_retries_or_fails_its_job(
             'echo attempt-$HODEI_ATTEMPT; [ "$HODEI_ATTEMPT" = 2 ] || sleep 300',
             max_retries=1,
         )
-        failed = post(client, "sleep 300")
+        failed = post(client, "sleep 300", no_infra_retry=True)  # a lost worker fails it
     for job_id in (retried, failed):
         worker_id = server.wait_state(job_id, {"running"}, timeout=60)["worker_id"]
         engine.containers.get(f"hodei-{worker_id}").kill()
@@ -116,26 +116,86 @@ def test_docker_kill_of_a_busy_worker_retries_or_fails_its_job(
         assert "attempt-2" in client.get(f"/api/v1/jobs/{retried}/logs?attempt=2").text
 
 
-def test_no_container_is_left_after_kill_9_and_a_restart(
+def all_in(server: RunningServer, ids: list[str], states: set[str]) -> dict[str, Any]:
+    """The jobs when every one is in `states`, else an empty dict."""
+    with server.http() as client:
+        jobs = {j: client.get(f"/api/v1/jobs/{j}").json() for j in ids}
+    return jobs if all(j["state"] in states for j in jobs.values()) else {}
+
+
+def workers_of(server: RunningServer) -> list[dict[str, Any]]:
+    with server.http() as client:
+        items: list[dict[str, Any]] = client.get("/api/v1/workers").json()["items"]
+    return items
+
+
+def wait_for(what: str, check: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.2)
+    return value
+
+
+def test_running_containers_keep_their_jobs_across_a_kill_9_and_a_restart(
     server_factory: type, home: Path, engine: Any
 ) -> None:
-    first = start(server_factory, home)
+    flags = ("--max-workers", "2", "--worker-slots", "2", "--worker-idle", "5m")
+    first = start(server_factory, home, *flags)
     with first.http() as client:
-        job_id = post(client, "sleep 300")
+        # Workers first (a warm-up), so that the jobs below start within a moment of each other.
+        warm = [post(client, "true") for _ in range(4)]
+        wait_for("the warm-up", lambda: all_in(first, warm, {"succeeded"}), 90)
+        wait_for("two workers", lambda: len(workers_of(first)) == 2, 60)
+        ids = [post(client, "sleep 4; echo ok") for _ in range(4)]
+    before = wait_for("4 running jobs", lambda: all_in(first, ids, {"running"}), 20)
+    grpc_port, http_port = first.grpc.rsplit(":", 1)[1], first.url.rsplit(":", 1)[1]
+    stop_server(first, signal.SIGKILL)
+    assert len(ours(engine, home)) == 2  # nothing ties a container to the server's life
+
+    again = start(
+        server_factory,
+        home,
+        *flags,
+        "--grpc-addr",
+        f"127.0.0.1:{grpc_port}",
+        "--http-addr",
+        f"127.0.0.1:{http_port}",
+    )
+    assert len(ours(engine, home)) == 2  # adopted, not removed
+    jobs = wait_for("4 ended jobs", lambda: all_in(again, ids, {"succeeded", "failed"}), 60)
+    with again.http() as client:
+        for job_id, job in jobs.items():
+            assert job["state"] == "succeeded" and job["attempts"] == 1, job  # none ran twice
+            assert job["worker_id"] == before[job_id]["worker_id"]
+            assert client.get(f"/api/v1/jobs/{job_id}/logs").text == "ok\n"
+    workers = workers_of(again)
+    assert {w["provider"] for w in workers} == {"docker"} and len(workers) == 2
+    stop_server(again)
+    assert ours(engine, home) == []
+
+
+def test_a_container_that_does_not_reconnect_is_removed_after_the_grace(
+    server_factory: type, home: Path, engine: Any
+) -> None:
+    first = start(server_factory, home, "--worker-grace", "60s")
+    with first.http() as client:
+        job_id = post(client, "sleep 300", no_infra_retry=True)
     first.wait_state(job_id, {"running"}, timeout=60)
     stop_server(first, signal.SIGKILL)
-    assert len(ours(engine, home)) == 1  # nothing ties a container to the server's life
+    assert len(ours(engine, home)) == 1
 
-    second = start(server_factory, home)
-    assert ours(engine, home) == []  # reconciled before the server said it was ready
+    # On another gRPC port: the agent (which would keep trying for a minute) cannot get back.
+    second = start(server_factory, home, "--worker-grace", "3s")
+    restarted = time.monotonic()
+    assert len(ours(engine, home)) == 1  # adopted: not removed before the grace period
+    wait_for("the container's removal", lambda: not ours(engine, home), 30)
+    assert time.monotonic() - restarted >= 2.5
     job = second.wait_state(job_id, {"failed", "succeeded"}, timeout=30)
-    assert job["state"] == "failed"  # no retries left: settled by the retry policy
+    assert job["state"] == "failed" and job["attempts"] == 1  # settled as a lost worker
     with second.http() as client:
         post(client, "sleep 300")
-    deadline = time.monotonic() + 30
-    while not ours(engine, home):
-        assert time.monotonic() < deadline, "no worker container was started"
-        time.sleep(0.1)
+    wait_for("a new worker container", lambda: ours(engine, home), 30)
     stop_server(second)
     assert ours(engine, home) == []
 

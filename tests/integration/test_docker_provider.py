@@ -8,6 +8,7 @@ other's containers (nor a real server's), and whatever a test leaves is removed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import time
@@ -244,24 +245,63 @@ async def test_a_real_agent_that_cannot_register_exits_and_is_reported(
     assert await exits.wait(worker.worker_id, within=60) != 0
 
 
-async def test_start_removes_leftovers_of_this_server_only(
+async def test_start_adopts_running_containers_of_this_server_only_and_removes_the_rest(
     engine: Any, server_id: str, make: Make
 ) -> None:
     first = make(Exits(), entrypoint=SLEEPER)
     await first.start()
-    await first.provision(launch())
-    await first.provision(launch())
+    back, silent = launch(), launch()
+    await first.provision(back)
+    await first.provision(silent)
+    stopped = engine.containers.create(  # of this server, but not running: removed at once
+        IMAGE,
+        entrypoint=list(SLEEPER),
+        labels={LABEL_MANAGED: "true", LABEL_SERVER: server_id, LABEL_WORKER: "docker-dead"},
+    )
     other = engine.containers.create(
         IMAGE, entrypoint=list(SLEEPER), labels={LABEL_MANAGED: "true", LABEL_SERVER: "another"}
     )
     try:
-        assert len(ours(engine, server_id)) == 2
-        # A new provider for the same server (as after kill -9 and a restart) reconciles.
-        await make(Exits(), entrypoint=SLEEPER).start()
+        assert len(ours(engine, server_id)) == 3
+        # A new provider for the same server (as after kill -9 and a restart) reconciles: it
+        # keeps the running containers (their agents reconnect with their jobs).
+        adopted: list[str] = []
+        exits = Exits()
+        second = DockerProvider(
+            DockerOptions(image=IMAGE, entrypoint=SLEEPER, stop_grace_s=1),
+            server_id,
+            exits,
+            grace_s=2.0,
+            on_adopt=adopted.append,
+        )
+        try:
+            await second.start()
+            assert sorted(adopted) == sorted([back.worker_id, silent.worker_id])
+            assert sorted(second.running()) == sorted(adopted)
+            names = {c.name for c in engine.containers.list(all=True, filters=first.ours)}
+            assert names == {f"hodei-{back.worker_id}", f"hodei-{silent.worker_id}"}
+            second.connected(back.worker_id)  # its agent came back; the other one does not
+            await asyncio.sleep(1.0)
+            assert len(ours(engine, server_id)) == 2  # not before the grace period
+            await exits.wait(silent.worker_id, within=20)
+            for _ in range(100):  # removed once it has stopped
+                if len(ours(engine, server_id)) == 1:
+                    break
+                await asyncio.sleep(0.1)
+            (left,) = ours(engine, server_id)
+            assert left.attrs["Labels"][LABEL_WORKER] == back.worker_id
+            assert second.running() == [back.worker_id]
+            # An adopted container's exit is noticed as any other's.
+            engine.containers.get(f"hodei-{back.worker_id}").kill()
+            assert await exits.wait(back.worker_id) == 137
+        finally:
+            await second.stop()
         assert ours(engine, server_id) == []
         other.reload()  # still there: not ours
     finally:
         other.remove(force=True)
+        with contextlib.suppress(Exception):
+            stopped.remove(force=True)
 
 
 async def test_stop_removes_every_worker_quickly(engine: Any, server_id: str, make: Make) -> None:
