@@ -174,3 +174,33 @@ def test_with_no_server_back_the_local_agents_end_their_jobs_and_exit(
     assert not any(gone(pid) for pid in agents + sleeps)  # not before the grace period
     wait_for("every agent and job to end", lambda: not marked(marker), grace + 10)
     assert time.monotonic() - killed >= grace / 2
+
+
+def test_an_adopted_agent_that_does_not_reconnect_is_stopped_after_the_grace(
+    tmp_path: Path, servers: list[RunningServer]
+) -> None:
+    home = tmp_path / "home"
+    first = start_server(home, "--max-workers", "1", "--worker-grace", "60s")
+    servers.append(first)
+    (job_id,) = submit(first, 1, "sleep 300")
+    first.wait_state(job_id, {"running"}, timeout=60)
+    (agent,) = first.agent_pids()
+    kill_9(first)
+    # On another gRPC port: the agent (which would keep trying for a minute) cannot get back.
+    second = start_server(home, "--max-workers", "1", "--worker-grace", "3s")
+    servers.append(second)
+    restarted = time.monotonic()
+    assert any("adopted 1 local worker(s)" in line for line in second.stderr)
+    time.sleep(1.5)
+    assert not gone(agent)  # not before the grace period
+    wait_for("the adopted agent to be stopped", lambda: gone(agent), 20)
+    assert time.monotonic() - restarted >= 2.5
+    assert any("did not reconnect in time" in line for line in second.stderr)
+
+    def first_attempt() -> dict[str, Any]:
+        with second.http() as client:
+            first: dict[str, Any] = client.get(f"/api/v1/jobs/{job_id}/attempts").json()["items"][0]
+        return first
+
+    # Its job is settled by the retry policy as that of a worker that did not come back.
+    wait_for("the job settled", lambda: "did not come back" in str(first_attempt()["reason"]), 20)
