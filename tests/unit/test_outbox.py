@@ -1,8 +1,10 @@
-"""Outbox: coalescing, sequence numbers, ordering, acks, resend and the memory bound."""
+"""Outbox: coalescing, sequence numbers, ordering, acks, resend and backpressure."""
 
 from __future__ import annotations
 
 import asyncio
+
+import pytest
 
 from hodei._proto.hodei.v1 import worker_pb2
 from hodei.agent.outbox import Outbox
@@ -157,21 +159,48 @@ async def test_rewind_resends_same_sequences_before_new_output() -> None:
     assert [r.last_sequence for r in again.results] == [3]
 
 
-async def test_memory_bound_drops_oldest_and_counts() -> None:
+async def test_at_the_bound_nothing_is_dropped_and_the_producer_is_told_to_wait() -> None:
     box = Outbox(chunk_size=100, max_job_bytes=1000)
-    box.add_log("j", 1, b"a" * 800)
+    assert box.add_log("j", 1, b"a" * 800) is None
     await box.next_message()  # 800 bytes sent, unacked
-    box.add_log("j", 1, b"b" * 600)  # over the bound: oldest unacked chunks go first
-    assert box.dropped_bytes == 400
-    assert [c.sequence for c in box.unacked().logs] == [5, 6, 7, 8]
-    box.add_log("j", 1, b"c" * 2000)  # unsent bytes alone exceed it: a visible note
+    room = box.add_log("j", 1, b"b" * 600)  # over the bound: kept all the same, and a wait
+    assert room is not None and not room.done()
+    assert box.add_log("j", 1, b"c" * 50) is room  # given anyway: kept, same wait
+    assert box.buffered("j", 1) == 1450
     msg = await box.next_message()
-    data = b"".join(c.data for c in msg.logs)
-    assert data.startswith(b"[hodei: ")
-    assert b"bytes of output dropped]\n" in data
-    assert data.endswith(b"c" * 100)
-    assert len(data) <= 1000
-    assert box.dropped_bytes > 2000
+    assert b"".join(c.data for c in msg.logs) == b"b" * 600 + b"c" * 50
+    box.ack_logs("j", 1, 4)  # 400 acked: 1050 still held, still at the bound
+    assert not room.done()
+    box.ack_logs("j", 1, 8)  # 800 acked: 650 held
+    assert room.done()
+    assert box.buffered("j", 1) == 650
+    assert box.add_log("j", 1, b"d") is None
+    data = b"".join(c.data for c in box.unacked().logs)
+    assert data == b"b" * 600 + b"c" * 50  # every byte, in order, nothing dropped
+
+
+async def test_the_bound_counts_unsent_and_rewound_bytes_and_a_result_ack_frees_it() -> None:
+    box = Outbox(chunk_size=100, max_job_bytes=500)
+    room = box.add_log("j", 1, b"x" * 500)  # unsent bytes count too
+    assert room is not None
+    await box.next_message()
+    box.rewind()  # to send again: still held
+    assert box.buffered("j", 1) == 500 and not room.done()
+    again = await box.next_message()
+    assert [c.sequence for c in again.logs] == [1, 2, 3, 4, 5]
+    box.ack_result("j", 1)  # the attempt is settled: nothing to wait for
+    assert room.done()
+    assert box.buffered("j", 1) == 0
+
+
+async def test_the_bound_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HODEI_AGENT_MAX_UNACKED", "1M")
+    assert Outbox().max_job_bytes == 1 << 20
+    assert Outbox(max_job_bytes=300).max_job_bytes == 300
+    monkeypatch.setenv("HODEI_AGENT_MAX_UNACKED", "lots")
+    assert Outbox().max_job_bytes == 64 << 20
+    monkeypatch.delenv("HODEI_AGENT_MAX_UNACKED")
+    assert Outbox().max_job_bytes == 64 << 20
 
 
 async def test_wait_settled() -> None:

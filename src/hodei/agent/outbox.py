@@ -8,14 +8,19 @@ logs are out (and in the same message, logs come before results, as HWP orders t
 `last_sequence` filled in here.
 
 Sent chunks and results stay until acked (LogAck, ResultAck), so a reconnect can resend them
-with `rewind()`. Memory is bounded per attempt (`max_job_bytes`, 64 MiB): past it the oldest
-sent-but-unacked chunks are forgotten first, then the oldest unsent bytes are replaced by a
-visible "[hodei: N bytes of output dropped]" line; `dropped_bytes` counts both.
+with `rewind()`. Nothing is ever dropped here: memory is bounded per attempt by backpressure.
+Once an attempt holds `max_job_bytes` (default 64 MiB, `HODEI_AGENT_MAX_UNACKED`) of output not
+yet acked (sent or not), `add_log` still keeps what it is given but returns a future, done once
+acks have brought the attempt under the bound again: the runner stops reading the job's output
+until then, so the job blocks on its writes instead of the agent growing. A job's own output
+limit (`--max-output`, hodei.domain.job_output) is applied before the outbox.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,10 +28,15 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from hodei._proto.hodei.v1 import worker_pb2
+from hodei.domain.jobs import parse_size
+from hodei.errors import ValidationError
 
 CHUNK_SIZE = 4 * 1024
 MAX_MESSAGE_LOG_BYTES = 1024 * 1024  # per message, well under the 16 MiB gRPC limit
-MAX_JOB_BYTES = 64 * 1024 * 1024
+MAX_JOB_BYTES = 64 * 1024 * 1024  # output not yet acked per attempt, before the job is paused
+MAX_UNACKED_ENV = "HODEI_AGENT_MAX_UNACKED"
+
+log = logging.getLogger("hodei.agent")
 
 Key = tuple[str, int]
 Phase: TypeAlias = worker_pb2.JobStatusUpdate.Phase
@@ -41,12 +51,36 @@ class _Attempt:
     resend: deque[worker_pb2.LogChunk] = field(default_factory=deque)  # rewound, to send again
     unacked: deque[worker_pb2.LogChunk] = field(default_factory=deque)  # sent, not acked
     unacked_bytes: int = 0  # in unacked and resend
-    dropped: int = 0
+    room: asyncio.Future[None] | None = None  # while at the bound: done once under it again
     seq: int = 0  # last sequence handed out
     offset: int = 0  # output bytes cut into chunks so far (the next chunk's offset)
 
     def has_logs(self) -> bool:
         return bool(self.pending or self.resend)
+
+    def buffered(self) -> int:
+        """Output bytes held and not acked: sent, to send again, or not sent yet."""
+        return self.unacked_bytes + len(self.pending)
+
+    def open(self) -> None:
+        """Let the producer go on (under the bound again, or the attempt is settled)."""
+        if self.room is not None:
+            if not self.room.done():
+                self.room.set_result(None)
+            self.room = None
+
+
+def max_unacked_from_env() -> int:
+    """The per-attempt bound from HODEI_AGENT_MAX_UNACKED ('1M', '64Mi', bytes), or 64 MiB."""
+    text = os.environ.get(MAX_UNACKED_ENV, "").strip()
+    if not text:
+        return MAX_JOB_BYTES
+    try:
+        size = parse_size(text)
+    except ValidationError as exc:
+        log.warning("%s: %s; using %d bytes", MAX_UNACKED_ENV, exc.message, MAX_JOB_BYTES)
+        return MAX_JOB_BYTES
+    return max(1, size)
 
 
 class Outbox:
@@ -57,12 +91,12 @@ class Outbox:
         *,
         chunk_size: int = CHUNK_SIZE,
         max_message_bytes: int = MAX_MESSAGE_LOG_BYTES,
-        max_job_bytes: int = MAX_JOB_BYTES,
+        max_job_bytes: int | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self._chunk_size = chunk_size
         self._max_message = max_message_bytes
-        self._max_job = max_job_bytes
+        self._max_job = max(1, max_job_bytes) if max_job_bytes else max_unacked_from_env()
         self._clock = clock
         self._jobs: dict[Key, _Attempt] = {}
         self._ready: dict[Key, None] = {}  # attempts with logs to send, oldest first (ordered)
@@ -72,20 +106,35 @@ class Outbox:
         self._heartbeat: worker_pb2.Heartbeat | None = None
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
-        self.dropped_bytes = 0
 
     # ---- producers -----------------------------------------------------------------------
 
-    def add_log(self, job_id: str, attempt: int, data: bytes) -> None:
-        if not data:
-            return
-        job = self._jobs.setdefault((job_id, attempt), _Attempt())
-        if not job.pending:
-            job.pending_ts = self._clock()
-        job.pending += data
-        self._bound(job)
-        self._ready[(job_id, attempt)] = None
-        self._wake.set()
+    @property
+    def max_job_bytes(self) -> int:
+        return self._max_job
+
+    def add_log(self, job_id: str, attempt: int, data: bytes) -> asyncio.Future[None] | None:
+        """Keep `data` to send. None: give more at will; a future: the attempt is at its bound,
+        give no more until the future is done (what is given meanwhile is kept all the same)."""
+        key = (job_id, attempt)
+        job = self._jobs.get(key)
+        if data:
+            job = self._jobs.setdefault(key, _Attempt())
+            if not job.pending:
+                job.pending_ts = self._clock()
+            job.pending += data
+            self._ready[key] = None
+            self._wake.set()
+        if job is None or job.buffered() < self._max_job:
+            return None
+        if job.room is None:
+            job.room = asyncio.get_running_loop().create_future()
+        return job.room
+
+    def buffered(self, job_id: str, attempt: int) -> int:
+        """This attempt's output bytes held and not acked yet."""
+        job = self._jobs.get((job_id, attempt))
+        return 0 if job is None else job.buffered()
 
     def add_update(self, job_id: str, attempt: int, phase: Phase, pid: int = 0) -> None:
         self._updates.append(
@@ -188,6 +237,8 @@ class Outbox:
             return
         while job.unacked and job.unacked[0].sequence <= sequence:
             job.unacked_bytes -= len(job.unacked.popleft().data)
+        if job.buffered() < self._max_job:
+            job.open()
         self._changed.set()
 
     def ack_result(self, job_id: str, attempt: int) -> None:
@@ -195,7 +246,9 @@ class Outbox:
         key = (job_id, attempt)
         self._sent_results.pop(key, None)
         self._results.pop(key, None)
-        self._jobs.pop(key, None)
+        job = self._jobs.pop(key, None)
+        if job is not None:
+            job.open()
         self._ready.pop(key, None)
         self._changed.set()
 
@@ -241,24 +294,3 @@ class Outbox:
             except TimeoutError:
                 return self.settled()
         return True
-
-    # ---- memory bound --------------------------------------------------------------------
-
-    def _bound(self, job: _Attempt) -> None:
-        excess = job.unacked_bytes + len(job.pending) - self._max_job
-        for sent in (job.unacked, job.resend):  # oldest first: already sent at least once
-            while excess > 0 and sent:
-                size = len(sent.popleft().data)
-                job.unacked_bytes -= size
-                self._count_drop(job, size)
-                excess -= size
-        if excess > 0:
-            # Room for the note too; an earlier note at the front is cut away with the rest.
-            cut = min(len(job.pending), excess + 64)
-            del job.pending[:cut]
-            self._count_drop(job, cut)
-            job.pending[:0] = f"[hodei: {job.dropped} bytes of output dropped]\n".encode()
-
-    def _count_drop(self, job: _Attempt, size: int) -> None:
-        job.dropped += size
-        self.dropped_bytes += size

@@ -9,6 +9,13 @@ Nothing outlives a job (hodei.agent.containment): each job runs in a cgroup of i
 whole when the job ends, is cancelled or times out (hodei.agent.cgroups); where no cgroup can be
 made, the agent is a child subreaper and sweeps what a job orphaned. The job reaper covers the
 agent's own death (hodei.agent.reaper).
+
+Backpressure: `on_output` returns None when it takes more at once, or a future when it holds
+as much as it may (the outbox's bound of unacknowledged output): the PTY is then not read until
+the future is done, so the job blocks on its writes once the kernel's PTY buffer is full, and
+nothing is dropped. Its timeout and cancel work as ever meanwhile. Once the job has ended, the
+rest of its output is still read as room comes; if it was cancelled (or the agent is stopping),
+that rest (at most the kernel's PTY buffer) is taken at once.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import termios
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol, TypeAlias
 
 import psutil
 
@@ -48,6 +55,8 @@ DEFAULT_MAX_OUTPUT = 100 * 1024 * 1024  # when the assignment names no output li
 log = logging.getLogger("hodei.agent")
 
 Grace = float | Callable[[], float]
+# Takes masked output; returns None, or a future to wait for before giving more (backpressure).
+OnOutput: TypeAlias = "Callable[[bytes], asyncio.Future[None] | None]"
 
 
 class Executor(Protocol):
@@ -56,7 +65,7 @@ class Executor(Protocol):
     def __call__(
         self,
         assign: Assignment,
-        on_output: Callable[[bytes], None],
+        on_output: OnOutput,
         cancel: asyncio.Event,
         *,
         grace: Grace = ...,
@@ -149,18 +158,16 @@ def _open_pty() -> tuple[int, int]:
 
 class _Output:
     """Filters output (::add-mask::, masking, the output limit: domain.job_output) then hands
-    it on; on_output must not block."""
+    it on; on_output must not block (it returns a future to wait for instead: see above)."""
 
-    def __init__(
-        self, secrets: Iterable[str], on_output: Callable[[bytes], None], limit: int
-    ) -> None:
+    def __init__(self, secrets: Iterable[str], on_output: OnOutput, limit: int) -> None:
         self._filter = JobOutput(secrets, limit)
         self._on_output = on_output
 
-    def write(self, data: bytes) -> None:
-        masked = self._filter.feed(data)
-        if masked:
-            self._on_output(masked)
+    def write(self, data: bytes) -> asyncio.Future[None] | None:
+        """Pass data on; a future when no more should be read until it is done."""
+        masked = self._filter.feed(data)  # a partial secret is held here, across any pause
+        return self._on_output(masked) if masked else None
 
     def flush(self) -> None:
         rest = self._filter.flush()
@@ -172,14 +179,31 @@ class _Output:
 
 
 class _PtyReader:
-    """Reads the PTY master without blocking; EIO/EOF means every slave fd is closed."""
+    """Reads the PTY master without blocking; EIO/EOF means every slave fd is closed.
+
+    Paused while the output's consumer has no room (the future `write` returned is not done):
+    the fd is then not watched, and the job's writes block once the PTY buffer is full."""
 
     def __init__(self, fd: int, out: _Output) -> None:
         self._fd = fd
         self._out = out
         self._loop = asyncio.get_running_loop()
         self._eof = asyncio.Event()
-        self._loop.add_reader(fd, self._on_readable)
+        self._changed = asyncio.Event()  # paused, resumed or at EOF
+        self._room: asyncio.Future[None] | None = None  # set while paused
+        self._bounded = True  # False once the rest is to be taken whatever the room
+        self._watching = False
+        self._watch()
+
+    def _watch(self) -> None:
+        if not self._watching and not self._eof.is_set():
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._watching = True
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._loop.remove_reader(self._fd)
+            self._watching = False
 
     def _on_readable(self) -> None:
         try:
@@ -188,19 +212,61 @@ class _PtyReader:
             return
         except OSError:  # EIO: the slave side is closed
             data = b""
-        if data:
-            self._out.write(data)
-        else:
+        if not data:
             self._stop()
+            return
+        room = self._out.write(data)
+        if room is not None and not room.done() and self._bounded:
+            self._pause(room)
+
+    def _pause(self, room: asyncio.Future[None]) -> None:
+        self._unwatch()
+        self._room = room
+        room.add_done_callback(self._on_room)
+        self._changed.set()
+
+    def _on_room(self, room: asyncio.Future[None]) -> None:
+        if self._room is room:
+            self._resume()
+
+    def _resume(self) -> None:
+        self._room = None
+        self._watch()
+        self._changed.set()
 
     def _stop(self) -> None:
         if not self._eof.is_set():
-            self._loop.remove_reader(self._fd)
+            self._unwatch()
+            self._room = None
             self._eof.set()
+            self._changed.set()
 
-    async def drain(self, limit_s: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._eof.wait(), limit_s)
+    async def drain(self, limit_s: float, cancel: asyncio.Event) -> None:
+        """Once the job ended: read to EOF, waiting at most limit_s for it (a process may
+        still hold the PTY). Time paused for room does not count; once `cancel` is set, the
+        rest (what the kernel's PTY buffer still holds) is read without waiting for room."""
+        loop = self._loop
+        deadline = loop.time() + limit_s
+        while not self._eof.is_set():
+            room = self._room
+            if room is not None:
+                if cancel.is_set():
+                    self._bounded = False
+                    self._resume()
+                    continue
+                stop: asyncio.Future[Any] = asyncio.ensure_future(cancel.wait())
+                try:
+                    await asyncio.wait([room, stop], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop.cancel()
+                deadline = loop.time() + limit_s
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
 
     def close(self) -> None:
         if not self._eof.is_set():
@@ -447,7 +513,7 @@ async def _run_in_pty(
         _kill(proc.pid, signal.SIGKILL)  # nothing the job started is left behind
         REAPER.forget(proc.pid)
         await _close(containment, jail)  # not even what left its group
-        await reader.drain(DRAIN_S)
+        await reader.drain(DRAIN_S, cancel)
         assert proc.returncode is not None
         return _finished(proc.returncode, proc.pid, cancelled, timed_out)
     finally:
@@ -466,7 +532,7 @@ async def _run_in_pty(
 
 async def run_job(
     assign: Assignment,
-    on_output: Callable[[bytes], None],
+    on_output: OnOutput,
     cancel: asyncio.Event,
     *,
     grace: Grace = 5.0,
@@ -476,7 +542,8 @@ async def run_job(
 ) -> JobOutcome:
     """Run one job to its end and say how it ended.
 
-    on_output gets masked output bytes (it must not block); on_started gets the pid once the
+    on_output gets masked output bytes (it must not block: it returns a future instead, and
+    the job's output is not read until that is done); on_started gets the pid once the
     process runs. Setting `cancel` stops the job: SIGTERM to its group, SIGKILL after `grace`
     seconds (a callable is read when the cancel happens, so a CancelJob can set it). Every
     process the job started is ended with it, by `containment` (default: the agent's choice,
