@@ -163,9 +163,9 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
     provider = make_provider(
         settings,
         lambda worker, code: bus.publish(WorkerExited(worker, code)),
-        # A worker of an earlier run the provider keeps (it starts before any agent connects):
-        # one of the provisioner's own, for the worker cap and the idle stop.
-        lambda worker: provisioner.owned.add(worker),
+        # A worker of an earlier run the provider keeps (at its start, before any agent
+        # connects, so the provisioner exists by then).
+        lambda worker: provisioner.adopted(worker),
     )
     provisioner = Provisioner(
         provider,

@@ -148,6 +148,11 @@ class Provisioner:
             self._failures = 0
             self.last_error = ""
 
+    def adopted(self, worker_id: str) -> None:
+        """A worker of an earlier run the provider keeps: one of ours, for the worker cap and
+        the idle stop."""
+        self.owned.add(worker_id)
+
     def exited(self, worker_id: str, code: int) -> None:
         """The provider saw a worker process end."""
         if worker_id in self.launching:
