@@ -10,7 +10,7 @@ import grpc
 from hodei._proto.hodei.v1 import jobs_pb2 as pb
 from hodei._proto.hodei.v1 import jobs_pb2_grpc
 from hodei.domain.access import Principal, Role
-from hodei.domain.jobs import Job, JobSpec
+from hodei.domain.jobs import Job, JobSpec, attempt_over
 from hodei.errors import (
     AuthError,
     ConflictError,
@@ -157,7 +157,7 @@ class JobService(jobs_pb2_grpc.JobExecutionServiceServicer):
         async for piece in pieces:
             if isinstance(piece, LogPiece):
                 yield pb.LogEvent(offset=piece.offset, data=piece.data)
-            else:
+            elif attempt_over(piece, attempt):  # without follow, a running job has not ended
                 yield pb.LogEvent(
                     offset=offset,
                     end=True,

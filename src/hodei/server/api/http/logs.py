@@ -1,9 +1,18 @@
-"""REST routes of job output: the log as text, and its live Server-Sent Events stream."""
+"""REST routes of job output: the log's bytes, and its live Server-Sent Events stream.
+
+Both serve the stored bytes as they are. `GET .../logs` answers with them untouched (as
+`application/octet-stream` when the client's Accept asks for it, else `text/plain` even
+when they are not valid UTF-8). The SSE stream's `log` events carry, by default, a JSON
+string of the text (bytes not valid UTF-8 replaced by U+FFFD: the compatible form); with
+`?encoding=base64` each event's data is the base64 of the raw bytes, so a client rebuilds
+them exactly. Either way an event's id is the byte offset just after its data.
+"""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Header, Query
@@ -25,9 +34,12 @@ async def logs(
     services: Services,
     attempt: Annotated[int | None, Query(ge=1, le=MAX_ATTEMPT)] = None,
     offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
+    accept: Annotated[str | None, Header()] = None,
 ) -> Response:
     data = await services.api.read_log(job_id, attempt, offset)
-    return Response(data, media_type="text/plain; charset=utf-8")
+    binary = accept is not None and "application/octet-stream" in accept.lower()
+    media = "application/octet-stream" if binary else "text/plain; charset=utf-8"
+    return Response(data, media_type=media)
 
 
 @router.get("/api/v1/jobs/{job_id}/logs/stream")
@@ -36,12 +48,14 @@ async def stream(
     services: Services,
     attempt: Annotated[int | None, Query(ge=1, le=MAX_ATTEMPT)] = None,
     offset: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
+    encoding: Annotated[Literal["text", "base64"], Query()] = "text",
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     api = services.api
     start = _parse_resume(last_event_id, offset)
     await api.resolve_attempt(job_id, attempt)  # a 404 before the stream starts
-    events = sse_events(api.follow(job_id, attempt, start), start)
+    pieces = api.follow(job_id, attempt, start)
+    events = sse_base64_events(pieces, start) if encoding == "base64" else sse_events(pieces, start)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
@@ -73,18 +87,35 @@ async def sse_events(pieces: AsyncIterator[LogPiece | Job], start: int) -> Async
         if pending:
             offset += len(pending)
             yield _log_event(offset, pending)
-        end = {
-            "state": piece.state.value,
-            "exit_code": piece.exit_code,
-            "reason": piece.reason,
-            "attempt": piece.attempts,
-        }
-        yield b"id: %d\nevent: end\ndata: %s\n\n" % (offset, orjson.dumps(end))
+        yield _end_event(offset, piece)
+
+
+async def sse_base64_events(
+    pieces: AsyncIterator[LogPiece | Job], start: int
+) -> AsyncIterator[bytes]:
+    """`?encoding=base64`: each `log` event's data is the base64 of the bytes, as stored."""
+    offset = start
+    async for piece in pieces:
+        if isinstance(piece, LogPiece):
+            offset += len(piece.data)
+            yield b"id: %d\nevent: log\ndata: %s\n\n" % (offset, base64.b64encode(piece.data))
+        else:
+            yield _end_event(offset, piece)
 
 
 def _log_event(offset: int, data: bytes) -> bytes:
     text = data.decode("utf-8", "replace")
     return b"id: %d\nevent: log\ndata: %s\n\n" % (offset, orjson.dumps(text))
+
+
+def _end_event(offset: int, job: Job) -> bytes:
+    end = {
+        "state": job.state.value,
+        "exit_code": job.exit_code,
+        "reason": job.reason,
+        "attempt": job.attempts,
+    }
+    return b"id: %d\nevent: end\ndata: %s\n\n" % (offset, orjson.dumps(end))
 
 
 def _parse_resume(last_event_id: str | None, offset: int | None) -> int:
