@@ -7,6 +7,8 @@ The SSE parser is a pure, incremental function of the bytes read, so it is teste
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -138,6 +140,22 @@ class Client:
         """request() and decode the JSON body."""
         response = self.request(method, path, **kwargs)
         return decode_json(response)
+
+    def download(
+        self,
+        path: str,
+        write: Callable[[bytes], None],
+        *,
+        headers: dict[str, str] | None = None,
+        not_found: str = "",
+    ) -> None:
+        """GET `path` and hand its body to `write` as it arrives, bytes untouched."""
+        with self._translate(), self._http.stream("GET", path, headers=headers) as response:
+            if response.status_code >= 400:
+                response.read()
+                check(response, not_found)
+            for chunk in response.iter_bytes():
+                write(chunk)
 
     @contextmanager
     def stream(self, path: str, headers: dict[str, str]) -> Iterator[httpx.Response]:
@@ -311,30 +329,39 @@ def parse_end(data: str) -> JobEnd:
     )
 
 
-def log_text(data: str) -> str:
-    """An SSE `log` event's data is a JSON string; tolerate raw text."""
+def log_bytes(data: str) -> bytes:
+    """The bytes of an SSE `log` event asked for with `?encoding=base64`.
+
+    A server that ignores the parameter sends a JSON string (it never starts with a quote in
+    base64): its text is taken as UTF-8, and anything else as raw text."""
+    if not data.startswith('"'):
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            return data.encode("utf-8", "replace")
     try:
         text = json.loads(data)
     except ValueError:
-        return data
-    return text if isinstance(text, str) else data
+        text = data
+    return str(text).encode("utf-8", "replace")
 
 
 def follow_logs(
     client: Client,
     job_id: str,
-    write: Callable[[str], None],
+    write: Callable[[bytes], None],
     *,
     reconnects: int = RECONNECTS,
     sleep: Callable[[float], None] = time.sleep,
 ) -> JobEnd:
-    """Stream a job's log to `write` until its end event; returns the end state.
+    """Stream a job's log bytes, exactly as stored, to `write` until its end event; returns
+    the end state. The stream is asked for in base64 (`?encoding=base64`), so no byte is lost.
 
     A drop after a successful connection (or a 5xx while the server restarts) is retried,
     bounded and with backoff, from the last complete event (`Last-Event-ID`), so nothing is
     lost or repeated. A failure to connect at all, or a 4xx answer, raises at once.
     """
-    path = job_path(job_id, "/logs/stream")
+    path = job_path(job_id, "/logs/stream?encoding=base64")
     last_id: str | None = None
     connected = False
     failures = 0
@@ -355,7 +382,7 @@ def follow_logs(
                     for event in _events(response, parser):
                         failures = 0
                         if event.event == "log":
-                            write(log_text(event.data))
+                            write(log_bytes(event.data))
                         elif event.event == "end":
                             return parse_end(event.data)
                     problem = "the log stream ended before the job did"

@@ -3,6 +3,7 @@ local HTTP server (http.server in a thread) that records what it receives."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from typer.testing import CliRunner, Result
 from hodei.cli import app
 from hodei.cli_client import JobEnd, SSEEvent, SSEParser, parse_sse
 from hodei.cli_render import clean, jobs_table
+from hodei.domain.terminal import neutralise
 
 runner = CliRunner()
 UNREACHABLE = "http://127.0.0.1:1"
@@ -418,12 +420,38 @@ def test_worker_otp_prints_the_otp_alone(server: FakeServer) -> None:
     assert server.requests[-1].json() == {"labels": {"gpu": "1"}, "ttl_s": 300.0}
 
 
-def test_logs_writes_raw_bytes(server: FakeServer) -> None:
-    log = b"\x1b[32mgreen\x1b[0m\n\xff raw\n"
+def test_logs_shows_the_view_and_raw_writes_the_bytes(server: FakeServer) -> None:
+    log = b"\x1b[32mgreen\x1b[0m\n\xff raw \x9b2J\n"
     server.route("GET", "/api/v1/jobs/job-1/logs", Reply(body=log, content_type="text/plain"))
     result = run("logs", "job-1", "--server", server.url)
     assert result.exit_code == 0
+    assert result.stdout_bytes == b"\x1b[32mgreen\x1b[0m\n\\xff raw \\x9b2J\n"
+    result = run("logs", "--raw", "job-1", "--server", server.url)
+    assert result.exit_code == 0
     assert result.stdout_bytes == log
+
+
+def _sse64(offset: int, data: bytes) -> bytes:
+    return b"id: %d\nevent: log\ndata: %s\n\n" % (offset, base64.b64encode(data))
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["view", "raw"])
+def test_follow_rebuilds_the_bytes_from_base64_events(server: FakeServer, raw: bool) -> None:
+    log = b"\x1b[31mred\x1b[0m \xe2\x9c\x93 \x9b2J \xff\x00\n"
+    end = b'event: end\ndata: {"state": "succeeded", "exit_code": 0}\n\n'
+    cut = 13  # inside the UTF-8 of the check mark
+    server.route(
+        "GET",
+        "/api/v1/jobs/job-1/logs/stream",
+        Reply(
+            chunks=[_sse64(cut, log[:cut]), _sse64(len(log), log[cut:]), end],
+            content_type="text/event-stream",
+        ),
+    )
+    result = run("logs", "-f", *(["--raw"] if raw else []), "job-1", "--server", server.url)
+    assert result.exit_code == 0
+    assert result.stdout_bytes == (log if raw else neutralise(log))
+    assert "encoding=base64" in server.requests[-1].path
 
 
 def _sse(offset: int, text: str) -> bytes:
@@ -453,7 +481,7 @@ def test_logs_follow_reconnects_with_last_event_id(server: FakeServer, complete:
     assert result.stdout == first + second + third
     assert result.exit_code == 3
     assert "failed" in result.stderr
-    streams = [r for r in server.requests if r.path.endswith("/logs/stream")]
+    streams = [r for r in server.requests if "/logs/stream?" in r.path]
     assert len(streams) == 2
 
 

@@ -32,25 +32,54 @@ def job_end_exit(job_id: str, state: str, exit_code: int | None, status: int) ->
     raise typer.Exit(status)
 
 
-def follow(api: Client, job_id: str) -> NoReturn:
+def follow(api: Client, job_id: str, raw: bool = False) -> NoReturn:
     """Stream a job's log to stdout live, then exit with the job's exit status."""
     from hodei.cli_client import follow_logs
-    from hodei.cli_render import encode_text, write_bytes, write_text
-    from hodei.domain.terminal import TerminalFilter
+    from hodei.cli_render import write_text
 
     tail = {"newline": True}
-    terminal = TerminalFilter()  # colours kept; cursor moves, titles, clear screen made inert
+    output = LogOutput(raw)
 
-    def write(text: str) -> None:
-        if text:
-            write_bytes(terminal.feed(encode_text(text)))
-            tail["newline"] = text.endswith("\n")
+    def write(data: bytes) -> None:
+        if data:
+            output.write(data)
+            tail["newline"] = data.endswith(b"\n")
 
     end = follow_logs(api, job_id, write)
-    write_bytes(terminal.flush())
-    if not tail["newline"] and sys.stdout.isatty():
+    output.close()
+    if not tail["newline"] and not raw and sys.stdout.isatty():
         write_text("\n")
     job_end_exit(job_id, end.state, end.exit_code, end.process_exit)
+
+
+class LogOutput:
+    """Log bytes to stdout: the exact stored bytes (`--raw`), or by default their terminal
+    view (`domain.terminal`: colours kept, every other control shown inert), the same for
+    `logs` and `logs -f` however the bytes arrive."""
+
+    def __init__(self, raw: bool) -> None:
+        from hodei.domain.terminal import TerminalFilter
+
+        self.filter = None if raw else TerminalFilter()
+
+    def write(self, data: bytes) -> None:
+        from hodei.cli_render import write_bytes
+
+        write_bytes(data if self.filter is None else self.filter.feed(data))
+
+    def close(self) -> None:
+        from hodei.cli_render import write_bytes
+
+        if self.filter is not None:
+            write_bytes(self.filter.flush())
+
+
+RawOpt = Annotated[
+    bool,
+    typer.Option(
+        "--raw", help="Write the log's exact bytes (escape sequences and all), not the safe view."
+    ),
+]
 
 
 def _read_script(path: str) -> str:
@@ -116,6 +145,7 @@ def submit(
     follow_log: Annotated[
         bool, typer.Option("--follow", "-f", help="Stream the log; exit with the job's code.")
     ] = False,
+    raw: RawOpt = False,
     server: ServerOpt = DEFAULT_URL,
 ) -> None:
     """Submit a job: `hodei submit [opts] -- CMD ARGS...` or `hodei submit --script FILE`."""
@@ -174,7 +204,7 @@ def submit(
             typer.echo(new_id)
             return
         typer.echo(f"job {new_id} submitted", err=True)
-        follow(api, new_id)
+        follow(api, new_id, raw)
 
 
 @app.command()
@@ -184,20 +214,25 @@ def logs(
     follow_log: Annotated[
         bool, typer.Option("--follow", "-f", help="Stream live; exit with the job's code.")
     ] = False,
+    raw: RawOpt = False,
     server: ServerOpt = DEFAULT_URL,
 ) -> None:
-    """Print a job's log (colours kept, other escape sequences shown inert); -f follows it
-    until the job ends."""
+    """Print a job's log (colours kept, other escape sequences and controls shown inert;
+    --raw: the exact bytes); -f follows it until the job ends."""
     from hodei.cli_client import job_path
-    from hodei.cli_render import write_bytes
-    from hodei.domain.terminal import neutralise
 
     job = job_arg(job)
     with client(server) as api:
         if follow_log:
-            follow(api, job)
-        response = api.request("GET", job_path(job, "/logs"), not_found=f"no job {job!r}")
-        write_bytes(neutralise(response.content))
+            follow(api, job, raw)
+        output = LogOutput(raw)
+        api.download(
+            job_path(job, "/logs"),
+            output.write,
+            headers={"Accept": "application/octet-stream"},
+            not_found=f"no job {job!r}",
+        )
+        output.close()
 
 
 @app.command()
