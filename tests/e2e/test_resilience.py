@@ -240,5 +240,6 @@ def test_a_local_worker_gone_with_the_server_has_its_job_settled_after_the_grace
     with again.http() as client:
         (lost, second) = client.get(f"/api/v1/jobs/{job_id}/attempts").json()["items"]
         assert "did not come back" in str(lost["reason"]) or "lost" in str(lost["reason"]), lost
+        assert lost["failure"] == "server_restart", lost  # the platform's fault, not the job's
         assert second["state"] == "succeeded"
         assert client.get(f"/api/v1/jobs/{job_id}/logs?attempt=2").text == "ok-2\n"
