@@ -254,12 +254,13 @@ class _PtyReader:
                     self._bounded = False
                     self._resume()
                     continue
+                paused_at = loop.time()
                 stop: asyncio.Future[Any] = asyncio.ensure_future(cancel.wait())
                 try:
                     await asyncio.wait([room, stop], return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     stop.cancel()
-                deadline = loop.time() + limit_s
+                deadline += loop.time() - paused_at
                 continue
             remaining = deadline - loop.time()
             if remaining <= 0:
