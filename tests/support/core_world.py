@@ -13,7 +13,7 @@ from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.adapters.logs.files import FileLogStore
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.domain.scheduling import WorkerView
-from hodei.ports import JobStore
+from hodei.ports import JobStore, LogStore
 from hodei.server.api.grpc.channel import StreamChannel
 from hodei.server.api.grpc.worker_service import stream_of
 from hodei.server.core.background import Background
@@ -80,10 +80,11 @@ class World:
         tmp: Path,
         retry_backoff_s: float = 1.0,
         send_before_commit: bool = True,
+        logs: LogStore | None = None,
     ) -> None:
         self.store = store
         self.bus = EventBus()
-        self.hub = LogHub(FileLogStore(tmp / "logs"), self.bus)
+        self.hub = LogHub(logs or FileLogStore(tmp / "logs"), self.bus)
         self.vault = SecretVault(store, load_or_create_key(tmp / "key"))
         self.auditor = Auditor(store)
         self.registry = WorkerRegistry(self.bus)
@@ -166,11 +167,15 @@ async def assigned(session: WorkerSession) -> list[pb.AssignJob]:
 
 @asynccontextmanager
 async def running_world(
-    store: JobStore, tmp: Path, retry_backoff_s: float = 1.0, send_before_commit: bool = True
+    store: JobStore,
+    tmp: Path,
+    retry_backoff_s: float = 1.0,
+    send_before_commit: bool = True,
+    logs: LogStore | None = None,
 ) -> AsyncIterator[World]:
     """A World on `store` (opened and closed here) with its scheduler running."""
     await store.open()
-    world = World(store, tmp, retry_backoff_s, send_before_commit)
+    world = World(store, tmp, retry_backoff_s, send_before_commit, logs)
     world.scheduler.start()
     try:
         yield world

@@ -231,6 +231,7 @@ async def start_core(
     await s.provisioner.provider.start()  # reconcile what an earlier run left behind
     await recover(s)
     stack.push_async_callback(s.recovery.stop)
+    s.recovery.start()
     await grpc_server.start()
     stack.push_async_callback(partial(grpc_server.stop, grace=2))
     # Workers stop while gRPC still runs, so their last reports are taken in.

@@ -131,6 +131,7 @@ class LocalProvider:
         self._adopted.pop(worker_id, None)
         self._connected.discard(worker_id)
         (self._run_dir / f"{worker_id}.pid").unlink(missing_ok=True)
+        (self._run_dir / f"{worker_id}.log").unlink(missing_ok=True)  # no exit code to judge by
         self._on_exit(worker_id, UNKNOWN_EXIT)
 
     async def _wait_gone(self, adopted: _Adopted) -> None:
@@ -173,12 +174,21 @@ class LocalProvider:
         args = [sys.executable, "-m", "hodei.agent", "--slots", str(launch.slots)]
         for key, value in launch.labels.items():
             args += ["--label", f"{key}={value}"]
-        proc = await asyncio.create_subprocess_exec(
-            *args,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True,  # terminal signals reach the server, which stops us in order
-        )
+        # The agent's own log goes to a file of its own, not the server's stderr: an agent
+        # outlives a crashed server, whose pipe then has no reader.
+        log_path = self._run_dir / f"{launch.worker_id}.log"
+        agent_log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *args,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=agent_log,
+                stderr=agent_log,
+                start_new_session=True,  # terminal signals reach the server, which stops us
+            )
+        finally:
+            os.close(agent_log)
         self._procs[launch.worker_id] = proc
         with contextlib.suppress(OSError, psutil.Error):
             started = psutil.Process(proc.pid).create_time()
@@ -189,7 +199,16 @@ class LocalProvider:
         code = await proc.wait()
         self._procs.pop(worker_id, None)
         (self._run_dir / f"{worker_id}.pid").unlink(missing_ok=True)
+        self._keep_log(worker_id, code)
         self._on_exit(worker_id, code)
+
+    def _keep_log(self, worker_id: str, code: int) -> None:
+        """An agent's log is kept only when it failed (and the server's log says where)."""
+        path = self._run_dir / f"{worker_id}.log"
+        if code in (0, -signal.SIGTERM):
+            path.unlink(missing_ok=True)
+        elif path.exists():
+            log.warning("worker %s exited with code %d; its log: %s", worker_id, code, path)
 
     # ---- terminate and stop ----------------------------------------------------------------
     async def terminate(self, worker_id: str) -> None:

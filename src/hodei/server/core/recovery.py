@@ -66,6 +66,8 @@ class Recovery:
         # Workers on the other servers sharing the store (their jobs are theirs to settle).
         self.elsewhere = elsewhere
         self.expired: set[str] = set()  # session ids declared lost: never resumed
+        self.reconcile_s = max(1.0, min(30.0, grace_s))
+        self._orphans: set[str] = set()  # active jobs no worker held on the last pass
         self._background = Background()
 
     # ---- a stream ends -------------------------------------------------------------------
@@ -180,16 +182,49 @@ class Recovery:
         for job_id in job_ids:
             await self._settle_orphan(job_id)
 
-    async def _settle_orphan(self, job_id: str) -> None:
+    async def _settle_orphan(
+        self,
+        job_id: str,
+        why: str = "its worker did not come back after a restart",
+        failure: Failure = Failure.SERVER_RESTART,
+    ) -> None:
         job = await self._active_job(job_id)
         if job is None or self.registry.held(job.id, job.worker_id) is not None:
             return  # finished or taken back
         try:
-            await self.reports.settle_lost(
-                job, "its worker did not come back after a restart", Failure.SERVER_RESTART
-            )
+            await self.reports.settle_lost(job, why, failure)
         except HodeiError as exc:
             log.warning("could not settle job %s: %s", job_id, exc.message)
+
+    # ---- reconciliation ------------------------------------------------------------------
+    def start(self) -> None:
+        """Reconcile now and then: a job never stays active with no worker holding it."""
+        self._background.spawn(self._reconcile_loop())
+
+    async def _reconcile_loop(self) -> None:
+        await asyncio.sleep(max(self.grace_s, self.reconcile_s))  # restarted workers first
+        while True:
+            try:
+                await self.reconcile()
+            except HodeiError as exc:
+                log.warning("reconciliation of active jobs failed: %s", exc.message)
+            await asyncio.sleep(self.reconcile_s)
+
+    async def reconcile(self) -> None:
+        """Settle, by the retry policy, the active jobs no worker holds, here or on another
+        server sharing the store, on two passes in a row (a job between its store write and
+        its worker's bookkeeping is held again by the next pass)."""
+        jobs = await self.store.jobs_in_states(ACTIVE)
+        elsewhere = await self.elsewhere.workers_elsewhere() if self.elsewhere else set()
+        orphans = {
+            job.id
+            for job in jobs
+            if job.worker_id not in elsewhere and self.registry.held(job.id, job.worker_id) is None
+        }
+        seen_before, self._orphans = self._orphans, orphans
+        for job_id in sorted(orphans & seen_before):
+            log.warning("job %s is active but no worker holds it: settling it", job_id)
+            await self._settle_orphan(job_id, "no worker holds it any more", Failure.WORKER_LOST)
 
     async def stop(self) -> None:
         await self._background.stop()

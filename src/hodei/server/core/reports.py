@@ -14,6 +14,7 @@ store read is needed to apply a result.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -51,6 +52,7 @@ class Reports:
         self.background = background
         self.auditor = auditor  # records reports refused (on jobs a worker does not hold)
         self.retry_backoff_s = retry_backoff_s
+        self._store_down = False  # a report could not be stored (said once, until one is)
         # The bound for a job whose spec records none (submitted before the bound existed).
         self.infra_retries = infra_retries
 
@@ -58,6 +60,8 @@ class Reports:
         """Store log chunks of jobs this worker holds and ack them. Chunks of an attempt whose
         `assigned` write has not committed yet wait in its HeldJob (in order) until it has;
         they are dropped if it fails (the attempt never existed)."""
+        if session.store_blocked:
+            return  # unacked: the agent keeps them and sends them again after the restart
         acked: dict[tuple[str, int], int] = {}
         foreign: set[tuple[str, int]] = set()
         for chunk in chunks:
@@ -73,9 +77,12 @@ class Reports:
                     chunk.job_id, chunk.attempt, chunk.sequence, chunk.offset, chunk.data
                 )
             except HodeiError as exc:
-                log.error("log of job %s not stored: %s", chunk.job_id, exc.message)
-                break  # unacked: the agent keeps the bytes and sends them again
+                # Unacked, and nothing after it is stored (no gap): the agent keeps the bytes.
+                self.store_failed(session, exc)
+                break
             acked[(chunk.job_id, chunk.attempt)] = self.hub.last_seq(chunk.job_id, chunk.attempt)
+        if acked:
+            self._stored(session)
         for (job_id, attempt), seq in acked.items():
             session.channel.ack_log(job_id, attempt, seq)
         for job_id, attempt in foreign:
@@ -111,6 +118,8 @@ class Reports:
                 )
             except ConflictError as exc:
                 log.warning("start of %s refused: %s", held.job.id, exc)
+            except HodeiError as exc:  # not stored: the result will carry the job on
+                self.store_failed(session, exc)
 
     async def on_result(self, session: WorkerSession, result: ResultReport) -> None:
         held = session.jobs.get(result.job_id)
@@ -125,7 +134,20 @@ class Reports:
             session.channel.ack_result(result.job_id, result.attempt, False, reason)
             self._refused(session, result.job_id, f"result of attempt {result.attempt}")
             return
+        if session.store_blocked:
+            return  # unacked: the agent sends it again after the restart
         del session.jobs[result.job_id]
+        try:
+            await self._apply_result(held, result)
+        except HodeiError as exc:  # not stored (the store failed): still held, not acked
+            session.jobs[result.job_id] = held
+            self.store_failed(session, exc)
+            return
+        self._stored(session)
+        session.channel.ack_result(result.job_id, result.attempt, True)
+        self._freed(session, held)
+
+    async def _apply_result(self, held: HeldJob, result: ResultReport) -> None:
         if result.exit_code == NOT_RUN and not held.cancel_sent:
             await self._requeue_unrun(held, result.error)
         else:
@@ -136,8 +158,35 @@ class Reports:
             if result.cancelled and not held.cancel_sent:
                 failure = Failure.WORKER_LOST  # the agent stopped it on its own (host going)
             await self._settle(held, result_target(result, held), result.exit_code, reason, failure)
-        session.channel.ack_result(result.job_id, result.attempt, True)
-        self._freed(session, held)
+
+    # ---- a store that cannot write ----------------------------------------------------------
+    def store_failed(self, session: WorkerSession, exc: HodeiError) -> None:
+        """A report of `session` could not be stored: refuse its others (they stay unacked, the
+        agent keeps them, memory bounded by its backpressure) and restart its stream after a
+        growing wait, so the agent sends them all again, in order, until the store takes them."""
+        if not self._store_down:
+            self._store_down = True
+            log.error(
+                "the store cannot record reports (%s); agents keep their output and results "
+                "until it can",
+                exc.message,
+            )
+        if session.store_blocked:
+            return
+        session.store_blocked = True
+        session.store_retry_s = min(30.0, max(1.0, session.store_retry_s * 2))
+        self.background.spawn(self._restart_later(session, session.store_retry_s))
+
+    async def _restart_later(self, session: WorkerSession, delay: float) -> None:
+        await asyncio.sleep(delay)
+        session.store_blocked = False
+        session.channel.restart("the server could not store some reports: send them again")
+
+    def _stored(self, session: WorkerSession) -> None:
+        session.store_retry_s = 0.0
+        if self._store_down:
+            self._store_down = False
+            log.info("the store records reports again")
 
     async def requeue_unrun(self, session: WorkerSession, held: HeldJob, why: str) -> None:
         """An attempt its worker never got (lost in a dropped stream): queue the job again."""
@@ -170,8 +219,8 @@ class Reports:
             )
         except ConflictError as exc:
             log.warning("could not requeue %s: %s", held.job_id, exc)
-        finally:
-            self.hub.seal(held.job_id, held.attempt)
+        # Not sealed when the store failed (the error goes on): the attempt is not over yet.
+        self.hub.seal(held.job_id, held.attempt)
 
     def _freed(self, session: WorkerSession, held: HeldJob) -> None:
         release(session.view, held.job.spec)
@@ -228,10 +277,10 @@ class Reports:
                 )
         except ConflictError as exc:
             log.warning("result of %s attempt %d not applied: %s", job.id, held.attempt, exc)
-        finally:
-            # Sealing wakes log followers, who then read the job: only once its new state is
-            # stored (a store with concurrent connections could serve them the old one first).
-            self.hub.seal(job.id, held.attempt)
+        # Sealing wakes log followers, who then read the job: only once its new state is
+        # stored (a store with concurrent connections could serve them the old one first); not
+        # when the store failed (the error goes on): the attempt is not over yet.
+        self.hub.seal(job.id, held.attempt)
 
     def platform_retry(
         self, job: Job, reason: str, backoff: bool = False

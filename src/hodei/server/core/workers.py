@@ -68,6 +68,11 @@ class WorkerChannel(Protocol):
         """A resumed stream is attached: send what was queued meanwhile."""
         ...
 
+    def restart(self, reason: str) -> None:
+        """End the current stream (the agent reconnects within the grace period and sends
+        again everything not acknowledged: what the server could not store before)."""
+        ...
+
 
 @dataclass(slots=True)
 class WorkerSession:
@@ -86,6 +91,10 @@ class WorkerSession:
     shutdown_sent: bool = False
     process_gone: bool = False  # its provider saw the process end: it cannot come back
     grace_timer: asyncio.TimerHandle | None = None  # set while a dropped session may resume
+    # The store refused one of its reports: the rest wait (unacked, kept by the agent) until
+    # the stream restarts; `store_retry_s` is the wait before the next restart.
+    store_blocked: bool = False
+    store_retry_s: float = 0.0
 
     @property
     def id(self) -> str:

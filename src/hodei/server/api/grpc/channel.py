@@ -24,6 +24,8 @@ class StreamChannel:
         self._has_out = False
         self._log_acks: dict[tuple[str, int], int] = {}
         self._wake = asyncio.Event()
+        self.handler: asyncio.Task[None] | None = None  # the RPC serving the current stream
+        self.restart_reason = ""  # set when restart() ended that stream
 
     def _kick(self) -> None:
         self._has_out = True
@@ -71,7 +73,17 @@ class StreamChannel:
         self.generation += 1
         self._wake.set()
 
+    def restart(self, reason: str) -> None:
+        if self.handler is not None and not self.handler.done():
+            self.restart_reason = reason
+            self.handler.cancel()
+
     # ---- the stream's side -----------------------------------------------------------------
+    def serve(self, handler: asyncio.Task[None]) -> None:
+        """`handler` serves the stream from now on (a resumed stream replaces the old)."""
+        self.handler = handler
+        self.restart_reason = ""
+
     def register_ack(
         self, worker_id: str, session_id: str, heartbeat_ms: int, grace_ms: int
     ) -> None:

@@ -77,6 +77,9 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         reports: asyncio.Queue[pb.AgentMessage | None] = asyncio.Queue(REPORT_BACKLOG)
         reporter = asyncio.create_task(self._report_loop(session, reports))
         self.passes.kick()
+        task = asyncio.current_task()
+        assert task is not None  # a gRPC handler always runs in a task
+        channel.serve(task)
         try:
             while True:
                 msg = await context.read()
@@ -85,6 +88,11 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                 self.take_in(session, msg)
                 if msg.updates or msg.results:
                     await reports.put(msg)  # blocks only with REPORT_BACKLOG unapplied
+        except asyncio.CancelledError:
+            if not channel.restart_reason:
+                raise  # the server is stopping
+            # Restarted by the core (StreamChannel.restart): the agent reconnects and resends.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, channel.restart_reason)
         finally:
             writer.cancel()
             try:
