@@ -54,7 +54,7 @@ def install_error_handlers(app: FastAPI) -> None:
         parts = []
         for e in exc.errors()[:5]:
             where = ".".join(str(x)[:MAX_SHOWN] for x in e.get("loc", ()) if x != "body")
-            what = str(e.get("msg"))[:MAX_SHOWN * 4]
+            what = str(e.get("msg"))[: MAX_SHOWN * 4]
             parts.append(f"{where}: {what}" if where else what)
         message = bounded("; ".join(parts) or "invalid request")
         return error(ValidationError.status, "invalid_request", message)
