@@ -152,6 +152,7 @@ def job_detail(job: Mapping[str, Any]) -> str:
         ("exit code", dash(job.get("exit_code"))),
         ("attempts", dash(job.get("attempts"))),
         ("max retries", dash(job.get("max_retries"))),
+        ("retries used", _spent(job)),
         ("priority", dash(job.get("priority"))),
         ("worker", dash(job.get("worker_id"))),
         ("labels", pairs(job.get("labels"))),
@@ -174,6 +175,10 @@ def job_detail(job: Mapping[str, Any]) -> str:
         "exit_code",
         "attempts",
         "max_retries",
+        "retries_used",
+        "infra_retries",
+        "infra_retries_used",
+        "no_infra_retry",
         "priority",
         "worker_id",
         "labels",
@@ -201,6 +206,26 @@ def job_detail(job: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# Whose fault an attempt that did not succeed was, in words (the attempt's `failure`).
+FAILURE_WORDS = {
+    "job": "the job's own",
+    "not_run": "never started",
+    "worker_lost": "platform: worker lost",
+    "server_restart": "platform: server restarted",
+    "server_lost": "platform: server gone",
+    "store": "platform: store failed",
+}
+
+
+def _spent(job: Mapping[str, Any]) -> str:
+    """Retries spent: the job's own (of max_retries) and the platform's (of infra_retries)."""
+    own = f"{dash(job.get('retries_used'))} of {dash(job.get('max_retries'))}"
+    if job.get("no_infra_retry"):
+        return f"{own}; platform faults are not retried (no_infra_retry)"
+    used, bound = dash(job.get("infra_retries_used")), dash(job.get("infra_retries"))
+    return f"{own}; after platform faults {used} of {bound}"
+
+
 def attempts_table(items: Sequence[Mapping[str, Any]]) -> str:
     """One row per attempt: how each dispatch of the job ended."""
     rows = [
@@ -211,12 +236,13 @@ def attempts_table(items: Sequence[Mapping[str, Any]]) -> str:
             dash(a.get("worker_id")),
             when(a.get("started_at")),
             when(a.get("finished_at")),
+            FAILURE_WORDS.get(str(a.get("failure")), "-") if a.get("failure") else "-",
             a.get("reason") or "-",
         )
         for a in items
         if isinstance(a, Mapping)
     ]
-    headers = ("ATTEMPT", "STATE", "EXIT", "WORKER", "STARTED", "FINISHED", "REASON")
+    headers = ("ATTEMPT", "STATE", "EXIT", "WORKER", "STARTED", "FINISHED", "FAULT", "REASON")
     return table(headers, rows)
 
 

@@ -342,6 +342,37 @@ def test_submit_posts_the_spec_and_prints_the_bare_id(server: FakeServer) -> Non
     }
 
 
+def test_submit_infra_retry_options_and_show_says_whose_fault(server: FakeServer) -> None:
+    server.route("POST", "/api/v1/jobs", json_reply(JOB, 201))
+    result = run("submit", "--server", server.url, "--infra-retries", "5", "--", "true")
+    assert result.exit_code == 0, result.output
+    assert server.requests[-1].json()["infra_retries"] == 5
+    assert "no_infra_retry" not in server.requests[-1].json()
+    result = run("submit", "--server", server.url, "--no-infra-retry", "--", "true")
+    assert result.exit_code == 0, result.output
+    body = server.requests[-1].json()
+    assert body["no_infra_retry"] is True and "infra_retries" not in body
+    for bad in ("-1", "101", "x"):
+        refused = run("submit", "--server", server.url, "--infra-retries", bad, "--", "true")
+        assert refused.exit_code == 2 and refused.stderr.startswith("error: "), bad
+    lost = {"number": 1, "state": "failed", "failure": "worker_lost", "reason": "worker w lost"}
+    own = {"number": 2, "state": "failed", "exit_code": 3, "failure": "job", "reason": "exit 3"}
+    shown = {
+        **JOB,
+        "max_retries": 1,
+        "retries_used": 1,
+        "infra_retries": 2,
+        "infra_retries_used": 1,
+        "attempt_history": [lost, own],
+    }
+    server.route("GET", "/api/v1/jobs/job-1", json_reply(shown))
+    result = run("show", "job-1", "--server", server.url)
+    assert result.exit_code == 0, result.output
+    assert "retries used:" in result.stdout
+    assert "1 of 1; after platform faults 1 of 2" in result.stdout
+    assert "platform: worker lost" in result.stdout and "the job's own" in result.stdout
+
+
 def test_submit_argv_and_script(server: FakeServer, tmp_path: Path) -> None:
     server.route("POST", "/api/v1/jobs", json_reply(JOB, 201))
     assert run("submit", "--server", server.url, "--", "echo", "-n", "a b").exit_code == 0

@@ -129,6 +129,19 @@ def submit(
     memory: Annotated[str | None, typer.Option(help="Memory requested (512M, 2G).")] = None,
     timeout: Annotated[str | None, typer.Option(help="Time limit (30s, 5m, 1h).")] = None,
     retries: Annotated[int, typer.Option(help="Retries after a failure.")] = 0,
+    infra_retries: Annotated[
+        int | None,
+        typer.Option(
+            help="Runs again after attempts lost to the platform (default: the server's).",
+            show_default=False,
+        ),
+    ] = None,
+    no_infra_retry: Annotated[
+        bool,
+        typer.Option(
+            "--no-infra-retry", help="Never run again by itself: a platform fault fails it."
+        ),
+    ] = False,
     priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="Env var K=V.")] = None,
     secret: Annotated[
@@ -172,6 +185,10 @@ def submit(
         max_retries=retries,
         priority=priority,
     )
+    if infra_retries is not None:
+        body["infra_retries"] = infra_retries
+    if no_infra_retry:
+        body["no_infra_retry"] = True
     # The server's own rules, here at the edge: a bad flag is an error before any request.
     check_sendable("", body)  # first: the spec's size checks encode its text as UTF-8
     validate_spec(
@@ -186,6 +203,8 @@ def submit(
             memory_bytes=body["memory_bytes"],
             timeout_s=body["timeout_s"],
             max_retries=retries,
+            infra_retries=infra_retries,
+            no_infra_retry=no_infra_retry,
             priority=priority,
         )
     )
