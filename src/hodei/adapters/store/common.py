@@ -42,20 +42,20 @@ def newest_page(
     return items, (items[-1].seq if len(rows) > limit else None)
 
 
-# The Job fields transition() may set; id, spec, seq and created_at never change, state is its own.
-MUTABLE_FIELDS = frozenset(
-    {
-        "exit_code",
-        "attempts",
-        "worker_id",
-        "started_at",
-        "finished_at",
-        "reason",
-        "not_before",
-        "retries_used",
-        "infra_retries_used",
-    }
+# The Job fields transition() may set, in a fixed order (statements list them in it); id, spec,
+# seq and created_at never change, state is its own.
+MUTABLE_FIELD_ORDER = (
+    "exit_code",
+    "attempts",
+    "worker_id",
+    "started_at",
+    "finished_at",
+    "reason",
+    "not_before",
+    "retries_used",
+    "infra_retries_used",
 )
+MUTABLE_FIELDS = frozenset(MUTABLE_FIELD_ORDER)
 
 # Every Job field has a column of the same name (a new field without one fails loudly in the
 # adapters); `priority` is spec.priority, copied out so the queue index can use it.

@@ -8,7 +8,7 @@ from hodei.adapters.store.common import (
     BACKFILL_RETRIES_USED,
     INSERT_FIELDS,
     JOB_FIELDS,
-    MUTABLE_FIELDS,
+    MUTABLE_FIELD_ORDER,
     Migration,
 )
 
@@ -161,19 +161,7 @@ KEY_OWNERS = "SELECT idempotency_key, id FROM jobs WHERE idempotency_key = ANY($
 # Compare-and-swap of many jobs in one statement. Per row: the id, the expected states joined
 # by commas, the target, then for every mutable field its value and whether to set it (a
 # transition may set a field to NULL, so "not given" needs its own flag).
-MOVE_FIELDS = (
-    "exit_code",
-    "attempts",
-    "worker_id",
-    "started_at",
-    "finished_at",
-    "reason",
-    "not_before",
-    "retries_used",
-    "infra_retries_used",
-)
-if set(MOVE_FIELDS) != MUTABLE_FIELDS:  # a new mutable Job field needs its place here
-    raise RuntimeError(f"MOVE_FIELDS {MOVE_FIELDS} do not match {sorted(MUTABLE_FIELDS)}")
+MOVE_FIELDS = MUTABLE_FIELD_ORDER
 _MOVE_ARRAYS = [("id", "text"), ("expected", "text"), ("target", "text")]
 for _field in MOVE_FIELDS:
     _MOVE_ARRAYS += [(_field, COLUMN_TYPES[_field]), (f"set_{_field}", "bool")]
