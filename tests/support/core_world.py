@@ -45,16 +45,12 @@ class RecordedDemand(NoCapacity):
         return None
 
 
-class GatedTransitions:
-    """Mixed into a store class: holds every move to ASSIGNED until `gate` is set (`holding`
-    is set once one waits), and records the target of every transition."""
+class HookedTransitions:
+    """Mixed into a store class: `before(target)` runs before every transition (a test
+    makes it wait, fail or count)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.holding = asyncio.Event()
-        self.targets: list[JobState] = []
+    async def before(self, target: JobState) -> None:
+        pass
 
     async def transition(
         self,
@@ -65,12 +61,27 @@ class GatedTransitions:
         *args: Any,
         **kwargs: Any,
     ) -> Job:
+        await self.before(target)
+        parent: Any = super()
+        return await parent.transition(job_id, expected, target, changes, *args, **kwargs)
+
+
+class GatedTransitions(HookedTransitions):
+    """Holds every move to ASSIGNED until `gate` is set (`holding` is set once one waits), and
+    records the target of every transition."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.holding = asyncio.Event()
+        self.targets: list[JobState] = []
+
+    async def before(self, target: JobState) -> None:
         if target is JobState.ASSIGNED:
             self.holding.set()
             await self.gate.wait()
         self.targets.append(target)
-        parent: Any = super()
-        return await parent.transition(job_id, expected, target, changes, *args, **kwargs)
 
 
 class World:

@@ -4,12 +4,11 @@ max_retries; an attempt never run spends neither; each attempt records whose fau
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from core_world import World, assigned, running_world
+from core_world import HookedTransitions, World, assigned, running_world
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.adapters.store.memory import MemoryJobStore
@@ -22,26 +21,15 @@ from hodei.server.core.workers import WorkerSession
 BACKOFF_S = 0.02
 
 
-class FlakyStore(MemoryJobStore):
+class FlakyStore(HookedTransitions, MemoryJobStore):
     """Fails the next `failures` moves to ASSIGNED with a StoreError."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.failures = 0
+    failures = 0
 
-    async def transition(
-        self,
-        job_id: str,
-        expected: Collection[JobState],
-        target: JobState,
-        changes: Mapping[str, Any] | None = None,
-        *args: Any,
-        **kwargs: Any,
-    ) -> Job:
+    async def before(self, target: JobState) -> None:
         if target is JobState.ASSIGNED and self.failures > 0:
             self.failures -= 1
             raise StoreError("disk full")
-        return await super().transition(job_id, expected, target, changes, *args, **kwargs)
 
 
 @pytest.fixture

@@ -6,39 +6,29 @@ is settled by the periodic reconciliation."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from core_world import World, assigned, next_message, running_world
+from core_world import HookedTransitions, World, assigned, next_message, running_world
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.adapters.logs.files import FileLogStore
 from hodei.adapters.store.memory import MemoryJobStore
 from hodei.domain.attempts import Failure
-from hodei.domain.jobs import Job, JobState
+from hodei.domain.jobs import JobState
 from hodei.errors import StoreError
 from hodei.server.core.workers import WorkerSession
 
 
-class FullStore(MemoryJobStore):
+class FullStore(HookedTransitions, MemoryJobStore):
     """Refuses every state change while `full`, as SQLite does when its disk is full."""
 
     full = False
 
-    async def transition(
-        self,
-        job_id: str,
-        expected: Collection[JobState],
-        target: JobState,
-        changes: Mapping[str, Any] | None = None,
-        *args: Any,
-        **kwargs: Any,
-    ) -> Job:
+    async def before(self, target: JobState) -> None:
         if self.full:
             raise StoreError("database or disk is full")
-        return await super().transition(job_id, expected, target, changes, *args, **kwargs)
 
 
 class FullLogs(FileLogStore):
