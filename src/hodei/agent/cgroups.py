@@ -36,8 +36,9 @@ KILL_LIMIT_S = 5.0  # how long a cgroup may take to empty once killed
 ENTER = 'echo $$ >"$0/cgroup.procs" || exit 125; exec "$@"'
 
 
-def _mounts() -> list[tuple[str, str, str]]:
-    """(mount point, fstype, super options) of every cgroup mount."""
+def _mounts() -> list[tuple[str, str, str, str]]:
+    """(mount point, fstype, super options, root: the hierarchy's path mounted there) of every
+    cgroup mount."""
     out = []
     try:
         with open("/proc/self/mountinfo") as f:
@@ -48,7 +49,7 @@ def _mounts() -> list[tuple[str, str, str]]:
         left, _, right = line.partition(" - ")
         fields, rfields = left.split(), right.split()
         if len(fields) >= 5 and len(rfields) >= 3 and rfields[0] in ("cgroup", "cgroup2"):
-            out.append((fields[4], rfields[0], rfields[2]))
+            out.append((fields[4], rfields[0], rfields[2], fields[3]))
     return out
 
 
@@ -70,14 +71,25 @@ def candidates() -> list[tuple[str, bool]]:
     """(the agent's own cgroup directory, is v2), best first: v2, then v1 pids, then freezer."""
     own = _own_paths()
     out: list[tuple[str, bool]] = []
-    for point, fstype, options in _mounts():
+    for point, fstype, options, root in _mounts():
         if fstype == "cgroup2" and "" in own:
-            out.insert(0, (os.path.join(point, own[""].lstrip("/")), True))
+            out.insert(0, (_under(point, root, own[""]), True))
         elif fstype == "cgroup":
             for name in ("pids", "freezer"):
                 if name in options.split(",") and name in own:
-                    out.append((os.path.join(point, own[name].lstrip("/")), False))
+                    out.append((_under(point, root, own[name]), False))
     return out
+
+
+def _under(point: str, root: str, own: str) -> str:
+    """Where the cgroup `own` (a path in its hierarchy, as /proc/self/cgroup says) is, for a
+    mount at `point` of the hierarchy's `root`: in a container without a cgroup namespace the
+    mount's root is the container's cgroup (/docker/<id>), and /proc/self/cgroup still names
+    the full path."""
+    root = root.rstrip("/")
+    if root and (own == root or own.startswith(root + "/")):
+        own = own[len(root) :]
+    return os.path.join(point, own.lstrip("/"))
 
 
 def _sh() -> str:
@@ -123,7 +135,7 @@ class JobCgroups:
     def _into_leaf(self) -> bool:
         """Move the agent into `<parent>/hodei-agent` (v2: a cgroup with job children should
         hold no process itself)."""
-        if os.path.abspath(self.parent) in {p for p, _, _ in _mounts()}:
+        if os.path.abspath(self.parent) in {p for p, _, _, _ in _mounts()}:
             return False  # the root cgroup is exempt: the rule is not what failed
         leaf = os.path.join(self.parent, "hodei-agent")
         try:
