@@ -121,7 +121,7 @@ def check_pipeline(
 
 def suggest(word: str, candidates: Iterable[str]) -> str:
     """' (did you mean 'x'?)' when one candidate is close to `word`, else ''."""
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, [str(c) for c in candidates], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -832,8 +832,7 @@ class _Reader:
                         break
                     if seen == 1:
                         cycle = [*path[position[need] :], need]
-                        # Written in the order the steps run: each one needs the one before it.
-                        self.err(node, f"cycle in needs: {' -> '.join(reversed(cycle))}")
+                        self.err(node, f"cycle in needs: {_cycle_text(cycle)}")
                 else:
                     state[step] = 2
                     del position[step]
@@ -957,6 +956,14 @@ def _kind(node: Node) -> str:
     if isinstance(value, int | float):
         return f"the number {node.text}"
     return f"the string {shown(node.text)}"
+
+
+def _cycle_text(cycle: list[str]) -> str:
+    """The steps in the order they would run (each needs the one before it), cut if long."""
+    names = cycle[::-1]
+    if len(names) <= 12:
+        return " -> ".join(names)
+    return " -> ".join([*names[:6], "...", *names[-4:]]) + f" ({len(names) - 1} steps)"
 
 
 def _combo_text(combo: Combination) -> str:

@@ -143,6 +143,8 @@ class _Composer:
         text: str = event.value
         tag = event.tag
         if tag is None or tag == "!":
+            if not event.implicit[0]:  # quoted or block: a string
+                return Scalar(text, text, line, column)
             tag = self.loader.resolve(yaml.ScalarNode, text, event.implicit)
         elif tag not in _ALLOWED_TAGS:
             raise TreeError(f"YAML tag {tag[:40]!r} is not allowed", line, column)
