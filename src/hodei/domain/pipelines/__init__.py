@@ -40,7 +40,7 @@ from hodei.domain.pipelines.model import (
     status_of,
 )
 from hodei.domain.pipelines.parse import check_artifact_path, check_pipeline, parse_pipeline
-from hodei.domain.pipelines.render import (
+from hodei.domain.pipelines.rendering import (
     RenderedStep,
     job_spec,
     parse_outputs,
