@@ -130,7 +130,7 @@ steps:
                 "output is meant is ambiguous",
             ),
             (24, 10, "${{ matrix.a }}: step 'later' has no matrix"),
-            (25, 17, "${{ steps.nope.outputs.x }}: no step 'nope'"),
+            (25, 18, "${{ steps.nope.outputs.x }}: no step 'nope'"),
         ]
     )
 
