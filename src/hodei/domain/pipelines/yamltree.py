@@ -102,38 +102,54 @@ class _Composer:
         return root
 
     def node(self, depth: int) -> Node:
-        event = self.loader.get_event()
-        line, column = _mark(event)
-        self.nodes += 1
-        if self.nodes > self.limits.max_nodes:
-            raise TreeError(
-                f"too many YAML nodes (more than {self.limits.max_nodes})", line, column
-            )
-        if isinstance(event, yaml.AliasEvent):
-            raise TreeError("YAML aliases (*name) are not allowed", line, column)
-        if event.anchor is not None:
-            raise TreeError("YAML anchors (&name) are not allowed", line, column)
-        if isinstance(event, yaml.ScalarEvent):
-            return self.scalar(event, line, column)
-        if depth >= self.limits.max_depth:
-            raise TreeError(
-                f"nested too deeply (more than {self.limits.max_depth} levels)", line, column
-            )
-        self.check_tag(
-            event.tag, _SEQ if isinstance(event, yaml.SequenceStartEvent) else _MAP, line, column
-        )
-        if isinstance(event, yaml.SequenceStartEvent):
-            items: list[Node] = []
-            while not self.loader.check_event(yaml.SequenceEndEvent):
-                items.append(self.node(depth + 1))
-            self.loader.get_event()
-            return Seq(items, line, column)
-        pairs: list[tuple[Node, Node]] = []
-        while not self.loader.check_event(yaml.MappingEndEvent):
-            key = self.node(depth + 1)
-            pairs.append((key, self.node(depth + 1)))
-        self.loader.get_event()
-        return Map(pairs, line, column)
+        """The next node and everything in it: one flat loop over the events (no recursion)."""
+        get_event = self.loader.get_event
+        limits = self.limits
+        stack: list[Seq | Map] = []
+        keys: list[Node | None] = []  # per open mapping: its key waiting for a value
+        while True:
+            event = get_event()
+            kind = type(event)
+            if kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
+                done: Node = stack.pop()
+                keys.pop()
+                if not stack:
+                    return done
+                continue
+            mark = event.start_mark
+            line, column = mark.line + 1, mark.column + 1
+            self.nodes += 1
+            if self.nodes > limits.max_nodes:
+                raise TreeError(f"too many YAML nodes (more than {limits.max_nodes})", line, column)
+            if kind is yaml.AliasEvent:
+                raise TreeError("YAML aliases (*name) are not allowed", line, column)
+            if event.anchor is not None:
+                raise TreeError("YAML anchors (&name) are not allowed", line, column)
+            node: Node
+            if kind is yaml.ScalarEvent:
+                node = self.scalar(event, line, column)
+            else:
+                if len(stack) + depth >= limits.max_depth:
+                    raise TreeError(
+                        f"nested too deeply (more than {limits.max_depth} levels)", line, column
+                    )
+                is_seq = kind is yaml.SequenceStartEvent
+                self.check_tag(event.tag, _SEQ if is_seq else _MAP, line, column)
+                node = Seq([], line, column) if is_seq else Map([], line, column)
+            if stack:
+                top = stack[-1]
+                if isinstance(top, Seq):
+                    top.items.append(node)
+                elif (key := keys[-1]) is None:
+                    keys[-1] = node
+                else:
+                    top.pairs.append((key, node))
+                    keys[-1] = None
+            elif type(node) is Scalar:
+                return node
+            if not isinstance(node, Scalar):
+                stack.append(node)
+                keys.append(None)
 
     def check_tag(self, tag: str | None, expected: str, line: int, column: int) -> None:
         if tag is not None and tag not in ("!", expected):
@@ -161,6 +177,6 @@ class _Composer:
         return Scalar(value, text, line, column)
 
 
-def _mark(event: Any) -> tuple[int, int]:
+def _mark(event: Any) -> tuple[int, int]:  # for the rare events outside node()
     mark = event.start_mark
     return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
