@@ -72,9 +72,9 @@ class LogHub:
         stored (a resend after a reconnect or a server restart) is skipped by offset, so the
         log has no duplicate; returns whether any byte was new."""
         live = self._get(job_id, attempt)
-        live.last_seq = max(live.last_seq, seq)
         end = offset + len(data)
         if end <= live.agent_end:
+            live.last_seq = max(live.last_seq, seq)
             return False
         if offset < live.agent_end:
             data = data[live.agent_end - offset :]
@@ -86,6 +86,9 @@ class LogHub:
                 offset - live.agent_end,
             )
         live.size = self._store.append(job_id, attempt, data)
+        # Only once stored: last_seq is what the agent is told it may forget (a chunk the
+        # store refused must not count, or a resend of an earlier one would ack it too).
+        live.last_seq = max(live.last_seq, seq)
         live.local = True
         live.agent_end = end
         live.tail += data
