@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from hodei.adapters.logs.files import FileLogStore
 from hodei.domain.jobs import Job, JobSpec, JobState
+from hodei.errors import StoreError
 from hodei.server.api.http.logs import utf8_cut
 from hodei.server.core.bus import EventBus, LogGrew
 from hodei.server.core.loghub import LogHub
@@ -95,3 +98,26 @@ async def test_a_log_another_server_writes_is_followed_from_the_shared_store(
     assert b"".join(got) == b"one\ntwo\nthree\n"
     assert grown == [("r1", 1, 4), ("r1", 1, 8), ("r1", 1, 14)]
     assert reader.read("r1", 1, 1 << 40) == b""
+
+
+def test_a_chunk_the_store_refuses_is_not_counted_as_stored(tmp_path: Path) -> None:
+    class Full(FileLogStore):
+        full = False
+
+        def append(self, job_id: str, attempt: int, data: bytes) -> int:
+            if self.full:
+                raise StoreError("No space left on device")
+            return super().append(job_id, attempt, data)
+
+    store = Full(tmp_path)
+    hub = LogHub(store)
+    hub.append("f1", 1, 1, 0, b"one\n")
+    store.full = True
+    with pytest.raises(StoreError):
+        hub.append("f1", 1, 2, 4, b"two\n")
+    assert hub.last_seq("f1", 1) == 1
+    store.full = False
+    assert not hub.append("f1", 1, 1, 0, b"one\n")  # a resend of what is stored
+    assert hub.last_seq("f1", 1) == 1  # its ack must not cover the refused chunk 2
+    assert hub.append("f1", 1, 2, 4, b"two\n") and hub.last_seq("f1", 1) == 2
+    assert hub.read("f1", 1) == b"one\ntwo\n"
