@@ -116,8 +116,11 @@ def test_kill_9_of_the_server_while_30_local_jobs_run_loses_none(
     flags += ("--worker-grace", "30s")
     first = start_server(home, *flags)
     servers.append(first)
-    # Workers first (a warm-up), so that the 30 jobs all start within a moment of each other.
-    warm = submit(first, 30, "true")
+    # Workers first (a warm-up), so that the 30 jobs all start within a moment of each other:
+    # 30 jobs queued at once (one batch) that outlast the workers' start, so six are needed.
+    with first.http() as client:
+        batch = client.post("/api/v1/jobs/batch", json={"jobs": [{"command": "sleep 1"}] * 30})
+    warm = [item["id"] for item in batch.json()["items"]]
     wait_for("six connected workers", lambda: len(connected_workers(first)) == 6, 60)
     wait_for("the warm-up", lambda: all_in(first, warm, {"succeeded"}), 60)
 
