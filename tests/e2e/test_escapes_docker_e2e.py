@@ -23,6 +23,7 @@ import httpx
 import psutil
 import pytest
 from harness import RunningServer, stop_server
+from proc_scan import with_marker
 
 pytestmark = pytest.mark.e2e
 
@@ -102,26 +103,6 @@ def post(client: httpx.Client, command: str, **fields: Any) -> str:
 
 def marker() -> str:
     return f"777.{secrets.randbelow(10**12):012d}"
-
-
-def with_marker(mark: str, exact: bool = False) -> list[int]:
-    """Host pids of live (not zombie) processes whose command line holds the marker; `exact`:
-    only the escapees themselves (`sleep MARKER`), not the job's shell that names them."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmdline = f.read()
-            with open(f"/proc/{name}/stat") as f:
-                state = f.read().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        argv = cmdline.rstrip(b"\0").split(b"\0")
-        if state != "Z" and (argv[-1] == mark.encode() if exact else mark.encode() in cmdline):
-            found.append(int(name))
-    return found
 
 
 def wait_for(what: str, check: Callable[[], T], timeout: float, every: float = 0.05) -> T:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from proc_scan import with_marker
 
 from hodei.agent.cgroups import JobCgroups, candidates
 from hodei.agent.containment import (
@@ -41,27 +42,9 @@ def _marker() -> str:
     return f"{700 + next(_SEQ) % 100}.{os.getpid()}{next(_SEQ):04d}"
 
 
-def _with_marker(marker: str) -> list[int]:
-    """Pids of live (not zombie) processes whose command line holds the marker."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmdline = f.read()
-            with open(f"/proc/{name}/stat") as f:
-                state = f.read().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if marker.encode() in cmdline and state != "Z":
-            found.append(int(name))
-    return found
-
-
 async def _until_none(marker: str, limit_s: float = 5) -> list[int]:
     deadline = time.monotonic() + limit_s
-    while (left := _with_marker(marker)) and time.monotonic() < deadline:  # noqa: ASYNC110
+    while (left := with_marker(marker)) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.02)
     return left
 
@@ -151,7 +134,7 @@ async def test_other_live_jobs_are_spared_by_a_sweep() -> None:
         await asyncio.sleep(0.5)
         assert await _run(ESCAPES["setsid-fork"].format(m=drop), containment)
         assert await _until_none(drop) == []
-        assert _with_marker(keep)  # the other job's orphan lives on with its job
+        assert with_marker(keep)  # the other job's orphan lives on with its job
     finally:
         cancel.set()
         await asyncio.wait_for(other, 15)
@@ -177,11 +160,11 @@ def test_escapes_end_when_the_agent_is_killed(mode: str) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     with subprocess.Popen([sys.executable, "-c", AGENT, command, mode], env=env) as agent:
         deadline = time.monotonic() + 10
-        while not _with_marker(marker) and time.monotonic() < deadline:
+        while not with_marker(marker) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert _with_marker(marker)
+        assert with_marker(marker)
         agent.kill()  # no chance to clean up: its job reaper must do it
     deadline = time.monotonic() + 5
-    while _with_marker(marker) and time.monotonic() < deadline:
+    while with_marker(marker) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert _with_marker(marker) == []
+    assert with_marker(marker) == []
