@@ -285,8 +285,11 @@ def test_examples_validate(path: Path) -> None:
     dag = build_dag(pipeline)
     params = resolve_params(pipeline, {})
     outputs = {name: {out: "1" for out in step.outputs} for name, step in pipeline.steps.items()}
-    for job in dag.all_jobs():
-        validate_spec(job_spec(job, render_step(pipeline, job, params, outputs)))
+    jobs = dag.all_jobs()
+    assert jobs
+    for job in jobs:
+        spec = validate_spec(job_spec(job, render_step(pipeline, job, params, outputs)))
+        assert "${{" not in spec.command  # every expression rendered
 
 
 def test_the_ci_example() -> None:
