@@ -17,6 +17,7 @@ from hodei.domain.access import AuditEntry, TokenRecord
 from hodei.domain.attempts import Attempt
 from hodei.domain.cluster import ClusterEvent
 from hodei.domain.jobs import Job, JobSpec, JobState
+from hodei.domain.pipelines.runs import PipelineRun, RunState, RunStep, StepUpdate
 from hodei.errors import ConflictError
 
 
@@ -158,7 +159,110 @@ class SecretStore(Protocol):
         ...
 
 
-class JobStore(StoreLifecycle, JobRecords, TokenStore, AuditStore, SecretStore, Protocol):
+class PipelineStore(Protocol):
+    """Pipeline runs and their step rows. Runs change by compare-and-swap on `version`, steps
+    by compare-and-swap on (status, generation): several servers may decide the same thing,
+    and only the first write of it applies."""
+
+    async def create_run(self, run: PipelineRun, steps: Sequence[RunStep]) -> PipelineRun:
+        """Insert a run and all its steps in one transaction; returns the run with `seq` set.
+        ConflictError if the id exists."""
+        ...
+
+    async def get_run(self, run_id: str) -> PipelineRun:
+        """NotFoundError if there is no such run."""
+        ...
+
+    async def list_runs(
+        self, state: RunState | None = None, limit: int = 100, cursor: int | None = None
+    ) -> tuple[list[PipelineRun], int | None]:
+        """Newest first. `cursor` is the `seq` below which to continue; returns (items, next)."""
+        ...
+
+    async def active_runs(self) -> list[PipelineRun]:
+        """Runs that are running or waiting, oldest first (resumed at start-up)."""
+        ...
+
+    async def update_run(
+        self, run_id: str, version: int, changes: Mapping[str, Any]
+    ) -> PipelineRun:
+        """Apply `changes` (PipelineRun fields, not id/seq/version/source) only if the stored
+        version is `version`; the version becomes version + 1. ConflictError if it is not (the
+        message names the stored version), NotFoundError when there is no run."""
+        ...
+
+    async def run_steps(self, run_id: str) -> list[RunStep]:
+        """The run's step rows by index (empty for an unknown run)."""
+        ...
+
+    async def update_steps(
+        self, run_id: str, updates: Sequence[StepUpdate]
+    ) -> list[RunStep | ConflictError]:
+        """Apply each update in one transaction, in order: the updated row, or a ConflictError
+        for an update whose step's status or generation was not the expected one (or whose
+        step does not exist); the others still apply."""
+        ...
+
+    async def cached_step(self, cache_key: str) -> RunStep | None:
+        """The most recently finished succeeded step with this cache key that ran itself (its
+        `cached_from` is None), or None."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactInfo:
+    job_id: str
+    attempt: int
+    sha256: str  # of the archive (a tar file)
+    size: int  # bytes
+    created_at: float
+
+
+class ArtifactUpload(Protocol):
+    """An archive being received, chunk by chunk, at increasing offsets."""
+
+    def write(self, offset: int, data: bytes) -> None:
+        """Write `data` at `offset`. An offset other than the bytes written so far restarts
+        the upload at 0 (offset 0) or raises ValueError. ValueError past the size limit."""
+        ...
+
+    def commit(self, sha256: str, size: int) -> ArtifactInfo:
+        """Check size and checksum, make the archive durable and visible; ValueError if they
+        do not match what was written (nothing is kept)."""
+        ...
+
+    def abort(self) -> None: ...
+
+
+class ArtifactStore(Protocol):
+    """Artifact archives and outputs of job attempts, as files beside the logs."""
+
+    def begin(self, job_id: str, attempt: int, max_bytes: int) -> ArtifactUpload: ...
+
+    def info(self, job_id: str, attempt: int) -> ArtifactInfo | None:
+        """The committed archive of that attempt, or None."""
+        ...
+
+    def latest(self, job_id: str) -> ArtifactInfo | None:
+        """The committed archive of the job's latest attempt that has one, or None."""
+        ...
+
+    def read(self, job_id: str, attempt: int, offset: int = 0, limit: int = -1) -> bytes: ...
+
+    def put_outputs(self, job_id: str, attempt: int, data: bytes) -> None:
+        """Store an attempt's outputs file durably (replacing an earlier copy)."""
+        ...
+
+    def outputs(self, job_id: str, attempt: int) -> bytes | None: ...
+
+    def expire(self, before: float) -> int:
+        """Delete archives and outputs created before `before`; returns how many archives."""
+        ...
+
+
+class JobStore(
+    StoreLifecycle, JobRecords, PipelineStore, TokenStore, AuditStore, SecretStore, Protocol
+):
     """The whole store. Every write is committed (group commit) before its await returns:
     SQLite and PostgreSQL keep it across restarts, the memory store for as long as it lives."""
 

@@ -294,10 +294,10 @@ steps:
     found = issues(text)
     assert [message for _, _, message in found] == [
         "artifact path '../up' must not contain '..'",
-        "artifact path '/etc/passwd' must be relative to the step's directory",
+        "artifact path '/etc/passwd' must be relative to the work directory",
         "artifact path 'a/../../b' must not contain '..'",
-        "artifact path 'C:\\\\x' must be relative to the step's directory",
-        "artifact path '~/x' must be relative to the step's directory",
+        "artifact path 'C:\\\\x' must be relative to the work directory",
+        "artifact path '~/x' must be relative to the work directory",
         "an artifact of step 'a' must not be empty",
     ]
     assert found[0][:2] == (5, 43)

@@ -281,9 +281,11 @@ def jobs(
 
 def job_arg(job: str) -> str:
     """A JOB argument: a well-formed job id, or an error before any request."""
+    from functools import partial
+
     from hodei.domain.jobs import validate_job_id
 
-    return parse_opt(validate_job_id, job, "JOB")
+    return parse_opt(partial(validate_job_id, step=None), job, "JOB")
 
 
 def _job_request(server: str, method: str, job: str, suffix: str = "") -> tuple[bytes, Any]:

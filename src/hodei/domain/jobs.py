@@ -21,6 +21,12 @@ MAX_SECRETS = 64
 MAX_LABEL_VALUE = 1024
 MAX_SPEC_BYTES = 1024 * 1024  # command, arguments, env, labels and name together
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# The ids the pipeline engine gives its steps' jobs (RUN.INDEX.GENERATION): a client may not
+# choose one, so nobody can create a step's job before the engine does.
+STEP_JOB_ID = re.compile(r"^(r[0-9a-f]{17})\.(\d{1,6})\.(\d{1,6})$")
+_INPUT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}/\d{1,9}$")
+MAX_ARTIFACT_PATHS = 100
+MAX_INPUTS = 1024
 _IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
@@ -136,6 +142,11 @@ class JobSpec:
     # that must not run twice).
     infra_retries: int | None = None
     no_infra_retry: bool = False
+    # Paths (relative to the work directory) uploaded as the attempt's artifact archive when
+    # it succeeds; and the artifacts ("JOB_ID/ATTEMPT") unpacked into the work directory
+    # before it starts (a pipeline step's inputs from the steps it needs).
+    artifacts: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
 
     @property
     def is_script(self) -> bool:
@@ -153,11 +164,19 @@ def validate_idempotency_key(key: str) -> str:
     return key
 
 
-def validate_job_id(job_id: str) -> str:
+def validate_job_id(job_id: str, *, step: bool | None = False) -> str:
+    """A job id a client chose; `step`: one the pipeline engine made (RUN.INDEX.GENERATION);
+    None: any existing job's id."""
     if not _ID_RE.fullmatch(job_id):
         raise ValidationError(
             "job id must be 1-64 characters of letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
+        )
+    if step is not None and bool(STEP_JOB_ID.fullmatch(job_id)) is not step:
+        raise ValidationError(
+            "job ids of the form rHEX.N.N are the pipeline engine's"
+            if not step
+            else f"{job_id!r} is not a pipeline step's job id"
         )
     return job_id
 
@@ -202,6 +221,37 @@ def shown(text: object, limit: int = 40) -> str:
     return repr(text[:limit]) + ("..." if len(text) > limit else "")
 
 
+def _check_artifacts(spec: JobSpec) -> None:
+    if len(spec.artifacts) > MAX_ARTIFACT_PATHS:
+        raise ValidationError(
+            f"too many artifact paths ({len(spec.artifacts)} > {MAX_ARTIFACT_PATHS})"
+        )
+    for path in spec.artifacts:
+        problem = artifact_path_problem(path)
+        if problem is not None:
+            raise ValidationError(problem)
+    if len(spec.inputs) > MAX_INPUTS:
+        raise ValidationError(f"too many inputs ({len(spec.inputs)} > {MAX_INPUTS})")
+    for key in spec.inputs:
+        if not isinstance(key, str) or not _INPUT_RE.fullmatch(key):
+            raise ValidationError(f"invalid input {shown(key)} (expected JOB_ID/ATTEMPT)")
+
+
+def artifact_path_problem(path: object) -> str | None:
+    """Why `path` cannot name an artifact (relative, inside the work directory), or None."""
+    if not isinstance(path, str) or not path.strip():
+        return "artifact path must not be empty"
+    if "\x00" in path:
+        return "artifact path must not contain NUL"
+    if len(path) > 1024:
+        return "artifact path too long (more than 1024 characters)"
+    if path.startswith(("/", "\\", "~")) or re.match(r"[A-Za-z]:", path):
+        return f"artifact path {shown(path)} must be relative to the work directory"
+    if ".." in re.split(r"[/\\]", path):
+        return f"artifact path {shown(path)} must not contain '..'"
+    return None
+
+
 def _validate_spec(spec: JobSpec) -> JobSpec:
     if not spec.command or not spec.command.strip():
         raise ValidationError("command must not be empty")
@@ -220,6 +270,7 @@ def _validate_spec(spec: JobSpec) -> JobSpec:
     for name in spec.secrets:
         if not _KEY_RE.fullmatch(name):
             raise ValidationError(f"invalid secret name {shown(name)}")
+    _check_artifacts(spec)
     if not 0 <= spec.cpu <= 1024:
         raise ValidationError("cpu must be between 0 and 1024 cores")
     if not 0 <= spec.memory_bytes <= 1 << 50:

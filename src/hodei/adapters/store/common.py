@@ -62,7 +62,7 @@ MUTABLE_FIELDS = frozenset(MUTABLE_FIELD_ORDER)
 JOB_FIELDS = tuple(f.name for f in fields(Job))
 INSERT_FIELDS = tuple(name for name in JOB_FIELDS if name != "seq")
 _SPEC_FIELDS = frozenset(f.name for f in fields(JobSpec))
-_TUPLE_FIELDS = ("arguments", "secrets")
+_TUPLE_FIELDS = ("arguments", "secrets", "artifacts", "inputs")
 
 
 def encode_spec(spec: JobSpec) -> str:

@@ -16,7 +16,14 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from hodei.domain.jobs import JobSpec, parse_duration, parse_size, shown, validate_spec
+from hodei.domain.jobs import (
+    JobSpec,
+    artifact_path_problem,
+    parse_duration,
+    parse_size,
+    shown,
+    validate_spec,
+)
 from hodei.domain.pipelines.expressions import ExpressionError, Part, Ref, parse_template
 from hodei.domain.pipelines.model import (
     DEFAULT_LIMITS,
@@ -127,17 +134,7 @@ def suggest(word: str, candidates: Iterable[str]) -> str:
 
 def check_artifact_path(path: str) -> str | None:
     """Why `path` is not an acceptable artifact path, or None: relative, no '..', no NUL."""
-    if not path.strip():
-        return "artifact path must not be empty"
-    if "\x00" in path:
-        return "artifact path must not contain NUL"
-    if len(path) > MAX_PATH:
-        return f"artifact path too long (more than {MAX_PATH} characters)"
-    if path.startswith(("/", "\\", "~")) or re.match(r"[A-Za-z]:", path):
-        return f"artifact path {shown(path)} must be relative to the step's directory"
-    if ".." in re.split(r"[/\\]", path):
-        return f"artifact path {shown(path)} must not contain '..'"
-    return None
+    return artifact_path_problem(path)
 
 
 @dataclass
