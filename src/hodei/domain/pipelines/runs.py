@@ -62,6 +62,7 @@ class PipelineRun:
     created_at: float = 0.0
     finished_at: float | None = None
     reason: str = ""  # why it ended as it did ("test[os=linux] failed", "cancelled by ...")
+    cancelled_by: str | None = None  # set by a cancel: nothing more starts, running steps stop
     generation: int = 0  # retries of the run so far
     version: int = 0  # bumped by every update (compare-and-swap)
     seq: int = 0  # store order, for paging

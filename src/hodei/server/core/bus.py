@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hodei.domain.jobs import Job, JobState
+from hodei.domain.pipelines.runs import PipelineRun, RunStep
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,14 @@ class CancelElsewhere:
     """A job was cancelled whose worker is not connected to this server (maybe to another)."""
 
     job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunChanged:
+    """A pipeline run advanced: its state as stored now, and the step rows this pass wrote."""
+
+    run: PipelineRun
+    steps: tuple[RunStep, ...]
 
 
 E = TypeVar("E")

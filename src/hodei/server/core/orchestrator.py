@@ -60,7 +60,18 @@ class Orchestrator:
         spec = self._with_defaults(validate_spec(spec))
         if idempotency_key is not None:
             validate_idempotency_key(idempotency_key)
+        if job_id:
+            validate_job_id(job_id)
         return await self._create(spec, job_id, idempotency_key, check_secrets=True)
+
+    async def submit_step(self, spec: JobSpec, job_id: str) -> Job:
+        """Store the job of a pipeline step under the id the engine chose for it (RUN.N.G).
+        ConflictError if that job exists: the step was started already."""
+        spec = self._with_defaults(validate_spec(spec))
+        job, _ = await self._create(
+            spec, validate_job_id(job_id, step=True), None, check_secrets=True
+        )
+        return job
 
     async def _check_secrets(self, names: Collection[str]) -> None:
         known = await self.store.get_secrets(names) if names else {}
@@ -80,7 +91,7 @@ class Orchestrator:
         if check_secrets:
             await self._check_secrets(spec.secrets)
         job = Job(
-            id=validate_job_id(job_id) if job_id else new_job_id(),
+            id=job_id or new_job_id(),
             spec=spec,
             created_at=self._clock(),
             idempotency_key=idempotency_key,
