@@ -75,6 +75,8 @@ class ServerSettings:
     heartbeat_interval_s: float = 5.0
     otp_ttl_s: float = 600.0
     max_output_bytes: int = 100 * 1024 * 1024  # per job attempt; past it the log is truncated
+    artifact_max_bytes: int = 256 * 1024 * 1024  # one attempt's artifact archive at most
+    artifact_retention_s: float = 7 * 86400.0  # archives and outputs are kept this long
     demo: bool = False
     # No API tokens: every request acts as an admin. Only on loopback addresses.
     dev: bool = False
@@ -149,6 +151,10 @@ class ServerSettings:
             raise ValidationError("cancel grace must be between 0 and 1h")
         if not 1024 <= self.max_output_bytes <= 1 << 40:
             raise ValidationError("max output must be between 1K and 1T")
+        if not 1024 <= self.artifact_max_bytes <= 1 << 40:
+            raise ValidationError("artifact max bytes must be between 1K and 1T")
+        if not 60 <= self.artifact_retention_s <= 3660 * 86400:
+            raise ValidationError("artifact retention must be between 1 minute and 10 years")
         if not 1 <= self.cert_lifetime_s <= 366 * 86400:
             raise ValidationError("certificate lifetime must be between 1s and 366 days")
         if self.dev:

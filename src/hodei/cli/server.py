@@ -125,6 +125,20 @@ def server(
             help="Output kept per job attempt; past it the log is truncated with a note.",
         ),
     ] = "100M",
+    artifact_max_bytes: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_ARTIFACT_MAX_BYTES",
+            help="Size limit of one job attempt's artifact archive.",
+        ),
+    ] = "256M",
+    artifact_retention: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_ARTIFACT_RETENTION",
+            help="How long artifact archives and outputs are kept.",
+        ),
+    ] = "7d",
     demo: Annotated[
         bool, typer.Option("--demo", help="Submit a demo job and print its log live.")
     ] = False,
@@ -185,6 +199,10 @@ def server(
         infra_retries=infra_retries,
         priority_aging_s=parse_opt(parse_duration, priority_aging, "--priority-aging"),
         max_output_bytes=parse_opt(parse_size, max_output, "--max-output"),
+        artifact_max_bytes=parse_opt(parse_size, artifact_max_bytes, "--artifact-max-bytes"),
+        artifact_retention_s=parse_opt(
+            parse_duration, artifact_retention, "--artifact-retention"
+        ),
         demo=demo,
         dev=dev,
         log_dir_path=log_dir,

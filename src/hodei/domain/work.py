@@ -32,9 +32,14 @@ class Assignment:
     timeout_s: float = 0.0  # 0: none
     working_dir: str = ""  # empty: the agent's own work directory for the attempt
     max_output_bytes: int = 0  # output kept at most; 0: the agent's default
+    artifacts: tuple[str, ...] = ()  # paths in the work dir archived when the attempt succeeds
+    inputs: tuple[str, ...] = ()  # archives ("JOB_ID/ATTEMPT") unpacked there before it starts
+    max_artifact_bytes: int = 0  # the archive's size limit; 0: the server's (then agent's) default
 
 
-def assignment_of(job: Job, secrets: Mapping[str, str], max_output_bytes: int = 0) -> Assignment:
+def assignment_of(
+    job: Job, secrets: Mapping[str, str], max_output_bytes: int = 0, max_artifact_bytes: int = 0
+) -> Assignment:
     """The assignment of `job`'s current attempt (`job.attempts`), with its secrets' values."""
     spec = job.spec
     return Assignment(
@@ -49,6 +54,9 @@ def assignment_of(job: Job, secrets: Mapping[str, str], max_output_bytes: int = 
         memory_bytes=spec.memory_bytes,
         timeout_s=spec.timeout_s,
         max_output_bytes=max_output_bytes,
+        artifacts=spec.artifacts,
+        inputs=spec.inputs,
+        max_artifact_bytes=max_artifact_bytes,
     )
 
 
@@ -93,6 +101,12 @@ class ResultReport(Protocol):
     def error(self) -> str: ...
     @property
     def last_sequence(self) -> int: ...  # of the attempt's log chunks
+    @property
+    def artifact_sha256(self) -> str: ...  # of its archive ("" when it has none)
+    @property
+    def artifact_bytes(self) -> int: ...
+    @property
+    def outputs(self) -> bytes: ...  # its HODEI_OUTPUTS file (NAME=value lines)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,18 +25,20 @@ class RenewCertificateResponse(_message.Message):
     def __init__(self, certificate_pem: _Optional[bytes] = ..., not_after_ms: _Optional[int] = ..., serial: _Optional[str] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("register", "heartbeat", "logs", "updates", "results")
+    __slots__ = ("register", "heartbeat", "logs", "updates", "results", "artifacts")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
     UPDATES_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     register: Register
     heartbeat: Heartbeat
     logs: _containers.RepeatedCompositeFieldContainer[LogChunk]
     updates: _containers.RepeatedCompositeFieldContainer[JobStatusUpdate]
     results: _containers.RepeatedCompositeFieldContainer[JobResult]
-    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., logs: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ..., updates: _Optional[_Iterable[_Union[JobStatusUpdate, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[JobResult, _Mapping]]] = ...) -> None: ...
+    artifacts: _containers.RepeatedCompositeFieldContainer[ArtifactChunk]
+    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., logs: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ..., updates: _Optional[_Iterable[_Union[JobStatusUpdate, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[JobResult, _Mapping]]] = ..., artifacts: _Optional[_Iterable[_Union[ArtifactChunk, _Mapping]]] = ...) -> None: ...
 
 class Register(_message.Message):
     __slots__ = ("otp", "hostname", "labels", "capacity", "agent_version", "pid", "session_id", "running", "resume_token")
@@ -150,7 +152,7 @@ class JobStatusUpdate(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., phase: _Optional[_Union[JobStatusUpdate.Phase, str]] = ..., timestamp_ns: _Optional[int] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("job_id", "attempt", "exit_code", "signal", "cancelled", "error", "last_sequence", "timestamp_ns", "timed_out")
+    __slots__ = ("job_id", "attempt", "exit_code", "signal", "cancelled", "error", "last_sequence", "timestamp_ns", "timed_out", "artifact_sha256", "artifact_bytes", "outputs")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +162,9 @@ class JobResult(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_NS_FIELD_NUMBER: _ClassVar[int]
     TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     exit_code: int
@@ -169,23 +174,46 @@ class JobResult(_message.Message):
     last_sequence: int
     timestamp_ns: int
     timed_out: bool
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., cancelled: _Optional[bool] = ..., error: _Optional[str] = ..., last_sequence: _Optional[int] = ..., timestamp_ns: _Optional[int] = ..., timed_out: _Optional[bool] = ...) -> None: ...
+    artifact_sha256: str
+    artifact_bytes: int
+    outputs: bytes
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., cancelled: _Optional[bool] = ..., error: _Optional[str] = ..., last_sequence: _Optional[int] = ..., timestamp_ns: _Optional[int] = ..., timed_out: _Optional[bool] = ..., artifact_sha256: _Optional[str] = ..., artifact_bytes: _Optional[int] = ..., outputs: _Optional[bytes] = ...) -> None: ...
+
+class ArtifactChunk(_message.Message):
+    __slots__ = ("job_id", "attempt", "offset", "data", "last", "sha256", "size")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    attempt: int
+    offset: int
+    data: bytes
+    last: bool
+    sha256: str
+    size: int
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("register_ack", "assignments", "cancels", "log_acks", "result_acks", "shutdown")
+    __slots__ = ("register_ack", "assignments", "cancels", "log_acks", "result_acks", "shutdown", "inputs")
     REGISTER_ACK_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     CANCELS_FIELD_NUMBER: _ClassVar[int]
     LOG_ACKS_FIELD_NUMBER: _ClassVar[int]
     RESULT_ACKS_FIELD_NUMBER: _ClassVar[int]
     SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     register_ack: RegisterAck
     assignments: _containers.RepeatedCompositeFieldContainer[AssignJob]
     cancels: _containers.RepeatedCompositeFieldContainer[CancelJob]
     log_acks: _containers.RepeatedCompositeFieldContainer[LogAck]
     result_acks: _containers.RepeatedCompositeFieldContainer[ResultAck]
     shutdown: Shutdown
-    def __init__(self, register_ack: _Optional[_Union[RegisterAck, _Mapping]] = ..., assignments: _Optional[_Iterable[_Union[AssignJob, _Mapping]]] = ..., cancels: _Optional[_Iterable[_Union[CancelJob, _Mapping]]] = ..., log_acks: _Optional[_Iterable[_Union[LogAck, _Mapping]]] = ..., result_acks: _Optional[_Iterable[_Union[ResultAck, _Mapping]]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ...) -> None: ...
+    inputs: _containers.RepeatedCompositeFieldContainer[ArtifactData]
+    def __init__(self, register_ack: _Optional[_Union[RegisterAck, _Mapping]] = ..., assignments: _Optional[_Iterable[_Union[AssignJob, _Mapping]]] = ..., cancels: _Optional[_Iterable[_Union[CancelJob, _Mapping]]] = ..., log_acks: _Optional[_Iterable[_Union[LogAck, _Mapping]]] = ..., result_acks: _Optional[_Iterable[_Union[ResultAck, _Mapping]]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[ArtifactData, _Mapping]]] = ...) -> None: ...
 
 class RegisterAck(_message.Message):
     __slots__ = ("worker_id", "session_id", "heartbeat_interval_ms", "resume_token", "grace_ms")
@@ -202,7 +230,7 @@ class RegisterAck(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., session_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., resume_token: _Optional[str] = ..., grace_ms: _Optional[int] = ...) -> None: ...
 
 class AssignJob(_message.Message):
-    __slots__ = ("job_id", "attempt", "name", "command", "arguments", "environment", "secrets", "resources", "timeout_ms", "working_dir", "max_output_bytes")
+    __slots__ = ("job_id", "attempt", "name", "command", "arguments", "environment", "secrets", "resources", "timeout_ms", "working_dir", "max_output_bytes", "artifacts", "inputs", "max_artifact_bytes")
     class EnvironmentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -228,6 +256,9 @@ class AssignJob(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     WORKING_DIR_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ARTIFACT_BYTES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     name: str
@@ -239,7 +270,32 @@ class AssignJob(_message.Message):
     timeout_ms: int
     working_dir: str
     max_output_bytes: int
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., name: _Optional[str] = ..., command: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., secrets: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., timeout_ms: _Optional[int] = ..., working_dir: _Optional[str] = ..., max_output_bytes: _Optional[int] = ...) -> None: ...
+    artifacts: _containers.RepeatedScalarFieldContainer[str]
+    inputs: _containers.RepeatedCompositeFieldContainer[ArtifactInput]
+    max_artifact_bytes: int
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., name: _Optional[str] = ..., command: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., secrets: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., timeout_ms: _Optional[int] = ..., working_dir: _Optional[str] = ..., max_output_bytes: _Optional[int] = ..., artifacts: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[ArtifactInput, _Mapping]]] = ..., max_artifact_bytes: _Optional[int] = ...) -> None: ...
+
+class ArtifactInput(_message.Message):
+    __slots__ = ("key", "sha256", "size")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    sha256: str
+    size: int
+    def __init__(self, key: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class ArtifactData(_message.Message):
+    __slots__ = ("key", "offset", "data", "last")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    offset: int
+    data: bytes
+    last: bool
+    def __init__(self, key: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
 
 class CancelJob(_message.Message):
     __slots__ = ("job_id", "attempt", "grace_ms", "reason")

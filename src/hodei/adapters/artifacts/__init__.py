@@ -1,0 +1,1 @@
+"""ArtifactStore adapters (see `hodei.ports.ArtifactStore`)."""
