@@ -188,7 +188,7 @@ async def test_a_run_goes_through_its_dag_and_waits_at_the_manual_gate(rig: Rig)
 
 
 async def test_a_failed_step_skips_its_dependents_and_retry_reruns_only_those(rig: Rig) -> None:
-    source = DEMO.replace("when: manual\n", "")
+    source = DEMO.replace("    when: manual\n", "")
     fail = {"mac": True}
     rig.executor.decide = lambda job: 1 if "test mac" in job.spec.command and fail["mac"] else 0
     run, _ = await rig.api.run(source, {})

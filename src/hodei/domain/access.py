@@ -27,7 +27,10 @@ _RANK = {Role.VIEWER: 0, Role.SUBMITTER: 1, Role.ADMIN: 2}
 
 # Requests that need no token: health, and agents enrolling with their own OTP.
 PUBLIC = frozenset({("GET", "/healthz"), ("POST", "/api/v1/agents/enroll")})
-_JOB_ACTION = re.compile(r"^/api/v1/jobs(/batch|/[^/]+/(cancel|retry))?$")
+_JOB_ACTION = re.compile(
+    r"^/api/v1/(jobs(/batch|/[^/]+/(cancel|retry))?"
+    r"|pipelines(/validate|/[^/]+/(cancel|retry|approve))?)$"
+)
 _ADMIN_READS = ("/api/v1/secrets", "/api/v1/tokens", "/api/v1/audit", "/api/v1/pki")
 _DOCS = ("/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect")
 

@@ -169,6 +169,9 @@ def http_services(s: Services, started: float) -> HttpServices:
         metrics=s.metrics,
         started_at=started,
         authority=s.authority,
+        pipelines=s.pipelines,
+        bus=s.bus,
+        artifacts=s.artifacts,
     )
 
 
@@ -176,6 +179,9 @@ class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # the server's own handlers stop everything in order
+
+
+PIPELINE_UPKEEP_S = 30.0  # how often every active run is looked at, events or not
 
 
 async def recover(s: Services) -> None:
@@ -239,6 +245,8 @@ async def start_core(
     stack.push_async_callback(s.provisioner.stop)
     s.scheduler.start()
     stack.push_async_callback(s.scheduler.stop)
+    await s.engine.resume()  # runs a stop left mid-way go on
+    s.background.spawn(s.engine.keep_up(PIPELINE_UPKEEP_S, s.settings.artifact_retention_s))
 
 
 async def serve(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from hodei.adapters.artifacts.files import FileArtifactStore
 from hodei.adapters.logs.files import FileLogStore
 from hodei.adapters.providers.local import AdoptHandler, ExitHandler, LocalProvider
 from hodei.adapters.store.sqlite import SqliteJobStore
@@ -20,7 +21,7 @@ from hodei.config import ServerSettings, parse_mount
 from hodei.domain.scheduling import Policy
 from hodei.errors import HodeiError
 from hodei.home import server_instance_id
-from hodei.ports import Cluster, JobStore, WorkerProvider
+from hodei.ports import ArtifactStore, Cluster, JobStore, WorkerProvider
 from hodei.server.core.background import Background
 from hodei.server.core.bus import EventBus, JobChanged, WorkerConnected, WorkerExited
 from hodei.server.core.cluster import ClusterLink
@@ -30,6 +31,7 @@ from hodei.server.core.loghub import LogHub
 from hodei.server.core.metrics import Metrics
 from hodei.server.core.orchestrator import Orchestrator
 from hodei.server.core.passes import PassSignal
+from hodei.server.core.pipelines import PipelineEngine, Pipelines
 from hodei.server.core.provisioning import Provisioner
 from hodei.server.core.recovery import Recovery
 from hodei.server.core.reports import Reports
@@ -78,6 +80,9 @@ class Services:
     auth: ApiAuth
     link: ClusterLink | None  # on PostgreSQL: the other servers sharing the store
     authority: AgentAuthority | None  # with --tls: the agents' CA
+    artifacts: ArtifactStore
+    engine: PipelineEngine
+    pipelines: Pipelines
 
 
 def make_provider(
@@ -130,6 +135,8 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
     store = make_store(settings)
     bus = EventBus()
     hub = LogHub(FileLogStore(settings.log_dir), bus)
+    # Beside the logs: servers sharing a log directory share the artifacts too.
+    artifacts = FileArtifactStore(settings.log_dir / "artifacts")
     key = load_or_create_key(home / "secret.key")
     vault = SecretVault(store, key)
     auditor = Auditor(store)
@@ -192,6 +199,8 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
         aging_s=settings.priority_aging_s,
     )
     control = JobControl(orch, store, registry, bus, settings.cancel_grace_s)
+    engine = PipelineEngine(store, orch, control.cancel, artifacts, bus, background)
+    pipelines = Pipelines(store, engine, auditor)
     recovery = Recovery(registry, reports, control, store, passes, settings.worker_grace_s, cluster)
     metrics = Metrics()
     metrics.gauge("hodei_jobs_queued", "Jobs waiting for a worker", lambda: scheduler.queued_count)
@@ -199,6 +208,7 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
     bus.subscribe(JobChanged, scheduler.on_job_changed)
     bus.subscribe(JobChanged, lambda e: hub.job_changed(e.job))
     bus.subscribe(JobChanged, metrics.on_job_changed)
+    bus.subscribe(JobChanged, engine.on_job_changed)
     bus.subscribe(WorkerExited, lambda e: provisioner.exited(e.worker_id, e.code))
     bus.subscribe(WorkerExited, lambda e: recovery.process_exited(e.worker_id))
     bus.subscribe(WorkerConnected, lambda e: provider.connected(e.worker_id))
@@ -235,4 +245,7 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
         auth=auth,
         link=link,
         authority=authority,
+        artifacts=artifacts,
+        engine=engine,
+        pipelines=pipelines,
     )

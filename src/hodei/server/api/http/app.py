@@ -5,14 +5,25 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 import hodei
-from hodei.server.api.http import audit, health, jobs, logs, pki, secrets, tokens, workers
+from hodei.server.api.http import (
+    artifacts,
+    audit,
+    health,
+    jobs,
+    logs,
+    pipelines,
+    pki,
+    secrets,
+    tokens,
+    workers,
+)
 from hodei.server.api.http.body_limit import BodyLimit
 from hodei.server.api.http.deps import HttpServices
 from hodei.server.api.http.errors import install_error_handlers
 
 MAX_BODY = 1 << 20
 # In the order routes have always been matched (and listed in /openapi.json).
-ROUTERS = (health, jobs, logs, workers, secrets, pki, tokens, audit)
+ROUTERS = (health, jobs, logs, workers, secrets, pki, tokens, audit, pipelines, artifacts)
 
 
 def create_http_app(services: HttpServices) -> FastAPI:

@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 from hodei.domain.access import DEV_PRINCIPAL, Principal
+from hodei.ports import ArtifactStore
+from hodei.server.core.bus import EventBus
 from hodei.server.core.metrics import Metrics
+from hodei.server.core.pipelines import Pipelines
 from hodei.server.core.provisioning import Provisioner
 from hodei.server.core.service import JobsApi
 from hodei.server.core.workers import WorkerRegistry
@@ -36,6 +39,9 @@ class HttpServices:
     access: AuthStore  # the token records and the audit trail the access routes list
     metrics: Metrics
     started_at: float  # time.time() when the server started (uptime in /healthz)
+    pipelines: Pipelines
+    bus: EventBus  # what the SSE stream of a run listens to
+    artifacts: ArtifactStore
     authority: AgentAuthority | None = None  # with --tls: the agents' CA
 
 
