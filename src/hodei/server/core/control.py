@@ -10,6 +10,7 @@ whose worker is not connected here is cancelled in the store, and servers sharin
 from __future__ import annotations
 
 from hodei.domain.jobs import Job, JobState
+from hodei.domain.pipelines.runs import parse_step_job_id
 from hodei.errors import ConflictError
 from hodei.ports import JobStore
 from hodei.server.core.bus import CancelElsewhere, EventBus
@@ -67,6 +68,14 @@ class JobControl:
 
     async def retry(self, job_id: str) -> Job:
         job = await self.store.get_job(job_id)
+        step = parse_step_job_id(job.id)
+        if step is not None:
+            # Its run recorded how it ended; running it again behind the run's back would not
+            # change the run (and could hand different files to steps already done).
+            raise ConflictError(
+                f"job {job_id} is a step of pipeline run {step[0]}: "
+                f"retry the run (hodei pipeline retry {step[0]})"
+            )
         if not job.state.terminal:
             raise ConflictError(f"job {job_id} is {job.state}; only a finished job can be retried")
         return await self.orch.requeue(job, reason=f"retry of attempt {job.attempts}")

@@ -48,12 +48,23 @@ def needs_outputs(dag: Dag, job: StepJob, rows: Mapping[str, RunStep]) -> dict[s
 
 
 def needs_artifacts(dag: Dag, job: StepJob, rows: Mapping[str, RunStep]) -> list[RunStep]:
-    """The rows of the needed jobs that produced an archive, in DAG order."""
+    """The rows that produced an archive among the jobs `job` needs, directly or through
+    others, in DAG order: unpacked in that order, a nearer step's file wins."""
+    wanted: set[str] = set()
+    todo = list(job.step.needs)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(dag.step(name).needs)
     found: list[RunStep] = []
-    for other in dag.job_needs(job.id):
-        row = rows.get(other)
-        if row is not None and row.artifact_sha256 and row.job_id:
-            found.append(row)
+    for name in dag.order:
+        if name not in wanted:
+            continue
+        for other in dag.jobs[name]:
+            row = rows.get(other.id)
+            if row is not None and row.artifact_sha256 and row.job_id:
+                found.append(row)
     return found
 
 
