@@ -789,7 +789,9 @@ async def test_a_version_1_database_is_upgraded_to_keys_and_attempts(backend: Ba
 async def test_an_older_database_gets_retry_counters_and_failure_kinds(backend: Backend) -> None:
     needs_a_database(backend, "no schema: nothing is kept on disk to migrate")
     assert backend.run_sql is not None
-    old = await reopen(backend, migrations=backend.migrations[:-1])
+    # The database as it was just before the step that added the counters.
+    step = next(i for i, m in enumerate(backend.migrations) if m.description.startswith("retries"))
+    old = await reopen(backend, migrations=backend.migrations[:step])
     await old.close()
     spec = '{"command": "x", "max_retries": 3}'  # a spec of before infra_retries
     rows = [("waits", "queued", 2), ("runs", "running", 2), ("new", "queued", 0)]

@@ -22,9 +22,30 @@ from hodei.adapters.store.common import (
     state_values,
     transition_conflict,
 )
+from hodei.adapters.store.pipeline_rows import (
+    changed_run,
+    changed_step,
+    check_steps,
+    run_changes,
+    run_not_found,
+    status_values,
+    step_changes,
+    step_conflict,
+    stored_run,
+    stored_step,
+    version_conflict,
+)
 from hodei.domain.access import AuditEntry, Role, TokenRecord
 from hodei.domain.attempts import Attempt, AttemptState
 from hodei.domain.jobs import Job, JobSpec, JobState
+from hodei.domain.pipelines.model import JobStatus
+from hodei.domain.pipelines.runs import (
+    ACTIVE_RUN_STATES,
+    PipelineRun,
+    RunState,
+    RunStep,
+    StepUpdate,
+)
 from hodei.errors import ConflictError, NotFoundError, StoreError
 from hodei.ports import SecretRecord
 
@@ -33,7 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MemoryJobStore"]
 
-_Record = TypeVar("_Record", Job, AuditEntry)
+_Record = TypeVar("_Record", Job, AuditEntry, PipelineRun)
 
 
 def _same(record: _Record) -> _Record:
@@ -69,6 +90,10 @@ class MemoryJobStore:
         self._tokens: dict[str, TokenRecord] = {}
         self._audit: list[AuditEntry] = []  # by seq, like _jobs
         self._secrets: dict[str, tuple[bytes, float]] = {}  # name -> (ciphertext, updated_at)
+        self._runs: list[PipelineRun] = []  # by seq, like _jobs
+        self._run_position: dict[str, int] = {}  # run id -> index in _runs
+        self._steps: dict[str, dict[str, RunStep]] = {}  # run id -> step id -> row, by index
+        self._cache_keys: dict[str, set[tuple[str, str]]] = {}  # key -> (run id, step id)s
 
     def _check(self) -> None:
         if not self._open:
@@ -252,6 +277,111 @@ class MemoryJobStore:
         self._check()
         if self._secrets.pop(name, None) is None:
             raise NotFoundError(f"no secret {name}")
+
+    # -- pipeline runs (values kept as the SQL stores give them back: pipeline_rows)
+
+    def _pipeline_run(self, run_id: str) -> PipelineRun:
+        position = self._run_position.get(run_id)
+        if position is None:
+            raise run_not_found(run_id)
+        return self._runs[position]
+
+    def _put_step(self, step: RunStep, old_key: str | None = None) -> None:
+        self._steps[step.run_id][step.step_id] = step
+        where = (step.run_id, step.step_id)
+        if old_key is not None and old_key != step.cache_key:
+            self._cache_keys[old_key].discard(where)
+        if step.cache_key is not None:
+            self._cache_keys.setdefault(step.cache_key, set()).add(where)
+
+    async def create_run(self, run: PipelineRun, steps: Sequence[RunStep]) -> PipelineRun:
+        check_steps(run, steps)
+        self._check()
+        if run.id in self._run_position:
+            raise ConflictError(f"run {run.id} already exists")
+        stored = stored_run(run).with_changes(seq=len(self._runs) + 1)
+        self._run_position[run.id] = len(self._runs)
+        self._runs.append(stored)
+        self._steps[run.id] = {}
+        for step in sorted(steps, key=lambda s: s.index):  # dicts keep this order
+            self._put_step(stored_step(step))
+        return stored
+
+    async def get_run(self, run_id: str) -> PipelineRun:
+        self._check()
+        return self._pipeline_run(run_id)
+
+    async def list_runs(
+        self, state: RunState | None = None, limit: int = 100, cursor: int | None = None
+    ) -> tuple[list[PipelineRun], int | None]:
+        self._check()
+        wanted = RunState(state) if state is not None else None
+        return _newest_first(
+            self._runs,
+            lambda run: wanted is None or run.state is wanted,
+            cursor,
+            page_limit(limit),
+        )
+
+    async def active_runs(self) -> list[PipelineRun]:
+        self._check()
+        return [run for run in self._runs if run.state in ACTIVE_RUN_STATES]
+
+    async def update_run(
+        self, run_id: str, version: int, changes: Mapping[str, Any]
+    ) -> PipelineRun:
+        """PipelineStore.update_run. ValueError for a field `changes` may not set."""
+        columns = run_changes(changes)
+        self._check()
+        run = self._pipeline_run(run_id)
+        if run.version != version:
+            raise version_conflict(run_id, run.version, version)
+        updated = self._runs[self._run_position[run_id]] = changed_run(run, columns)
+        return updated
+
+    async def run_steps(self, run_id: str) -> list[RunStep]:
+        self._check()
+        return list(self._steps.get(run_id, {}).values())
+
+    async def update_steps(
+        self, run_id: str, updates: Sequence[StepUpdate]
+    ) -> list[RunStep | ConflictError]:
+        """PipelineStore.update_steps. ValueError for a field an update's `changes` may not
+        set (then nothing is applied)."""
+        checked = [(u, step_changes(u.changes), set(status_values(u.expected))) for u in updates]
+        self._check()
+        steps = self._steps.get(run_id, {})
+        out: list[RunStep | ConflictError] = []
+        for update, columns, statuses in checked:
+            step = steps.get(update.step_id)
+            if (
+                step is None
+                or step.status.value not in statuses
+                or (step.generation != update.generation)
+            ):
+                found = (step.status.value, step.generation) if step is not None else None
+                out.append(step_conflict(run_id, update, found))
+                continue
+            updated = changed_step(step, columns)
+            self._put_step(updated, step.cache_key)
+            out.append(updated)
+        return out
+
+    async def cached_step(self, cache_key: str) -> RunStep | None:
+        """The SQL stores' order: finished_at newest first (None last), then ids, highest
+        first."""
+        self._check()
+        sources = [
+            step
+            for run_id, step_id in self._cache_keys.get(cache_key, ())
+            if (step := self._steps[run_id][step_id]).status is JobStatus.SUCCEEDED
+            and step.cached_from is None
+        ]
+        return max(
+            sources,
+            key=lambda s: (s.finished_at is not None, s.finished_at or 0.0, s.run_id, s.step_id),
+            default=None,
+        )
 
 
 if TYPE_CHECKING:  # mypy proves the class is a whole JobStore

@@ -99,3 +99,10 @@ class GroupCommit:
             if task is not None:
                 self._flying.discard(task)
             self._pump()
+
+
+def fail_batch(batch: list[Pending], error: BaseException) -> None:
+    """Fail every call of `batch` still waiting (a cancelled caller waits no more)."""
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(error)

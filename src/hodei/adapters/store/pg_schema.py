@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import asyncpg
+
 from hodei.adapters.store.common import (
     ATTEMPT_CONFLICT,
     ATTEMPT_FIELDS,
@@ -11,6 +15,8 @@ from hodei.adapters.store.common import (
     MUTABLE_FIELD_ORDER,
     Migration,
 )
+from hodei.adapters.store.pg_batch import Pending
+from hodei.adapters.store.pg_common import Fn, unnest_columns
 
 _V1 = (
     """CREATE TABLE jobs (
@@ -95,6 +101,54 @@ _V6 = (
     BACKFILL_RETRIES_USED,
     "ALTER TABLE attempts ADD COLUMN failure TEXT",  # NULL: recorded before failure kinds
 )
+_V7 = (
+    """CREATE TABLE pipeline_runs (
+        id TEXT PRIMARY KEY,
+        seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+        name TEXT NOT NULL,
+        source TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        params TEXT NOT NULL,
+        state TEXT NOT NULL,
+        approved TEXT NOT NULL,
+        no_cache BOOLEAN NOT NULL,
+        queued_by TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        finished_at DOUBLE PRECISION,
+        reason TEXT NOT NULL,
+        cancelled_by TEXT,
+        generation INTEGER NOT NULL,
+        version BIGINT NOT NULL
+    )""",
+    # list_runs pages newest first by the seq key, list_runs(state=...) by this one, and
+    # active_runs reads the few active runs by it.
+    "CREATE INDEX pipeline_runs_state_seq ON pipeline_runs (state, seq)",
+    """CREATE TABLE pipeline_steps (
+        run_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        step TEXT NOT NULL,
+        status TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        job_id TEXT,
+        attempt INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        outputs TEXT NOT NULL,
+        cache_key TEXT,
+        cached_from TEXT,
+        artifact_sha256 TEXT,
+        artifact_bytes BIGINT NOT NULL,
+        started_at DOUBLE PRECISION,
+        finished_at DOUBLE PRECISION,
+        PRIMARY KEY (run_id, step_id)
+    )""",
+    "CREATE INDEX pipeline_steps_order ON pipeline_steps (run_id, idx)",
+    # cached_step: the newest finished step that may be reused, in one probe of this index. Ties
+    # break by id in code point order ("C"), as in SQLite and in memory.
+    "CREATE INDEX pipeline_steps_cache ON pipeline_steps (cache_key, "
+    'finished_at DESC NULLS LAST, run_id COLLATE "C" DESC, step_id COLLATE "C" DESC) '
+    "WHERE status = 'succeeded' AND cached_from IS NULL",
+)
 # The schema, step by step: a database at version N gets steps N+1.. applied on open. Released
 # steps are never edited; a change is a new step at the end.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -104,6 +158,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("servers sharing the database", _V4),
     Migration("retry backoff kept with the job", _V5),
     Migration("retries spent by the job and by the platform, attempt failure kinds", _V6),
+    Migration("pipeline runs and their steps", _V7),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -186,3 +241,23 @@ SELECT_ATTEMPTS = (
     f"SELECT {', '.join(ATTEMPT_FIELDS)} FROM attempts WHERE job_id = $1 ORDER BY number"
 )
 STATES_OF = "SELECT id, state FROM jobs WHERE id = ANY($1::text[])"
+
+
+def insert_statement(batch: list[Pending]) -> Fn[list[asyncpg.Record]]:
+    """The INSERT_MANY of a batch of create_job calls."""
+    columns = unnest_columns([p.request for p in batch])
+    return lambda conn: conn.fetch(INSERT_MANY, *columns)
+
+
+def move_statement(batch: list[Pending]) -> Fn[list[asyncpg.Record]]:
+    """The MOVE_MANY of a batch of transition calls."""
+    rows = []
+    # Sorted by id: two servers' batches lock the rows they share in the same order.
+    for pending in sorted(batch, key=lambda p: p.key):
+        states, target, changes, recorded, _ = pending.request
+        row: list[Any] = [pending.key, ",".join(states), target]
+        for name in MOVE_FIELDS:
+            row += [changes.get(name), name in changes]
+        rows.append((*row, *recorded))
+    columns = unnest_columns(rows)
+    return lambda conn: conn.fetch(MOVE_MANY, *columns)

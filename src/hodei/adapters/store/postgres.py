@@ -6,6 +6,7 @@ PostgreSQL re-checks the condition once the lock is theirs, so exactly one wins.
 transitions that arrive together are group-committed (pg_batch): one statement over
 `unnest(...)` arrays per batch. The schema is versioned (pg_schema) and migrated on open under
 an advisory lock. asyncpg and socket errors become StoreError here; callers never see them.
+Pipeline runs and their steps are pg_pipelines'.
 """
 
 from __future__ import annotations
@@ -41,19 +42,27 @@ from hodei.adapters.store.common import (
     token_params,
     transition_conflict,
 )
-from hodei.adapters.store.pg_batch import GroupCommit, Pending
+from hodei.adapters.store.pg_batch import GroupCommit, Pending, fail_batch
+from hodei.adapters.store.pg_common import (
+    DB_ERRORS,
+    REFUSED,
+    Fn,
+    keep_session,
+    page_query,
+    retryable,
+)
+from hodei.adapters.store.pg_pipelines import PostgresPipelines
 from hodei.adapters.store.pg_schema import (
-    INSERT_MANY,
     KEY_OWNERS,
     MIGRATION_LOCK,
     MIGRATIONS,
     MIGRATIONS_TABLE,
-    MOVE_FIELDS,
-    MOVE_MANY,
     SCHEMA_VERSION,
     SELECT,
     SELECT_ATTEMPTS,
     STATES_OF,
+    insert_statement,
+    move_statement,
 )
 from hodei.domain.access import AuditEntry, TokenRecord
 from hodei.domain.attempts import Attempt
@@ -63,72 +72,15 @@ from hodei.ports import SecretRecord
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresJobStore"]
 
+_T = TypeVar("_T")
+
 MAX_BATCH = 500
 _NO_ATTEMPT = (None,) * len(ATTEMPT_FIELDS)
 _KEY_AT = INSERT_FIELDS.index("idempotency_key")  # in a create's parameters
-_T = TypeVar("_T")
-_Fn = Callable[[asyncpg.Connection], Awaitable[_T]]
-
-# Errors of the database or the way to it, as opposed to Hodei's own (Conflict, NotFound): the
-# three roots of asyncpg's exceptions (a connection lost mid-statement can surface as any of
-# them), then the socket's.
-_DB_ERRORS = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    OSError,
-    TimeoutError,
-)
-# May run again, whatever the statement: asyncpg raised before sending it (a pooled connection
-# the server closed while it sat idle), or PostgreSQL rolled it back whole (deadlock between
-# batches of two servers, serialization failure).
-_UNDONE = (
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-)
-# The connection died mid-statement: a write may have committed, only a read may run again.
-_LOST = (asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError, OSError)
-# The database refused a row's data (not itself broken): the row is at fault, not the batch.
-_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
-
-
 _SELECT_AUDIT = f"SELECT {', '.join(AUDIT_FIELDS)} FROM audit"
 
 
-def _page_query(
-    select: str, filters: Sequence[tuple[str, Sequence[Any]]], cursor: int | None, limit: int
-) -> tuple[str, list[Any]]:
-    """The SQL and parameters of a newest-first page of `select` (list_jobs, list_audit):
-    rows meeting every filter (a condition whose {} marks, or {0} for a value used twice,
-    become its values' numbered parameters), below `cursor` if given, one row beyond `limit`
-    (see newest_page)."""
-    if cursor is not None:
-        filters = [*filters, ("seq < {}", (int(cursor),))]
-    conditions: list[str] = []
-    params: list[Any] = []
-    for condition, values in filters:
-        conditions.append(
-            condition.format(*(f"${len(params) + i}" for i in range(1, len(values) + 1)))
-        )
-        params.extend(values)
-    clause = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    params.append(limit + 1)
-    return f"{select}{clause} ORDER BY seq DESC LIMIT ${len(params)}", params
-
-
-def _retryable(exc: BaseException, read: bool) -> bool:
-    return isinstance(exc, _UNDONE) or (read and isinstance(exc, _LOST))
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Pool reset: none. The store changes no session state (no SET, LISTEN or session lock),
-    and the default reset query would cost a round trip per operation. asyncpg still rolls
-    back a transaction left open."""
-
-
-class PostgresJobStore:
+class PostgresJobStore(PostgresPipelines):
     """JobStore on a PostgreSQL database. `await open()` before use, `await close()` when done.
 
     `dsn` is a postgresql:// (or postgres://) URL as libpq reads it; other query parameters are
@@ -155,7 +107,7 @@ class PostgresJobStore:
             "max_size": max_size,
             "timeout": connect_timeout_s,
             "command_timeout": command_timeout_s,
-            "reset": _keep_session,
+            "reset": keep_session,
         }
         # Enough tries to get past every pooled connection a database restart left dead.
         self._tries = max_size + 1
@@ -180,7 +132,7 @@ class PostgresJobStore:
             return
         try:
             pool = await asyncpg.create_pool(self.dsn, **self._pool_args)
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise self._error(exc, "cannot connect") from exc
         except ValueError as exc:  # asyncpg's word for a malformed DSN
             raise StoreError(f"{self.where}: invalid database URL: {exc}") from exc
@@ -189,7 +141,7 @@ class PostgresJobStore:
                 await self._migrate(conn)
         except BaseException as exc:
             pool.terminate()
-            if isinstance(exc, _DB_ERRORS):
+            if isinstance(exc, DB_ERRORS):
                 raise self._error(exc, "cannot migrate the schema") from exc
             raise
         self._pool, self._closed = pool, False
@@ -202,7 +154,7 @@ class PostgresJobStore:
             return
         await self._idle.wait()
         self._pool = None
-        with contextlib.suppress(*_DB_ERRORS):
+        with contextlib.suppress(*DB_ERRORS):
             await asyncio.wait_for(pool.close(), 10)
             return
         pool.terminate()  # the connections did not close in time: drop them
@@ -249,7 +201,7 @@ class PostgresJobStore:
         if self._busy == 0:
             self._idle.set()
 
-    async def _run(self, fn: _Fn[_T], *, read: bool = False) -> _T:
+    async def _run(self, fn: Fn[_T], *, read: bool = False) -> _T:
         """`fn` on a pooled connection; database errors become StoreError."""
         pool = self._enter()
         try:
@@ -264,20 +216,20 @@ class PostgresJobStore:
         finally:
             self._leave()
 
-    async def _attempt(self, pool: asyncpg.Pool, fn: _Fn[_T], read: bool) -> _T:
+    async def _attempt(self, pool: asyncpg.Pool, fn: Fn[_T], read: bool) -> _T:
         for tries_left in range(self._tries - 1, -1, -1):
             try:
                 async with pool.acquire() as conn:
                     return await fn(conn)
-            except _DB_ERRORS as exc:
-                if not tries_left or not _retryable(exc, read):
+            except DB_ERRORS as exc:
+                if not tries_left or not retryable(exc, read):
                     raise self._error(exc) from exc
         raise AssertionError("unreachable")  # the last try returns or raises
 
     async def _run_batch(
         self,
         batch: list[Pending],
-        statement: Callable[[list[Pending]], _Fn[_T]],
+        statement: Callable[[list[Pending]], Fn[_T]],
         settle: Callable[[list[Pending], _T], Awaitable[None]],
     ) -> None:
         """Run one batch's statement and settle its calls. A row the database refuses fails
@@ -286,10 +238,10 @@ class PostgresJobStore:
         try:
             result = await self._attempt(self._pool, statement(batch), False)
         except StoreError as exc:
-            if not isinstance(exc.__cause__, _REFUSED):
-                _fail(batch, exc)
+            if not isinstance(exc.__cause__, REFUSED):
+                fail_batch(batch, exc)
             elif len(batch) == 1:
-                _fail(batch, self._error(exc.__cause__, f"refused job {batch[0].key}"))
+                fail_batch(batch, self._error(exc.__cause__, f"refused job {batch[0].key}"))
             else:
                 for one in batch:
                     await self._run_batch([one], statement, settle)
@@ -297,7 +249,7 @@ class PostgresJobStore:
         try:
             await settle(batch, result)
         except StoreError as exc:
-            _fail(batch, exc)
+            fail_batch(batch, exc)
 
     # -- jobs
 
@@ -320,7 +272,7 @@ class PostgresJobStore:
         return out
 
     async def _insert_batch(self, batch: list[Pending]) -> None:
-        await self._run_batch(batch, _insert_statement, self._settle_inserts)
+        await self._run_batch(batch, insert_statement, self._settle_inserts)
 
     async def _settle_inserts(self, batch: list[Pending], rows: list[asyncpg.Record]) -> None:
         """The first call for an id that came back inserted wins; any other call gets a
@@ -365,7 +317,7 @@ class PostgresJobStore:
         """Newest first. `cursor` is the `seq` below which to continue; returns (items, next)."""
         limit = page_limit(limit)
         filters = [("state = {}", (JobState(state).value,))] if state is not None else []
-        sql, params = _page_query(SELECT, filters, cursor, limit)
+        sql, params = page_query(SELECT, filters, cursor, limit)
         rows = await self._run(lambda c: c.fetch(sql, *params), read=True)
         return newest_page(rows, limit, row_to_job)
 
@@ -409,7 +361,7 @@ class PostgresJobStore:
         return job
 
     async def _move_batch(self, batch: list[Pending]) -> None:
-        await self._run_batch(batch, _move_statement, self._settle_moves)
+        await self._run_batch(batch, move_statement, self._settle_moves)
 
     async def _settle_moves(self, batch: list[Pending], rows: list[asyncpg.Record]) -> None:
         """Resolve each call: its updated job, else why not (from the states now stored). The
@@ -497,7 +449,7 @@ class PostgresJobStore:
                 filters.append(("action = {}", (value,)))
         if target:
             filters.append(("target = {}", (target,)))
-        sql, params = _page_query(_SELECT_AUDIT, filters, cursor, limit)
+        sql, params = page_query(_SELECT_AUDIT, filters, cursor, limit)
         rows = await self._run(lambda c: c.fetch(sql, *params), read=True)
         return newest_page(rows, limit, row_to_audit)
 
@@ -533,32 +485,3 @@ class PostgresJobStore:
         deleted = await self._run(lambda c: c.fetchval(sql, name))
         if deleted is None:
             raise NotFoundError(f"no secret {name}")
-
-
-def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows to the per-column arrays `unnest(...)` takes."""
-    return [list(column) for column in zip(*rows, strict=True)]
-
-
-def _insert_statement(batch: list[Pending]) -> _Fn[list[asyncpg.Record]]:
-    columns = _columns([p.request for p in batch])
-    return lambda conn: conn.fetch(INSERT_MANY, *columns)
-
-
-def _move_statement(batch: list[Pending]) -> _Fn[list[asyncpg.Record]]:
-    rows = []
-    # Sorted by id: two servers' batches lock the rows they share in the same order.
-    for pending in sorted(batch, key=lambda p: p.key):
-        states, target, changes, recorded, _ = pending.request
-        row: list[Any] = [pending.key, ",".join(states), target]
-        for name in MOVE_FIELDS:
-            row += [changes.get(name), name in changes]
-        rows.append((*row, *recorded))
-    columns = _columns(rows)
-    return lambda conn: conn.fetch(MOVE_MANY, *columns)
-
-
-def _fail(batch: list[Pending], error: StoreError) -> None:
-    for pending in batch:
-        if not pending.future.done():
-            pending.future.set_exception(error)

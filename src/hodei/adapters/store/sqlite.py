@@ -1,7 +1,8 @@
 """SQLite JobStore on one file: every query is an operation of the file's writer thread.
 
 The thread and its group commit are sqlite_writer's (a batch commits before any caller's await
-returns; reads see committed writes); the schema and its migration on open are sqlite_schema's.
+returns; reads see committed writes); the schema and its migration on open are sqlite_schema's;
+pipeline runs and steps are sqlite_pipelines'.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from hodei.adapters.store.common import (
     token_params,
     transition_conflict,
 )
+from hodei.adapters.store.sqlite_common import RETURNING, marks, page_query
+from hodei.adapters.store.sqlite_pipelines import SqlitePipelines
 from hodei.adapters.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from hodei.adapters.store.sqlite_writer import MAX_BATCH, SqliteWriter
 from hodei.domain.access import AuditEntry, TokenRecord
@@ -47,7 +50,6 @@ from hodei.ports import SecretRecord
 
 __all__ = ["MIGRATIONS", "MUTABLE_FIELDS", "SCHEMA_VERSION", "SqliteJobStore"]
 
-_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # UPDATE ... RETURNING
 _CHUNK = 500  # stay well under SQLite's bound-parameter limit
 
 _Conn = sqlite3.Connection
@@ -64,30 +66,11 @@ _UPSERT_ATTEMPT = (
 )
 
 
-def _page_query(
-    select: str, filters: Sequence[tuple[str, Sequence[Any]]], cursor: int | None, limit: int
-) -> tuple[str, list[Any]]:
-    """The SQL and parameters of a newest-first page of `select` (list_jobs, list_audit):
-    rows meeting every filter (a condition with ? marks, and its values), below `cursor` if
-    given, one row beyond `limit` (see newest_page)."""
-    conditions = [condition for condition, _ in filters]
-    params = [value for _, values in filters for value in values]
-    if cursor is not None:
-        conditions.append("seq < ?")
-        params.append(int(cursor))
-    clause = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    return f"{select}{clause} ORDER BY seq DESC LIMIT ?", [*params, limit + 1]
-
-
 def _fetch_job(conn: _Conn, job_id: str) -> Job:
     row = conn.execute(f"{_SELECT} WHERE id = ?", (job_id,)).fetchone()
     if row is None:
         raise NotFoundError(f"no job {job_id}")
     return row_to_job(row)
-
-
-def _marks(n: int) -> str:
-    return ", ".join("?" * n)
 
 
 def _insert_job(conn: _Conn, job: Job, params: Sequence[Any]) -> Job:
@@ -105,7 +88,7 @@ def _insert_job(conn: _Conn, job: Job, params: Sequence[Any]) -> Job:
     return job.with_changes(seq=cursor.lastrowid)
 
 
-class SqliteJobStore:
+class SqliteJobStore(SqlitePipelines):
     """JobStore on one SQLite file. `await open()` before use, `await close()` when done."""
 
     def __init__(
@@ -182,7 +165,7 @@ class SqliteJobStore:
         """Newest first. `cursor` is the `seq` below which to continue; returns (items, next)."""
         limit = page_limit(limit)
         filters = [("state = ?", (JobState(state).value,))] if state is not None else []
-        sql, params = _page_query(_SELECT, filters, cursor, limit)
+        sql, params = page_query(_SELECT, filters, cursor, limit)
 
         def op(conn: _Conn) -> tuple[list[Job], int | None]:
             return newest_page(conn.execute(sql, params).fetchall(), limit, row_to_job)
@@ -201,7 +184,7 @@ class SqliteJobStore:
     async def jobs_in_states(self, states: Collection[JobState]) -> list[Job]:
         """Every job in one of `states`, oldest first (used at start-up to rebuild queues)."""
         values = sorted({JobState(s).value for s in states})
-        sql = f"{_SELECT} WHERE state IN ({_marks(len(values))}) ORDER BY seq"
+        sql = f"{_SELECT} WHERE state IN ({marks(len(values))}) ORDER BY seq"
 
         def op(conn: _Conn) -> list[Job]:
             if not values:
@@ -225,19 +208,19 @@ class SqliteJobStore:
         states = state_values(expected)
         # Column names come from MUTABLE_FIELDS only (checked above), so formatting is safe.
         assignments = ", ".join(["state = ?", *(f"{key} = ?" for key in changes)])
-        sql = f"UPDATE jobs SET {assignments} WHERE id = ? AND state IN ({_marks(len(states))})"
-        if _RETURNING:  # the updated row in the same statement: no second SELECT per write
+        sql = f"UPDATE jobs SET {assignments} WHERE id = ? AND state IN ({marks(len(states))})"
+        if RETURNING:  # the updated row in the same statement: no second SELECT per write
             sql += f" RETURNING {', '.join(JOB_FIELDS)}"
         params = [JobState(target).value, *changes.values(), job_id, *states]
 
         recorded = attempt_params(attempt) if attempt is not None else None
 
         def op(conn: _Conn) -> Job:
-            if states and _RETURNING and (rows := conn.execute(sql, params).fetchall()):
+            if states and RETURNING and (rows := conn.execute(sql, params).fetchall()):
                 if recorded is not None:
                     conn.execute(_UPSERT_ATTEMPT, recorded)
                 return row_to_job(rows[0], spec)
-            if states and not _RETURNING and conn.execute(sql, params).rowcount == 1:
+            if states and not RETURNING and conn.execute(sql, params).rowcount == 1:
                 if recorded is not None:
                     conn.execute(_UPSERT_ATTEMPT, recorded)
                 return _fetch_job(conn, job_id)
@@ -260,7 +243,7 @@ class SqliteJobStore:
 
     async def create_token(self, token: TokenRecord) -> None:
         params = token_params(token)
-        sql = f"INSERT INTO tokens ({', '.join(TOKEN_FIELDS)}) VALUES ({_marks(len(params))})"
+        sql = f"INSERT INTO tokens ({', '.join(TOKEN_FIELDS)}) VALUES ({marks(len(params))})"
 
         def op(conn: _Conn) -> None:
             try:
@@ -303,7 +286,7 @@ class SqliteJobStore:
         if not rows:
             return
         columns = ", ".join(AUDIT_INSERT_FIELDS)
-        sql = f"INSERT INTO audit ({columns}) VALUES ({_marks(len(rows[0]))})"
+        sql = f"INSERT INTO audit ({columns}) VALUES ({marks(len(rows[0]))})"
 
         def op(conn: _Conn) -> None:
             conn.executemany(sql, rows)
@@ -328,7 +311,7 @@ class SqliteJobStore:
                 filters.append(("action = ?", (value,)))
         if target:
             filters.append(("target = ?", (target,)))
-        sql, params = _page_query(_SELECT_AUDIT, filters, cursor, limit)
+        sql, params = page_query(_SELECT_AUDIT, filters, cursor, limit)
 
         def op(conn: _Conn) -> tuple[list[AuditEntry], int | None]:
             return newest_page(conn.execute(sql, params).fetchall(), limit, row_to_audit)
@@ -358,7 +341,7 @@ class SqliteJobStore:
             found: dict[str, bytes] = {}
             for start in range(0, len(wanted), _CHUNK):
                 chunk = wanted[start : start + _CHUNK]
-                sql = f"SELECT name, ciphertext FROM secrets WHERE name IN ({_marks(len(chunk))})"
+                sql = f"SELECT name, ciphertext FROM secrets WHERE name IN ({marks(len(chunk))})"
                 found.update((name, bytes(blob)) for name, blob in conn.execute(sql, chunk))
             return found
 

@@ -77,6 +77,53 @@ _V5 = (
     BACKFILL_RETRIES_USED,
     "ALTER TABLE attempts ADD COLUMN failure TEXT",  # NULL: recorded before failure kinds
 )
+_V6 = (
+    # seq is the rowid (AUTOINCREMENT needs it to be the primary key), so id is the UNIQUE key.
+    """CREATE TABLE pipeline_runs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        source TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        params TEXT NOT NULL,
+        state TEXT NOT NULL,
+        approved TEXT NOT NULL,
+        no_cache INTEGER NOT NULL,
+        queued_by TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        reason TEXT NOT NULL,
+        cancelled_by TEXT,
+        generation INTEGER NOT NULL,
+        version INTEGER NOT NULL
+    )""",
+    # list_runs(state=...) pages newest first; active_runs reads the few active runs by it.
+    "CREATE INDEX pipeline_runs_state_seq ON pipeline_runs (state, seq)",
+    """CREATE TABLE pipeline_steps (
+        run_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        step TEXT NOT NULL,
+        status TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        job_id TEXT,
+        attempt INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        outputs TEXT NOT NULL,
+        cache_key TEXT,
+        cached_from TEXT,
+        artifact_sha256 TEXT,
+        artifact_bytes INTEGER NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        PRIMARY KEY (run_id, step_id)
+    )""",
+    "CREATE INDEX pipeline_steps_order ON pipeline_steps (run_id, idx)",
+    # cached_step: the newest finished step that may be reused, in one probe of this index.
+    "CREATE INDEX pipeline_steps_cache ON pipeline_steps "
+    "(cache_key, finished_at DESC, run_id DESC, step_id DESC) "
+    "WHERE status = 'succeeded' AND cached_from IS NULL",
+)
 # The schema, step by step: a database at version N gets steps N+1.. applied on open.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("jobs, secrets and queue indexes", _V1),
@@ -84,6 +131,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("API tokens and the audit trail", _V3),
     Migration("retry backoff kept with the job", ("ALTER TABLE jobs ADD COLUMN not_before REAL",)),
     Migration("retries spent by the job and by the platform, attempt failure kinds", _V5),
+    Migration("pipeline runs and their steps", _V6),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
