@@ -14,6 +14,11 @@ yet acked (sent or not), `add_log` still keeps what it is given but returns a fu
 acks have brought the attempt under the bound again: the runner stops reading the job's output
 until then, so the job blocks on its writes instead of the agent growing. A job's own output
 limit (`--max-output`, hodei.domain.job_output) is applied before the outbox.
+
+An attempt's artifact archive (a file in the agent's spool) leaves before its result, in
+ArtifactChunks read from the file only as messages are made: the sender writes one message at
+a time, so the stream's own flow control bounds the memory, whatever the archive's size. It
+is kept until the result is acked, and sent again whole after a reconnect.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from hodei._proto.hodei.v1 import worker_pb2
+from hodei.agent.artifacts import Archive
 from hodei.domain.jobs import parse_size
 from hodei.errors import ValidationError
 
@@ -35,6 +41,8 @@ CHUNK_SIZE = 4 * 1024
 MAX_MESSAGE_LOG_BYTES = 1024 * 1024  # per message, well under the 16 MiB gRPC limit
 MAX_JOB_BYTES = 64 * 1024 * 1024  # output not yet acked per attempt, before the job is paused
 MAX_UNACKED_ENV = "HODEI_AGENT_MAX_UNACKED"
+ARTIFACT_CHUNK = 256 * 1024
+MAX_MESSAGE_ARTIFACT_BYTES = 1024 * 1024  # per message, beside the logs' budget
 
 log = logging.getLogger("hodei.agent")
 
@@ -68,6 +76,15 @@ class _Attempt:
             if not self.room.done():
                 self.room.set_result(None)
             self.room = None
+
+
+@dataclass(slots=True)
+class _Upload:
+    """An attempt's archive on its way: the offset of its next chunk."""
+
+    archive: Archive
+    offset: int = 0
+    done: bool = False  # its last chunk is out (since the last rewind)
 
 
 def max_unacked_from_env() -> int:
@@ -104,6 +121,7 @@ class Outbox:
         self._results: dict[Key, worker_pb2.JobResult] = {}  # to send
         self._sent_results: dict[Key, worker_pb2.JobResult] = {}  # sent, not acked
         self._heartbeat: worker_pb2.Heartbeat | None = None
+        self._uploads: dict[Key, _Upload] = {}  # until the attempt's result is acked
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
 
@@ -144,13 +162,18 @@ class Outbox:
         )
         self._wake.set()
 
-    def add_result(self, result: worker_pb2.JobResult) -> None:
-        """Queue a job's final result; it leaves after all of that attempt's logs."""
+    def add_result(self, result: worker_pb2.JobResult, archive: Archive | None = None) -> None:
+        """Queue a job's final result; it leaves after all of that attempt's logs and, with
+        `archive`, after all of its chunks (the outbox discards it once the result is acked)."""
         stored = worker_pb2.JobResult()
         stored.CopyFrom(result)
         if not stored.timestamp_ns:
             stored.timestamp_ns = self._clock()
-        self._results[(stored.job_id, stored.attempt)] = stored
+        key = (stored.job_id, stored.attempt)
+        self._results[key] = stored
+        if archive is not None:
+            self._discard_upload(key)
+            self._uploads[key] = _Upload(archive)
         self._wake.set()
 
     def set_heartbeat(self, usage: worker_pb2.ResourceUsage) -> None:
@@ -161,7 +184,13 @@ class Outbox:
     # ---- consumer ------------------------------------------------------------------------
 
     def has_pending(self) -> bool:
-        return bool(self._heartbeat or self._updates or self._results or self._ready)
+        return bool(
+            self._heartbeat
+            or self._updates
+            or self._results
+            or self._ready
+            or any(not u.done for u in self._uploads.values())
+        )
 
     async def next_message(self) -> worker_pb2.AgentMessage:
         """Wait until something is pending, then return one message carrying all of it."""
@@ -185,9 +214,11 @@ class Outbox:
             del self._ready[key]
             if job.has_logs():  # over budget: to the back, so other jobs are not starved
                 self._ready[key] = None
+        if self._uploads:
+            self._take_artifacts(msg)
         msg.updates.extend(self._updates)
         self._updates.clear()
-        for key in [k for k in self._results if not self._logs_waiting(k)]:
+        for key in [k for k in self._results if not self._waiting(k)]:
             result = self._results.pop(key)
             result.last_sequence = self._jobs[key].seq if key in self._jobs else 0
             msg.results.append(result)
@@ -195,9 +226,44 @@ class Outbox:
         self._changed.set()
         return msg
 
-    def _logs_waiting(self, key: Key) -> bool:
+    def _waiting(self, key: Key) -> bool:
+        """The attempt's result must wait: it has logs or archive chunks still to send."""
         job = self._jobs.get(key)
-        return job is not None and job.has_logs()
+        if job is not None and job.has_logs():
+            return True
+        upload = self._uploads.get(key)
+        return upload is not None and not upload.done
+
+    def _take_artifacts(self, msg: worker_pb2.AgentMessage) -> None:
+        """Archive chunks within the per-message budget, oldest attempt first."""
+        budget = MAX_MESSAGE_ARTIFACT_BYTES
+        for (job_id, attempt), up in self._uploads.items():
+            while not up.done and budget > 0:
+                archive = up.archive
+                size = min(ARTIFACT_CHUNK, archive.size - up.offset, budget)
+                try:
+                    data = archive.read(up.offset, size) if size > 0 else b""
+                except OSError as exc:  # the server sees it short: the attempt fails
+                    log.error("artifacts of job %s cannot be read: %s", job_id, exc)
+                    data = b""
+                up.done = not data or up.offset + len(data) >= archive.size
+                chunk = msg.artifacts.add(
+                    job_id=job_id, attempt=attempt, offset=up.offset, data=data, last=up.done
+                )
+                if up.done:
+                    chunk.sha256, chunk.size = archive.sha256, archive.size
+                up.offset += len(data)
+                budget -= max(1, len(data))
+
+    def _discard_upload(self, key: Key) -> None:
+        upload = self._uploads.pop(key, None)
+        if upload is not None:
+            upload.archive.discard()
+
+    def discard_uploads(self) -> None:
+        """The session is over: no archive will be sent any more."""
+        for key in list(self._uploads):
+            self._discard_upload(key)
 
     def _take_logs(self, key: Key, job: _Attempt, msg: worker_pb2.AgentMessage, budget: int) -> int:
         """Move this attempt's chunks into msg within the budget; return the bytes taken."""
@@ -246,6 +312,7 @@ class Outbox:
         key = (job_id, attempt)
         self._sent_results.pop(key, None)
         self._results.pop(key, None)
+        self._discard_upload(key)
         job = self._jobs.pop(key, None)
         if job is not None:
             job.open()
@@ -269,6 +336,8 @@ class Outbox:
                 self._ready[key] = None
         self._results = {**self._sent_results, **self._results}
         self._sent_results.clear()
+        for upload in self._uploads.values():  # the archive goes again whole, before its result
+            upload.offset, upload.done = 0, False
         if self.has_pending():
             self._wake.set()
 

@@ -32,11 +32,13 @@ import grpc
 
 import hodei
 from hodei._proto.hodei.v1 import worker_pb2, worker_pb2_grpc
+from hodei.agent.artifacts import InputStaging, Spool, StagedInput
+from hodei.agent.job_files import run_with_files
 from hodei.agent.metrics import capacity, usage
 from hodei.agent.outbox import Key, Outbox
 from hodei.agent.runner import Executor, JobOutcome, run_job
 from hodei.agent.tls import AgentTls, keep_renewed
-from hodei.agent.wire import assignment_from_wire, result_to_wire
+from hodei.agent.wire import assignment_from_wire, inputs_from_wire, result_to_wire
 from hodei.domain.masking import mask_all
 from hodei.domain.work import NOT_RUN, Assignment
 from hodei.errors import AuthError, HodeiError
@@ -82,6 +84,7 @@ class _Job:
     assign: Assignment
     cancel: asyncio.Event
     grace_s: float
+    inputs: list[StagedInput]  # its input archives as they came (unpacked before it starts)
 
 
 class AgentSession:
@@ -112,6 +115,8 @@ class AgentSession:
         self._handle_signals = handle_signals
         self._execute = executor
         self._outbox = Outbox()
+        self._spool = Spool()  # archives, inputs and outputs files, private to this agent
+        self._staging = InputStaging(self._spool)
         self._jobs: dict[Key, _Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = True
@@ -140,6 +145,9 @@ class AgentSession:
             for sig in installed:
                 loop.remove_signal_handler(sig)
             await self._kill_all()  # whatever happened, no job outlives the session
+            self._staging.clear()
+            self._outbox.discard_uploads()
+            self._spool.close()
             if renewer is not None:
                 renewer.cancel()
                 await asyncio.gather(renewer, return_exceptions=True)
@@ -244,6 +252,7 @@ class AgentSession:
         self.session_id, self.worker_id = ack.session_id, ack.worker_id
         self._resume_token = ack.resume_token
         self._grace_period_s = (ack.grace_ms or DEFAULT_GRACE_MS) / 1000
+        self._staging.clear()  # what a dropped stream left half sent: the server sends it again
         if resumed:
             self._outbox.rewind()  # what was not acked goes again, in order, before new output
             log.info("resumed session with %s as worker %s", self.target, self.worker_id)
@@ -392,8 +401,11 @@ class AgentSession:
     # ---- server messages -----------------------------------------------------------------
 
     def _dispatch(self, msg: worker_pb2.ServerMessage) -> None:
+        for data in msg.inputs:  # before the assignments they are for
+            self._staging.receive(data.key, data.offset, data.data, data.last)
         for assign in msg.assignments:
-            self._assign(assignment_from_wire(assign))
+            inputs = self._staging.claim(inputs_from_wire(assign)) if assign.inputs else []
+            self._assign(assignment_from_wire(assign), inputs)
         for cancel in msg.cancels:
             self._cancel(cancel)
         for ack in msg.log_acks:
@@ -407,18 +419,21 @@ class AgentSession:
             self._shutdown_grace_s = msg.shutdown.grace_ms / 1000
             self._stop.set()
 
-    def _assign(self, assign: Assignment) -> None:
+    def _assign(self, assign: Assignment, inputs: list[StagedInput]) -> None:
         key = (assign.job_id, assign.attempt)
-        if key in self._jobs:
-            log.warning("job %s attempt %d is already running here", *key)
-            return
-        if not self._accepting:
-            refused = JobOutcome(exit_code=NOT_RUN, error="agent is shutting down; job not started")
-            self._outbox.add_result(result_to_wire(assign.job_id, assign.attempt, refused))
+        if key in self._jobs or not self._accepting:
+            for item in inputs:  # not run here: its inputs are not needed
+                item.discard()
+            if key in self._jobs:
+                log.warning("job %s attempt %d is already running here", *key)
+            else:
+                error = "agent is shutting down; job not started"
+                refused = JobOutcome(exit_code=NOT_RUN, error=error)
+                self._outbox.add_result(result_to_wire(assign.job_id, assign.attempt, refused))
             return
         if len(self._jobs) >= self._slots:
             log.warning("job %s assigned beyond this agent's %d slots", assign.job_id, self._slots)
-        job = _Job(assign, asyncio.Event(), self._grace)
+        job = _Job(assign, asyncio.Event(), self._grace, inputs)
         self._jobs[key] = job
         task = asyncio.create_task(self._run_job(job), name=f"job-{assign.job_id}")
         self._tasks.add(task)
@@ -450,17 +465,22 @@ class AgentSession:
         key = (a.job_id, a.attempt)
         started: Callable[[int], None] = partial(self._started, a.job_id, a.attempt)
         try:
-            outcome = await self._execute(
+            finished = await run_with_files(
+                self._execute,
                 a,
+                job.inputs,
+                self._spool,
                 partial(self._outbox.add_log, a.job_id, a.attempt),
                 job.cancel,
                 grace=lambda: job.grace_s,
                 on_started=started,
             )
+            outcome, outputs, archive = finished.outcome, finished.outputs, finished.archive
         except Exception as exc:  # a bug here must still give the server a result
             log.exception("job %s failed in the agent", a.job_id)
             error = mask_all(f"agent error: {exc!r}".encode(), a.secrets.values())
             outcome = JobOutcome(exit_code=NOT_RUN, error=error.decode("utf-8", "replace"))
+            outputs, archive = b"", None
         finally:
             self._jobs.pop(key, None)
         log.debug(
@@ -469,7 +489,10 @@ class AgentSession:
             outcome.exit_code,
             " (cancelled)" if outcome.cancelled else " (timed out)" if outcome.timed_out else "",
         )
-        self._outbox.add_result(result_to_wire(a.job_id, a.attempt, outcome, time.time_ns()))
+        result = result_to_wire(
+            a.job_id, a.attempt, outcome, time.time_ns(), outputs=outputs, archive=archive
+        )
+        self._outbox.add_result(result, archive)
 
     def _started(self, job_id: str, attempt: int, pid: int) -> None:
         log.debug("job %s started: pid %d", job_id, pid)

@@ -8,6 +8,7 @@ are far too many for a layer in between.
 from __future__ import annotations
 
 from hodei._proto.hodei.v1 import worker_pb2
+from hodei.agent.artifacts import Archive
 from hodei.agent.runner import JobOutcome
 from hodei.domain.work import Assignment
 
@@ -27,14 +28,28 @@ def assignment_from_wire(msg: worker_pb2.AssignJob) -> Assignment:
         timeout_s=msg.timeout_ms / 1000,
         working_dir=msg.working_dir,
         max_output_bytes=msg.max_output_bytes,
+        artifacts=tuple(msg.artifacts),
+        inputs=tuple(i.key for i in msg.inputs),
+        max_artifact_bytes=msg.max_artifact_bytes,
     )
 
 
+def inputs_from_wire(msg: worker_pb2.AssignJob) -> list[tuple[str, str, int]]:
+    """(key, sha256, size) of each input archive the assignment names."""
+    return [(i.key, i.sha256, i.size) for i in msg.inputs]
+
+
 def result_to_wire(
-    job_id: str, attempt: int, outcome: JobOutcome, timestamp_ns: int = 0
+    job_id: str,
+    attempt: int,
+    outcome: JobOutcome,
+    timestamp_ns: int = 0,
+    *,
+    outputs: bytes = b"",
+    archive: Archive | None = None,
 ) -> worker_pb2.JobResult:
     """The JobResult of an attempt; a timestamp of 0 is filled in when the outbox queues it,
-    and `last_sequence` when it is sent."""
+    and `last_sequence` when it is sent. `archive`: the attempt's artifacts, sent before it."""
     return worker_pb2.JobResult(
         job_id=job_id,
         attempt=attempt,
@@ -44,4 +59,7 @@ def result_to_wire(
         timed_out=outcome.timed_out,
         error=outcome.error,
         timestamp_ns=timestamp_ns,
+        outputs=outputs,
+        artifact_sha256=archive.sha256 if archive is not None else "",
+        artifact_bytes=archive.size if archive is not None else 0,
     )

@@ -25,12 +25,20 @@ import grpc
 import uvicorn
 from grpc_reflection.v1alpha import reflection
 
-from hodei._proto.hodei.v1 import jobs_pb2, jobs_pb2_grpc, worker_pb2, worker_pb2_grpc
+from hodei._proto.hodei.v1 import (
+    jobs_pb2,
+    jobs_pb2_grpc,
+    pipelines_pb2,
+    pipelines_pb2_grpc,
+    worker_pb2,
+    worker_pb2_grpc,
+)
 from hodei.config import ServerSettings, split_addr
 from hodei.errors import HodeiError
 from hodei.gc_tuning import long_lived_from_here
 from hodei.server.api.grpc.guard import MalformedGuard
 from hodei.server.api.grpc.job_service import JobService
+from hodei.server.api.grpc.pipeline_service import PipelineService
 from hodei.server.api.grpc.worker_service import WorkerService
 from hodei.server.api.http.app import create_http_app
 from hodei.server.api.http.deps import HttpServices
@@ -143,14 +151,20 @@ def add_grpc_services(server: grpc.aio.Server, s: Services) -> None:
         s.passes,
         s.auditor,
         int(s.settings.heartbeat_interval_s * 1000),
+        artifacts=s.artifacts,
+        max_artifact_bytes=s.settings.artifact_max_bytes,
     )
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(workers, server)
     jobs_pb2_grpc.add_JobExecutionServiceServicer_to_server(
         JobService(s.api, s.auth, s.auditor), server
     )
+    pipelines_pb2_grpc.add_PipelineServiceServicer_to_server(
+        PipelineService(s.pipelines, s.auth), server
+    )
     names = (
         worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
         jobs_pb2.DESCRIPTOR.services_by_name["JobExecutionService"].full_name,
+        pipelines_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name,
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(names, server)

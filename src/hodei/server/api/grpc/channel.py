@@ -4,20 +4,38 @@ Everything queued here leaves together in the stream's next ServerMessage (one w
 turn, however many assignments, cancels and acks a burst produced). A dropped stream closes the
 channel; a resumed one reopens it under a new generation, and the old writer, if still
 waiting, sees that and ends.
+
+An assignment with inputs waits in an InputTransfer (server.api.grpc.artifacts): its archives
+leave first, a piece per message, then it does. One transfer at a time, and its AssignJob is
+the last thing of it in its message: the agent takes a message's input data before its
+assignments, and discards what the next assignment with inputs does not claim.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.domain.work import Assignment
+from hodei.ports import ArtifactStore
+from hodei.server.api.grpc.artifacts import InputTransfer
 from hodei.server.api.grpc.wire import add_assignment, cancel_message
 
 
 class StreamChannel:
-    def __init__(self, resume_token: str) -> None:
+    def __init__(
+        self,
+        resume_token: str,
+        artifacts: ArtifactStore | None = None,
+        max_artifact_bytes: int = 0,
+    ) -> None:
+        """`artifacts`: where input archives are read (None: every input is missing);
+        `max_artifact_bytes`: the limit of an assignment that names none."""
         self.resume_token = resume_token
+        self._artifacts = artifacts
+        self._max_artifact = max_artifact_bytes
+        self._transfers: deque[InputTransfer] = deque()
         self.closed = False
         self.generation = 0  # which attached stream is current (a resumed one replaces the old)
         self._out = pb.ServerMessage()
@@ -33,7 +51,10 @@ class StreamChannel:
 
     # ---- WorkerChannel ---------------------------------------------------------------------
     def assign(self, assignment: Assignment) -> None:
-        add_assignment(self._out.assignments, assignment)
+        if assignment.inputs:
+            self._transfers.append(InputTransfer.of(assignment, self._artifacts, self.generation))
+        else:
+            add_assignment(self._out.assignments, assignment, (), self._max_artifact)
         self._kick()
 
     def unassign(self, job_id: str, attempt: int) -> bool:
@@ -41,10 +62,15 @@ class StreamChannel:
             if assign.job_id == job_id and assign.attempt == attempt:
                 del self._out.assignments[i]
                 return True
+        for transfer in self._transfers:
+            if (transfer.assignment.job_id, transfer.assignment.attempt) == (job_id, attempt):
+                self._transfers.remove(transfer)
+                return True
         return False
 
     def drop_assignments(self) -> None:
         del self._out.assignments[:]
+        self._transfers.clear()
 
     def cancel(self, job_id: str, attempt: int, grace_ms: int, reason: str) -> None:
         self._out.cancels.append(cancel_message(job_id, attempt, grace_ms, reason))
@@ -119,5 +145,18 @@ class StreamChannel:
         for (job_id, attempt), seq in self._log_acks.items():
             msg.log_acks.append(pb.LogAck(job_id=job_id, attempt=attempt, sequence=seq))
         self._log_acks.clear()
-        self._has_out = False
+        if self._transfers:
+            self._feed(msg, generation)
+        self._has_out = bool(self._transfers)  # more of it in the next message
         return msg
+
+    def _feed(self, msg: pb.ServerMessage, generation: int) -> None:
+        """The next piece of the first transfer; its AssignJob once it is all out."""
+        transfer = self._transfers[0]
+        if transfer.generation != generation:
+            transfer.restart(generation)  # what the old stream carried is lost with it
+        if transfer.fill(self._artifacts, msg):
+            self._transfers.popleft()
+            add_assignment(
+                msg.assignments, transfer.assignment, transfer.inputs, self._max_artifact
+            )

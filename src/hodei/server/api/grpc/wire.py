@@ -4,14 +4,21 @@ read back into domain terms."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.domain.work import Assignment, Usage
 
 
-def add_assignment(out: Any, assignment: Assignment) -> None:
-    """Append `assignment` to a repeated AssignJob field (built in place: no copy)."""
+def add_assignment(
+    out: Any,
+    assignment: Assignment,
+    inputs: Sequence[pb.ArtifactInput] = (),
+    max_artifact_bytes: int = 0,
+) -> None:
+    """Append `assignment` to a repeated AssignJob field (built in place: no copy), with
+    what the server has of its inputs; `max_artifact_bytes` when it names no limit itself."""
     out.add(
         job_id=assignment.job_id,
         attempt=assignment.attempt,
@@ -24,6 +31,9 @@ def add_assignment(out: Any, assignment: Assignment) -> None:
         timeout_ms=int(assignment.timeout_s * 1000),
         working_dir=assignment.working_dir,
         max_output_bytes=assignment.max_output_bytes,
+        artifacts=assignment.artifacts,
+        inputs=inputs,
+        max_artifact_bytes=assignment.max_artifact_bytes or max_artifact_bytes,
     )
 
 

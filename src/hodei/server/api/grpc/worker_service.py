@@ -2,7 +2,11 @@
 
 The first message must be a Register carrying a valid single-use OTP; after that the stream
 carries batches both ways. Each AgentMessage is handled in the proto's order: logs (stored,
-deduplicated by sequence, acked once per job), then status updates, then results.
+deduplicated by sequence, acked once per job), then artifact chunks, status updates, results.
+
+Artifacts (server.api.grpc.artifacts): chunks go into the ArtifactStore as they come; a
+result is handed to the core only once its outputs are stored, and as a failure if the
+archive it names is not the one stored.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -19,6 +24,8 @@ from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei._proto.hodei.v1 import worker_pb2_grpc
 from hodei.domain.scheduling import WorkerView
 from hodei.errors import AuthError, HodeiError
+from hodei.ports import ArtifactStore
+from hodei.server.api.grpc.artifacts import Intake, result_problem
 from hodei.server.api.grpc.channel import StreamChannel
 from hodei.server.api.grpc.wire import usage_from_wire
 from hodei.server.core.passes import PassSignal
@@ -47,7 +54,12 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         passes: PassSignal,
         auditor: Auditor | None,
         heartbeat_ms: int,
+        *,
+        artifacts: ArtifactStore,
+        max_artifact_bytes: int,
     ) -> None:
+        """`artifacts`: where archives and outputs of attempts are kept; `max_artifact_bytes`:
+        an archive's limit."""
         self.otps = otps
         self.tokens = tokens
         self.registry = registry
@@ -57,6 +69,9 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         self.passes = passes
         self.auditor = auditor
         self.heartbeat_ms = heartbeat_ms
+        self.artifacts = artifacts
+        self.max_artifact_bytes = max_artifact_bytes
+        self._intakes: dict[str, Intake] = {}  # by worker: its uploads under way
 
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         first = await context.read()
@@ -86,7 +101,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                 if msg is grpc.aio.EOF:
                     break
                 self.take_in(session, msg)
-                if msg.updates or msg.results:
+                if msg.updates or msg.results or msg.artifacts:
                     await reports.put(msg)  # blocks only with REPORT_BACKLOG unapplied
         except asyncio.CancelledError:
             if not channel.restart_reason:
@@ -104,6 +119,9 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             finally:
                 if channel.generation == generation:  # not taken over by a resumed stream
                     log.info("worker %s stream ended", session.id)
+                    intake = self._intakes.pop(session.id, None)
+                    if intake is not None:
+                        intake.close()
                     self.recovery.stream_ended(session)
 
     async def _refuse(self, context: grpc.aio.ServicerContext, why: str) -> NoReturn:
@@ -187,7 +205,9 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             hostname=reg.hostname[:255],
             provider=provider,
             session_id=session_id,
-            channel=StreamChannel(self.tokens.issue(worker_id, session_id)),
+            channel=StreamChannel(
+                self.tokens.issue(worker_id, session_id), self.artifacts, self.max_artifact_bytes
+            ),
             pid=reg.pid,
         )
 
@@ -230,8 +250,10 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                 log.exception("reports of worker %s not applied", session.id)
 
     async def apply_reports(self, session: WorkerSession, msg: pb.AgentMessage) -> None:
-        """Starts, then results, of one message (results after their job's logs: take_in ran
-        first)."""
+        """Artifact chunks, starts, then results, of one message (results after their job's
+        logs: take_in ran first)."""
+        if msg.artifacts:
+            await self._take_artifacts(session, msg.artifacts)
         if msg.updates:
             # A start reported with its result (a short job) is stored with the result.
             ended = {(r.job_id, r.attempt) for r in msg.results}
@@ -249,11 +271,53 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         if msg.results:
             await asyncio.gather(*(self._result(session, r) for r in msg.results))
 
+    async def _take_artifacts(
+        self, session: WorkerSession, chunks: Sequence[pb.ArtifactChunk]
+    ) -> None:
+        mine = [c for c in chunks if _holds(session, c.job_id, c.attempt)]
+        if len(mine) < len(chunks):
+            log.warning("worker %s sent artifacts of attempts it does not hold", session.id)
+        if mine:
+            intake = self._intakes.get(session.id)
+            if intake is None:
+                intake = Intake(self.artifacts, session.id, self.max_artifact_bytes)
+                self._intakes[session.id] = intake
+            await asyncio.to_thread(intake.take, mine)  # writes, and fsyncs on commit
+
+    async def _with_files(self, session: WorkerSession, result: pb.JobResult) -> pb.JobResult:
+        """The result with its outputs stored, or turned into a failure when its archive is
+        not the one stored (or its outputs cannot be)."""
+        if not (result.outputs or result.artifact_sha256):
+            return result
+        if not _holds(session, result.job_id, result.attempt):
+            return result  # the core refuses it
+        problem = result_problem(self.artifacts, result)
+        if result.outputs:
+            try:
+                await asyncio.to_thread(
+                    self.artifacts.put_outputs, result.job_id, result.attempt, result.outputs
+                )
+            except (HodeiError, ValueError) as exc:
+                problem = problem or f"outputs could not be stored: {exc}"
+        if problem:
+            log.warning("result of job %s attempt %d: %s", result.job_id, result.attempt, problem)
+            failed = pb.JobResult()
+            failed.CopyFrom(result)
+            failed.error = result.error or problem
+            return failed
+        return result
+
     async def _result(self, session: WorkerSession, result: pb.JobResult) -> None:
         try:
+            result = await self._with_files(session, result)
             await self.reports.on_result(session, result)
         except HodeiError as exc:
             log.error("result of job %s not recorded: %s", result.job_id, exc.message)
+
+
+def _holds(session: WorkerSession, job_id: str, attempt: int) -> bool:
+    held = session.jobs.get(job_id)
+    return held is not None and held.attempt == attempt
 
 
 def stream_of(session: WorkerSession) -> StreamChannel:
