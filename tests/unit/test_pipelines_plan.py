@@ -54,3 +54,22 @@ def test_plan_agrees_with_the_four_questions(source: str) -> None:
         assert got.awaiting == awaiting_approval(dag, states, approved)
         assert got.status is run_status(dag, states, approved)
         assert got.status is run_status(dag, applied, approved)
+
+
+@pytest.mark.parametrize("source", [EXAMPLE.read_text(), SMALL], ids=["ci", "small"])
+def test_a_tracker_answers_as_plan_after_every_change(source: str) -> None:
+    from hodei.domain.pipelines.tracker import Tracker
+
+    dag = build_dag(parse_pipeline(source))
+    jobs = [job.id for job in dag.all_jobs()]
+    choices = list(JobStatus)
+    rng = random.Random(11)
+    for _ in range(300):
+        states = {job: rng.choice(choices) for job in jobs if rng.random() < 0.3}
+        tracker = Tracker(dag, states)
+        for _ in range(20):
+            approved = {name for name in dag.order if rng.random() < 0.5}
+            assert tracker.plan(approved) == plan(dag, states, approved)
+            changes = [(rng.choice(jobs), rng.choice(choices)) for _ in range(rng.randint(1, 3))]
+            states.update(changes)
+            tracker.update(changes)

@@ -17,16 +17,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
-from hodei.domain.jobs import Job
+from hodei.domain.jobs import Job, JobSpec
 from hodei.domain.pipelines import (
     Dag,
     JobStatus,
     Limits,
+    Plan,
     build_dag,
     parse_pipeline,
-    ready,
-    run_status,
-    to_skip,
 )
 from hodei.domain.pipelines.runs import (
     PipelineRun,
@@ -37,12 +35,13 @@ from hodei.domain.pipelines.runs import (
     run_state_of,
     step_job_id,
 )
+from hodei.domain.pipelines.tracker import Tracker
 from hodei.errors import ConflictError, NotFoundError, StoreError, ValidationError
 from hodei.ports import ArtifactStore, JobStore
 from hodei.server.core.background import Background
 from hodei.server.core.bus import EventBus, JobChanged, RunChanged
 from hodei.server.core.orchestrator import Orchestrator
-from hodei.server.core.pipelines.steps import missing_inputs, prepare, settled
+from hodei.server.core.pipelines.steps import Ancestry, missing_inputs, prepare, settled
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +75,7 @@ class PipelineEngine:
         # Jobs of steps seen ending, by run, not yet recorded in their step rows: a pass
         # settles these without reading every running step's job. None: read them all.
         self._ended: dict[str, dict[str, Job] | None] = {}
+        self._views: OrderedDict[str, _View] = OrderedDict()
 
     # -- advancing -------------------------------------------------------------------------
 
@@ -158,88 +158,130 @@ class PipelineEngine:
             ended = self._ended.pop(run_id, None) if run_id in self._ended else {}
             run = await self.store.get_run(run_id)
             if run.state.terminal:
+                self._views.pop(run_id, None)
                 return
-            rows = {row.step_id: row for row in await self.store.run_steps(run_id)}
             dag = self.dag_of(run)
+            view = await self._view(run, dag, full=ended is None)
             try:
-                written = await self._pass(run, dag, rows, ended)
+                written, again = await self._pass(run, dag, view, ended)
             except BaseException:
                 self._ended[run_id] = None  # what we took is not recorded: look again
+                self._views.pop(run_id, None)
                 raise
-            for row in written:
-                rows[row.step_id] = row
-            concluded = await self._conclude(run, dag, rows)
-            if written or concluded is not run:
-                self.bus.publish(RunChanged(concluded, tuple(written)))
-            if not written:
-                return
+            if written:
+                self.bus.publish(RunChanged(run, tuple(written)))
+            if again:
+                continue
+            concluded = await self._conclude(
+                run, view.rows.values(), view.tracker.plan(run.approved)
+            )
+            if concluded is not run:
+                self.bus.publish(RunChanged(concluded, ()))
+            return
+
+    async def _view(self, run: PipelineRun, dag: Dag, *, full: bool) -> _View:
+        """The run's rows: as this engine last wrote or read them while the run's version is
+        the same and nothing was missed, else from the store. A view that is behind only
+        makes a pass do less (every write is a compare-and-swap), never the wrong thing."""
+        cached = self._views.get(run.id)
+        if cached is not None and cached.version == run.version and not full:
+            self._views.move_to_end(run.id)
+            return cached
+        rows = {row.step_id: row for row in await self.store.run_steps(run.id)}
+        view = _View(run.version, rows, dag)
+        self._views[run.id] = view
+        while len(self._views) > 64:
+            self._views.popitem(last=False)
+        return view
 
     async def _pass(
-        self,
-        run: PipelineRun,
-        dag: Dag,
-        rows: dict[str, RunStep],
-        ended: Mapping[str, Job] | None,
-    ) -> list[RunStep]:
-        written = await self._settle(run, dag, rows, ended)
-        for row in written:
-            rows[row.step_id] = row
-        statuses = {key: row.status for key, row in rows.items()}
+        self, run: PipelineRun, dag: Dag, view: _View, ended: Mapping[str, Job] | None
+    ) -> tuple[list[RunStep], bool]:
+        """One decision over the run: the ends of its steps' jobs, then what to skip and to
+        start given those, all written in one transaction; then the claimed steps' jobs are
+        queued. Returns (the rows written, whether to decide again at once: a write lost a
+        race, or a step ended as it was started)."""
+        settling, lost = await self._settle(dag, view, ended)
+        view.expect(settling)
         if run.cancelled_by is not None:
-            return written + await self._wind_down(run, rows)
-        skips = [
-            StepUpdate(
-                skip.job_id,
-                PENDING,
-                rows[skip.job_id].generation,
-                {"status": JobStatus.SKIPPED, "reason": skip.reason, "finished_at": self._clock()},
-            )
-            for skip in to_skip(dag, statuses)
-        ]
-        written += await self._apply(run.id, skips)
+            updates = settling + await self._wind_down(run, view.rows)
+            starts: list[StepUpdate] = []
+            specs: dict[str, JobSpec] = {}
+        else:
+            decided = view.tracker.plan(run.approved)
+            now = self._clock()
+            skips = [
+                StepUpdate(
+                    skip.job_id,
+                    PENDING,
+                    view.rows[skip.job_id].generation,
+                    {"status": JobStatus.SKIPPED, "reason": skip.reason, "finished_at": now},
+                )
+                for skip in decided.skips
+            ]
+            view.expect(skips)
+            ready = [view.rows[job.id] for job in decided.ready]
+            starts, specs = await self._start(run, dag, view, ready)
+            view.expect(starts)
+            updates = settling + skips + starts
+        results = await self.store.update_steps(run.id, updates) if updates else []
+        written = [row for row in results if isinstance(row, RunStep)]
+        if len(written) != len(results):  # another server wrote first: read what it wrote
+            self._views.pop(run.id, None)
+            self._ended[run.id] = None
+            return written, True
         for row in written:
-            rows[row.step_id] = row
-        statuses = {key: row.status for key, row in rows.items()}
-        starting = [rows[job.id] for job in ready(dag, statuses, run.approved)]
-        written += await self._start(run, dag, rows, starting)
-        return written
+            view.rows[row.step_id] = row
+        todo = [(row, specs[row.step_id]) for row in written if row.step_id in specs]
+        for row in lost:
+            try:
+                todo.append(
+                    (row, prepare(run, dag, dag.job(row.step_id), view.rows, view.ancestry).spec)
+                )
+            except ValidationError as exc:
+                await self._fail_claimed(run.id, row, exc)
+        # Queued off the run's lock (the claims are written: nobody else queues them) and
+        # together: the store commits them as one group.
+        if todo:
+            self._background.spawn(self._submit_all(run.id, todo))
+        ended_now = any(u.changes.get("status") is not JobStatus.RUNNING for u in starts)
+        return written, ended_now
 
     async def _settle(
-        self,
-        run: PipelineRun,
-        dag: Dag,
-        rows: Mapping[str, RunStep],
-        ended: Mapping[str, Job] | None,
-    ) -> list[RunStep]:
-        """Record the ends of running steps' jobs (those in `ended`, or, when None, of every
-        running step, read from the store); queue a claimed step's job that the server which
-        claimed it did not live to queue."""
-        running = [row for row in rows.values() if row.status is JobStatus.RUNNING and row.job_id]
+        self, dag: Dag, view: _View, ended: Mapping[str, Job] | None
+    ) -> tuple[list[StepUpdate], list[RunStep]]:
+        """The updates that record the ends of running steps' jobs (those in `ended`, or, when
+        None, of every running step, read from the store), and the claimed rows whose job
+        was never queued (the server that claimed them did not live to)."""
         found: Sequence[Job | BaseException]
         if ended is not None:
-            running = [row for row in running if row.job_id in ended]
+            running = [
+                row
+                for job_id in ended
+                if (row := view.by_job.get(job_id)) is not None and row.status is JobStatus.RUNNING
+            ]
             found = [ended[row.job_id or ""] for row in running]
         else:
+            running = [
+                row for row in view.rows.values() if row.status is JobStatus.RUNNING and row.job_id
+            ]
             found = await asyncio.gather(
                 *(self.store.get_job(row.job_id or "") for row in running),
                 return_exceptions=True,
             )
         updates: list[StepUpdate] = []
+        lost: list[RunStep] = []
         for row, job in zip(running, found, strict=True):
             if isinstance(job, NotFoundError):
-                await self._submit(run, dag, rows, row)
+                lost.append(row)
             elif isinstance(job, BaseException):
                 raise job
             elif job.state.terminal:
-                declared = dag.step(row.step).outputs
-                updates.append(
-                    StepUpdate(
-                        row.step_id, RUNNING, row.generation, settled(job, declared, self.artifacts)
-                    )
-                )
-        return await self._apply(run.id, updates)
+                changes = settled(job, dag.step(row.step).outputs, self.artifacts)
+                updates.append(StepUpdate(row.step_id, RUNNING, row.generation, changes))
+        return updates, lost
 
-    async def _wind_down(self, run: PipelineRun, rows: Mapping[str, RunStep]) -> list[RunStep]:
+    async def _wind_down(self, run: PipelineRun, rows: Mapping[str, RunStep]) -> list[StepUpdate]:
         reason = f"the run was cancelled by {run.cancelled_by}"
         now = self._clock()
         skips = [
@@ -257,57 +299,64 @@ class PipelineEngine:
                 # It may have ended meanwhile, or not be queued yet: a later pass settles it.
                 with contextlib.suppress(ConflictError, NotFoundError):
                     await self._cancel_job(row.job_id)
-        return await self._apply(run.id, skips)
+        return skips
 
     async def _start(
-        self, run: PipelineRun, dag: Dag, rows: Mapping[str, RunStep], starting: Sequence[RunStep]
-    ) -> list[RunStep]:
-        claims: list[StepUpdate] = []
-        done: list[StepUpdate] = []
+        self, run: PipelineRun, dag: Dag, view: _View, starting: Sequence[RunStep]
+    ) -> tuple[list[StepUpdate], dict[str, JobSpec]]:
+        """For each step that may start: its claim (and its job's spec), or its end when it
+        cannot run (a rendering error, a missing input) or its result comes from the cache."""
+        updates: list[StepUpdate] = []
+        specs: dict[str, JobSpec] = {}
         now = self._clock()
         for row in starting:
             job = dag.job(row.step_id)
             try:
-                prepared = prepare(run, dag, job, rows)
+                prepared = prepare(run, dag, job, view.rows, view.ancestry)
                 if missing := missing_inputs(prepared.spec, self.artifacts):
                     raise ValidationError(
                         f"input artifact {missing[0]} is gone (expired or deleted)"
                     )
             except ValidationError as exc:
-                done.append(_failed(row, f"cannot run: {exc.message}", now))
+                updates.append(_failed(row, f"cannot run: {exc.message}", now))
                 continue
             hit = await self._cached(prepared.cache_key)
             if hit is not None:
-                done.append(_from_cache(row, hit, prepared.cache_key, now))
+                updates.append(_from_cache(row, hit, prepared.cache_key, now))
                 continue
-            job_id = step_job_id(run.id, row.index, row.generation)
             changes: dict[str, object] = {
                 "status": JobStatus.RUNNING,
-                "job_id": job_id,
+                "job_id": step_job_id(run.id, row.index, row.generation),
                 "started_at": now,
                 "cache_key": prepared.cache_key,
             }
-            claims.append(StepUpdate(row.step_id, PENDING, row.generation, changes))
-        written = await self._apply(run.id, done)
-        claimed = await self._apply(run.id, claims)
-        # Queue the claimed steps' jobs together: the store commits them as one group.
-        await asyncio.gather(*(self._submit(run, dag, rows, row) for row in claimed))
-        return written + claimed
+            updates.append(StepUpdate(row.step_id, PENDING, row.generation, changes))
+            specs[row.step_id] = prepared.spec
+        return updates, specs
 
-    async def _submit(
-        self, run: PipelineRun, dag: Dag, rows: Mapping[str, RunStep], row: RunStep
-    ) -> None:
+    async def _submit_all(self, run_id: str, todo: Sequence[tuple[RunStep, JobSpec]]) -> None:
+        await asyncio.gather(*(self._submit(run_id, row, spec) for row, spec in todo))
+
+    async def _submit(self, run_id: str, row: RunStep, spec: JobSpec) -> None:
         """Queue the job of a claimed step (its id is the claim's: a second try is refused)."""
         assert row.job_id is not None
         try:
-            prepared = prepare(run, dag, dag.job(row.step_id), rows)
-            await self.orch.submit_step(prepared.spec, row.job_id)
+            await self.orch.submit_step(spec, row.job_id)
         except ConflictError:
             pass  # queued already (by us before a crash, or by another server)
-        except ValidationError as exc:
-            await self._apply(
-                run.id, [_failed(row, f"cannot run: {exc.message}", self._clock(), RUNNING)]
-            )
+        except ValidationError as exc:  # a secret deleted since the run started...
+            await self._fail_claimed(run_id, row, exc)
+        except StoreError as exc:
+            # The claim stands; the next full pass finds no job for it and queues it.
+            log.warning("run %s: step %s not queued (%s); trying again", run_id, row.step_id, exc)
+            self._ended[run_id] = None
+            self.poke(run_id)
+
+    async def _fail_claimed(self, run_id: str, row: RunStep, exc: ValidationError) -> None:
+        failed = _failed(row, f"cannot run: {exc.message}", self._clock(), RUNNING)
+        await self.store.update_steps(run_id, [failed])
+        self._views.pop(run_id, None)
+        self.poke(run_id)
 
     async def _cached(self, key: str | None) -> RunStep | None:
         if key is None:
@@ -320,10 +369,9 @@ class PipelineEngine:
         return hit
 
     async def _conclude(
-        self, run: PipelineRun, dag: Dag, rows: Mapping[str, RunStep]
+        self, run: PipelineRun, rows: Iterable[RunStep], decided: Plan
     ) -> PipelineRun:
-        statuses = {key: row.status for key, row in rows.items()}
-        state = run_state_of(run_status(dag, statuses, run.approved))
+        state = run_state_of(decided.status)
         if run.cancelled_by is not None and state.terminal:
             state = RunState.CANCELLED
         if state is run.state:
@@ -331,17 +379,12 @@ class PipelineEngine:
         changes: dict[str, object] = {"state": state}
         if state.terminal:
             changes["finished_at"] = self._clock()
-            changes["reason"] = _run_reason(run, state, rows.values())
+            changes["reason"] = _run_reason(run, state, rows)
         try:
             return await self.store.update_run(run.id, run.version, changes)
         except ConflictError:
-            return run  # changed meanwhile (a cancel, an approval): the next pass decides
-
-    async def _apply(self, run_id: str, updates: Sequence[StepUpdate]) -> list[RunStep]:
-        if not updates:
-            return []
-        results = await self.store.update_steps(run_id, updates)
-        return [row for row in results if isinstance(row, RunStep)]
+            self.poke(run.id)  # changed meanwhile (a cancel, an approval): decide again
+            return run
 
     def dag_of(self, run: PipelineRun) -> Dag:
         """The run's DAG, built from its stored file once and kept for the recent runs."""
@@ -369,6 +412,31 @@ _UNLIMITED = Limits(
     max_jobs_per_step=1 << 30,
     max_jobs=1 << 30,
 )
+
+
+class _View:
+    """A run's rows as this engine knows them, with the DAG's evaluation kept up to date."""
+
+    def __init__(self, version: int, rows: dict[str, RunStep], dag: Dag) -> None:
+        self.version = version
+        self.rows = rows
+        self.tracker = Tracker(dag, {key: row.status for key, row in rows.items()})
+        self.ancestry = Ancestry(dag)
+        self.by_job = {row.job_id: row for row in rows.values() if row.job_id}
+
+    def expect(self, updates: Sequence[StepUpdate]) -> None:
+        """The rows as they will be once `updates` apply (for deciding the rest of a pass;
+        if one does not apply, the whole view is read again)."""
+        changed = []
+        for update in updates:
+            row = self.rows.get(update.step_id)
+            if row is not None and row.status in update.expected:
+                row = row.with_changes(**update.changes)
+                self.rows[update.step_id] = row
+                if row.job_id:
+                    self.by_job[row.job_id] = row
+                changed.append((row.step_id, row.status))
+        self.tracker.update(changed)
 
 
 def _failed(

@@ -47,20 +47,34 @@ def needs_outputs(dag: Dag, job: StepJob, rows: Mapping[str, RunStep]) -> dict[s
     return out
 
 
-def needs_artifacts(dag: Dag, job: StepJob, rows: Mapping[str, RunStep]) -> list[RunStep]:
+class Ancestry:
+    """For each step of a DAG, every step it needs directly or through others, in DAG order
+    (worked out once per step: a 100-deep chain would otherwise walk its chain every time)."""
+
+    def __init__(self, dag: Dag) -> None:
+        self._dag = dag
+        self._rank = {name: rank for rank, name in enumerate(dag.order)}
+        self._memo: dict[str, tuple[str, ...]] = {}
+
+    def of(self, name: str) -> tuple[str, ...]:
+        found = self._memo.get(name)
+        if found is None:
+            wanted: set[str] = set()
+            for need in self._dag.step(name).needs:  # needs come first in DAG order: memoised
+                wanted.add(need)
+                wanted.update(self.of(need))
+            found = tuple(sorted(wanted, key=self._rank.__getitem__))
+            self._memo[name] = found
+        return found
+
+
+def needs_artifacts(
+    dag: Dag, job: StepJob, rows: Mapping[str, RunStep], ancestry: Ancestry
+) -> list[RunStep]:
     """The rows that produced an archive among the jobs `job` needs, directly or through
     others, in DAG order: unpacked in that order, a nearer step's file wins."""
-    wanted: set[str] = set()
-    todo = list(job.step.needs)
-    while todo:
-        name = todo.pop()
-        if name not in wanted:
-            wanted.add(name)
-            todo.extend(dag.step(name).needs)
     found: list[RunStep] = []
-    for name in dag.order:
-        if name not in wanted:
-            continue
+    for name in ancestry.of(job.step_name):
         for other in dag.jobs[name]:
             row = rows.get(other.id)
             if row is not None and row.artifact_sha256 and row.job_id:
@@ -68,11 +82,13 @@ def needs_artifacts(dag: Dag, job: StepJob, rows: Mapping[str, RunStep]) -> list
     return found
 
 
-def prepare(run: PipelineRun, dag: Dag, job: StepJob, rows: Mapping[str, RunStep]) -> Prepared:
+def prepare(
+    run: PipelineRun, dag: Dag, job: StepJob, rows: Mapping[str, RunStep], ancestry: Ancestry
+) -> Prepared:
     """Render `job` with what the steps it needs produced. ValidationError when it cannot be
     run (an expression naming an output nobody wrote, a spec grown too big...)."""
     rendered = render_step(dag.pipeline, job, run.params, needs_outputs(dag, job, rows))
-    inputs = needs_artifacts(dag, job, rows)
+    inputs = needs_artifacts(dag, job, rows, ancestry)
     spec = job_spec(job, rendered, queued_by=run.queued_by)
     spec = replace(
         spec,
