@@ -1,13 +1,18 @@
-"""Outbox: coalescing, sequence numbers, ordering, acks, resend and backpressure."""
+"""Outbox: coalescing, sequence numbers, ordering, acks, resend and backpressure; artifact
+archives before their results."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
+from pathlib import Path
 
 import pytest
 
 from hodei._proto.hodei.v1 import worker_pb2
-from hodei.agent.outbox import Outbox
+from hodei.agent.artifacts import Archive
+from hodei.agent.outbox import ARTIFACT_CHUNK, MAX_MESSAGE_ARTIFACT_BYTES, Outbox
 
 
 def result(job_id: str = "j", attempt: int = 1, code: int = 0) -> worker_pb2.JobResult:
@@ -221,3 +226,70 @@ async def test_a_chatty_job_does_not_starve_others() -> None:
     second = await box.next_message()
     assert {c.job_id for c in first.logs} == {"big"}
     assert [c.job_id for c in second.logs] == ["small", "big"]
+
+
+def archive_of(tmp_path: Path, data: bytes, name: str = "archive.tar") -> Archive:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return Archive(str(path), hashlib.sha256(data).hexdigest(), len(data))
+
+
+def chunks_of(msg: worker_pb2.AgentMessage) -> list[tuple[int, int, bool]]:
+    return [(c.offset, len(c.data), c.last) for c in msg.artifacts]
+
+
+def test_an_archive_leaves_in_chunks_before_its_result(tmp_path: Path) -> None:
+    data = os.urandom(ARTIFACT_CHUNK * 5 + 10)
+    archive = archive_of(tmp_path, data)
+    box = Outbox()
+    box.add_log("j", 1, b"done\n")
+    box.add_result(result(), archive)
+    first = box.take()  # one message carries at most MAX_MESSAGE_ARTIFACT_BYTES of it
+    assert [c.data for c in first.logs] == [b"done\n"]
+    assert chunks_of(first) == [(i * ARTIFACT_CHUNK, ARTIFACT_CHUNK, False) for i in range(4)]
+    assert sum(len(c.data) for c in first.artifacts) == MAX_MESSAGE_ARTIFACT_BYTES
+    assert not first.results
+    second = box.take()
+    assert chunks_of(second) == [
+        (4 * ARTIFACT_CHUNK, ARTIFACT_CHUNK, False),
+        (5 * ARTIFACT_CHUNK, 10, True),
+    ]
+    last = second.artifacts[-1]
+    assert (last.sha256, last.size) == (archive.sha256, len(data))
+    assert b"".join(c.data for c in [*first.artifacts, *second.artifacts]) == data
+    assert [r.job_id for r in second.results] == ["j"]  # after its last chunk
+    assert not box.has_pending()
+
+
+def test_after_a_reconnect_the_archive_goes_again_whole_then_the_result(
+    tmp_path: Path,
+) -> None:
+    archive = archive_of(tmp_path, b"x" * (ARTIFACT_CHUNK + 1))
+    box = Outbox()
+    box.add_result(result(), archive)
+    box.take()  # sent whole, with the result; not acked yet
+    box.rewind()
+    again = box.take()
+    assert chunks_of(again) == [(0, ARTIFACT_CHUNK, False), (ARTIFACT_CHUNK, 1, True)]
+    assert [r.job_id for r in again.results] == ["j"]
+    box.add_result(result("k"), archive_of(tmp_path, b"y", "other.tar"))  # another attempt's
+    half = box.take()
+    box.rewind()  # the other one had only begun: it starts over too
+    assert chunks_of(box.take()) == [
+        (0, ARTIFACT_CHUNK, False),
+        (ARTIFACT_CHUNK, 1, True),
+        (0, 1, True),
+    ]
+    assert half.artifacts
+
+
+def test_a_result_ack_discards_the_archive(tmp_path: Path) -> None:
+    archive = archive_of(tmp_path, b"data")
+    box = Outbox()
+    box.add_result(result(), archive)
+    box.take()
+    assert os.path.exists(archive.path) and box.held() == [("j", 1)]
+    box.ack_result("j", 1)
+    assert not os.path.exists(archive.path)
+    box.rewind()
+    assert not box.has_pending() and box.settled()

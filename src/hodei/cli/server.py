@@ -200,9 +200,7 @@ def server(
         priority_aging_s=parse_opt(parse_duration, priority_aging, "--priority-aging"),
         max_output_bytes=parse_opt(parse_size, max_output, "--max-output"),
         artifact_max_bytes=parse_opt(parse_size, artifact_max_bytes, "--artifact-max-bytes"),
-        artifact_retention_s=parse_opt(
-            parse_duration, artifact_retention, "--artifact-retention"
-        ),
+        artifact_retention_s=parse_opt(parse_duration, artifact_retention, "--artifact-retention"),
         demo=demo,
         dev=dev,
         log_dir_path=log_dir,

@@ -14,6 +14,7 @@ sha256, and the agent fails the attempt before it starts.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,18 +33,37 @@ _Key = tuple[str, int]
 
 
 class Intake:
-    """The uploads of one worker's session (see the module docstring). Blocking (file
-    writes, fsync on commit): called in a thread, one call at a time."""
+    """The uploads of one stream (see the module docstring). `take` blocks (file writes,
+    fsync on commit): it is called in a thread, one call at a time; `close` may come from
+    another thread meanwhile (the stream's end), and never waits for it."""
 
     def __init__(self, store: ArtifactStore, worker_id: str, max_bytes: int) -> None:
         self._store = store
         self._worker = worker_id
         self._max = max_bytes
         self._uploads: dict[_Key, ArtifactUpload] = {}
+        self._lock = threading.Lock()
+        self._busy = False  # a take is under way: it aborts what is left if closed meanwhile
+        self._closed = False
 
     def take(self, chunks: Sequence[pb.ArtifactChunk]) -> None:
         """Chunks of attempts this worker holds, in order."""
+        with self._lock:
+            if self._closed:
+                return
+            self._busy = True
+        try:
+            self._take(chunks)
+        finally:
+            with self._lock:
+                self._busy = False
+                if self._closed:
+                    self._abort_all()
+
+    def _take(self, chunks: Sequence[pb.ArtifactChunk]) -> None:
         for chunk in chunks:
+            if self._closed:
+                return
             key = (chunk.job_id, chunk.attempt)
             upload = self._uploads.get(key)
             try:
@@ -76,6 +96,12 @@ class Intake:
     def close(self) -> None:
         """The stream is gone: uploads under way are abandoned (the agent sends them again
         whole if it comes back)."""
+        with self._lock:
+            self._closed = True
+            if not self._busy:
+                self._abort_all()
+
+    def _abort_all(self) -> None:
         while self._uploads:
             _, upload = self._uploads.popitem()
             upload.abort()

@@ -71,7 +71,6 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         self.heartbeat_ms = heartbeat_ms
         self.artifacts = artifacts
         self.max_artifact_bytes = max_artifact_bytes
-        self._intakes: dict[str, Intake] = {}  # by worker: its uploads under way
 
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         first = await context.read()
@@ -90,7 +89,10 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         # stream's reading (and its log output) behind every commit. They go, in order, to a
         # task of their own; logs and heartbeats are taken in at once.
         reports: asyncio.Queue[pb.AgentMessage | None] = asyncio.Queue(REPORT_BACKLOG)
-        reporter = asyncio.create_task(self._report_loop(session, reports))
+        # This stream's uploads: a resumed stream starts its own (the agent sends every
+        # archive again from offset 0), while this one may still apply what it read.
+        intake = Intake(self.artifacts, session.id, self.max_artifact_bytes)
+        reporter = asyncio.create_task(self._report_loop(session, reports, intake))
         self.passes.kick()
         task = asyncio.current_task()
         assert task is not None  # a gRPC handler always runs in a task
@@ -117,11 +119,9 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                 reporter.cancel()
                 raise
             finally:
+                intake.close()
                 if channel.generation == generation:  # not taken over by a resumed stream
                     log.info("worker %s stream ended", session.id)
-                    intake = self._intakes.pop(session.id, None)
-                    if intake is not None:
-                        intake.close()
                     self.recovery.stream_ended(session)
 
     async def _refuse(self, context: grpc.aio.ServicerContext, why: str) -> NoReturn:
@@ -226,10 +226,20 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         except Exception:
             log.exception("writing to worker %s failed", session.id)
 
-    async def handle(self, session: WorkerSession, msg: pb.AgentMessage) -> None:
-        """One message, all of it: take_in, then apply its starts and results."""
+    async def handle(
+        self, session: WorkerSession, msg: pb.AgentMessage, intake: Intake | None = None
+    ) -> None:
+        """One message, all of it: take_in, then apply its artifacts, starts and results
+        (without `intake`, the stream's uploads, an archive must come whole in `msg`)."""
         self.take_in(session, msg)
-        await self.apply_reports(session, msg)
+        if intake is not None:
+            await self.apply_reports(session, msg, intake)
+            return
+        intake = Intake(self.artifacts, session.id, self.max_artifact_bytes)
+        try:
+            await self.apply_reports(session, msg, intake)
+        finally:
+            intake.close()
 
     def take_in(self, session: WorkerSession, msg: pb.AgentMessage) -> None:
         """What needs no store write: the heartbeat, and log output (durable in the log
@@ -241,19 +251,24 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             self.reports.store_logs(session, msg.logs)
 
     async def _report_loop(
-        self, session: WorkerSession, reports: asyncio.Queue[pb.AgentMessage | None]
+        self,
+        session: WorkerSession,
+        reports: asyncio.Queue[pb.AgentMessage | None],
+        intake: Intake,
     ) -> None:
         while (msg := await reports.get()) is not None:
             try:
-                await self.apply_reports(session, msg)
+                await self.apply_reports(session, msg, intake)
             except Exception:
                 log.exception("reports of worker %s not applied", session.id)
 
-    async def apply_reports(self, session: WorkerSession, msg: pb.AgentMessage) -> None:
-        """Artifact chunks, starts, then results, of one message (results after their job's
-        logs: take_in ran first)."""
+    async def apply_reports(
+        self, session: WorkerSession, msg: pb.AgentMessage, intake: Intake
+    ) -> None:
+        """Artifact chunks (into the stream's `intake`), starts, then results, of one message
+        (results after their job's logs: take_in ran first)."""
         if msg.artifacts:
-            await self._take_artifacts(session, msg.artifacts)
+            await self._take_artifacts(session, msg.artifacts, intake)
         if msg.updates:
             # A start reported with its result (a short job) is stored with the result.
             ended = {(r.job_id, r.attempt) for r in msg.results}
@@ -272,16 +287,12 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             await asyncio.gather(*(self._result(session, r) for r in msg.results))
 
     async def _take_artifacts(
-        self, session: WorkerSession, chunks: Sequence[pb.ArtifactChunk]
+        self, session: WorkerSession, chunks: Sequence[pb.ArtifactChunk], intake: Intake
     ) -> None:
         mine = [c for c in chunks if _holds(session, c.job_id, c.attempt)]
         if len(mine) < len(chunks):
             log.warning("worker %s sent artifacts of attempts it does not hold", session.id)
         if mine:
-            intake = self._intakes.get(session.id)
-            if intake is None:
-                intake = Intake(self.artifacts, session.id, self.max_artifact_bytes)
-                self._intakes[session.id] = intake
             await asyncio.to_thread(intake.take, mine)  # writes, and fsyncs on commit
 
     async def _with_files(self, session: WorkerSession, result: pb.JobResult) -> pb.JobResult:
