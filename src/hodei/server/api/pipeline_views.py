@@ -31,13 +31,16 @@ def run_summary(run: PipelineRun) -> dict[str, Any]:
     }
 
 
+def with_counts(summary: dict[str, Any], steps: Sequence[RunStep]) -> dict[str, Any]:
+    """A run's summary and how many of its step jobs are in each status (for lists)."""
+    return {**summary, "counts": dict(Counter(row.status.value for row in steps))}
+
+
 def run_to_dict(run: PipelineRun, steps: Sequence[RunStep], dag: Dag) -> dict[str, Any]:
     """A run with every step job, and the manual steps waiting for someone to approve them."""
     statuses = {row.step_id: row.status for row in steps}
-    counts = Counter(row.status.value for row in steps)
     return {
-        **run_summary(run),
-        "counts": dict(counts),
+        **with_counts(run_summary(run), steps),
         "awaiting_approval": list(awaiting_approval(dag, statuses, run.approved)),
         "steps": [step_to_dict(row, dag) for row in steps],
     }

@@ -17,7 +17,12 @@ from hodei.domain.pipelines.runs import RunState, valid_run_id
 from hodei.errors import NotFoundError, ValidationError
 from hodei.server.api.http.deps import MAX_INT, HttpServices, Services, actor_of
 from hodei.server.api.http.errors import bounded, error_body
-from hodei.server.api.pipeline_views import issues_to_list, run_summary, run_to_dict
+from hodei.server.api.pipeline_views import (
+    issues_to_list,
+    run_summary,
+    run_to_dict,
+    with_counts,
+)
 from hodei.server.core.bus import EventBus, RunChanged
 from hodei.server.core.pipelines import Pipelines
 
@@ -107,8 +112,11 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
 ) -> dict[str, Any]:
-    runs, after = await _pipelines(services).list(state, limit, cursor)
-    return {"items": [run_summary(run) for run in runs], "next": after}
+    pipelines = _pipelines(services)
+    runs, after = await pipelines.list(state, limit, cursor)
+    # Each run with its step counts (done of total in a table): one read of its step rows.
+    items = [with_counts(run_summary(run), await pipelines.store.run_steps(run.id)) for run in runs]
+    return {"items": items, "next": after}
 
 
 @router.get("/api/v1/pipelines/{run_id}")
