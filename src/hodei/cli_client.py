@@ -34,10 +34,13 @@ class ApiError(HodeiError):
 
     exit_code = 1
 
-    def __init__(self, message: str, status: int, code: str = "") -> None:
+    def __init__(
+        self, message: str, status: int, code: str = "", issues: list[Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.issues = issues or []  # a refused pipeline file's problems ({line, column, ...})
 
 
 class UnreachableError(HodeiError):
@@ -148,14 +151,16 @@ class Client:
         *,
         headers: dict[str, str] | None = None,
         not_found: str = "",
-    ) -> None:
-        """GET `path` and hand its body to `write` as it arrives, bytes untouched."""
+    ) -> httpx.Headers:
+        """GET `path` and hand its body to `write` as it arrives, bytes untouched; returns
+        the answer's headers."""
         with self._translate(), self._http.stream("GET", path, headers=headers) as response:
             if response.status_code >= 400:
                 response.read()
                 check(response, not_found)
             for chunk in response.iter_bytes():
                 write(chunk)
+            return response.headers
 
     @contextmanager
     def stream(self, path: str, headers: dict[str, str]) -> Iterator[httpx.Response]:
@@ -188,7 +193,18 @@ def check(response: httpx.Response, not_found: str = "") -> None:
     code, message = error_message(response)
     if response.status_code == 404 and not_found and message.lower() in ("", "not found"):
         message = not_found
-    raise ApiError(message, response.status_code, code)
+    raise ApiError(message, response.status_code, code, _issues(response))
+
+
+def _issues(response: httpx.Response) -> list[Any]:
+    """`error.issues` of an error body, if it has them."""
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return []
+    err = body.get("error") if isinstance(body, dict) else None
+    issues = err.get("issues") if isinstance(err, dict) else None
+    return [i for i in issues if isinstance(i, dict)] if isinstance(issues, list) else []
 
 
 def decode_json(response: httpx.Response) -> Any:

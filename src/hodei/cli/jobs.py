@@ -229,7 +229,11 @@ def submit(
 @app.command()
 @guarded
 def logs(
-    job: Annotated[str, typer.Argument(help="Job id.")],
+    job: Annotated[str, typer.Argument(help="Job id, or a pipeline run id and a STEP.")],
+    step: Annotated[
+        str | None,
+        typer.Argument(help="With a run id: the step (or a matrix job's id) whose log to show."),
+    ] = None,
     follow_log: Annotated[
         bool, typer.Option("--follow", "-f", help="Stream live; exit with the job's code.")
     ] = False,
@@ -237,11 +241,25 @@ def logs(
     server: ServerOpt = DEFAULT_URL,
 ) -> None:
     """Print a job's log (colours kept, other escape sequences and controls shown inert;
-    --raw: the exact bytes); -f follows it until the job ends."""
+    --raw: the exact bytes); -f follows it until the job ends. `hodei logs RUN STEP`: the
+    log of a pipeline run's step."""
     from hodei.cli_client import job_path
+    from hodei.domain.pipelines.runs import valid_run_id
 
-    job = job_arg(job)
+    if step is not None and not valid_run_id(job):
+        raise typer.BadParameter(
+            f"{job[:40]!r} is not a pipeline run id (r and 17 hex digits); give a STEP only "
+            "after a run id",
+            param_hint="JOB",
+        )
+    if step is not None and not 1 <= len(step) <= 300:
+        raise typer.BadParameter("must be 1-300 characters", param_hint="STEP")
     with client(server) as api:
+        if step is not None:
+            from hodei.cli.pipelines import step_job
+
+            job = step_job(api, job, step)
+        job = job_arg(job)
         if follow_log:
             follow(api, job, raw)
         output = LogOutput(raw)
