@@ -193,3 +193,18 @@ async def test_without_a_store_every_input_is_missing() -> None:
     (msg,) = await drain(channel)
     assert not msg.inputs
     assert [(i.key, i.sha256) for i in msg.assignments[0].inputs] == [("a/1", "")]
+
+
+async def test_a_cancel_never_overtakes_the_assignment_it_is_for(tmp_path: Path) -> None:
+    store = FileArtifactStore(tmp_path)
+    stored(store, "a", os.urandom(3 * MAX_MESSAGE_INPUT_BYTES))
+    channel = StreamChannel("token", store)
+    channel.assign(assignment("x", "a/1"))
+    first = await channel.next_message()
+    assert first is not None and first.inputs and not first.assignments
+    channel.cancel("x", 1, 500, "cancelled by user")
+    channel.cancel("other", 1, 0, "stale")
+    (msg,) = await drain(channel)  # no more of its data: the assignment, then its cancel
+    assert not msg.inputs
+    assert [a.job_id for a in msg.assignments] == ["x"]
+    assert [(c.job_id, c.grace_ms) for c in msg.cancels] == [("other", 0), ("x", 500)]

@@ -22,6 +22,8 @@ from hodei._proto.hodei.v1 import worker_pb2_grpc
 from hodei.adapters.artifacts.files import FileArtifactStore
 from hodei.adapters.providers.local import LocalProvider
 from hodei.adapters.store.memory import MemoryJobStore
+from hodei.agent import session as session_module
+from hodei.agent.job_files import Finished
 from hodei.agent.session import AgentSession
 from hodei.domain.jobs import Job, JobState
 from hodei.ports import ArtifactInfo, ArtifactUpload
@@ -365,3 +367,22 @@ async def test_a_corrupt_upload_fails_the_result_that_names_it(tmp_path: Path) -
         assert r.artifacts.info(job.id, 1) is None
         assert r.artifacts.ended == []  # never committed, and nothing of it is left
         assert not [p for p in (tmp_path / "artifacts").rglob("*") if p.is_file()]
+
+
+async def test_a_success_without_the_archive_it_owes_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent that knows nothing of artifacts (an older one) runs the job alone."""
+
+    async def unaware(
+        execute: Any, assign: Any, inputs: Any, spool: Any, *args: Any, **kw: Any
+    ) -> Finished:
+        return Finished(await execute(assign, *args, **kw))
+
+    monkeypatch.setattr(session_module, "run_with_files", unaware)
+    async with rig(tmp_path) as r:
+        job = await r.run("echo data > f", artifacts=("f",))
+        assert job.state is JobState.FAILED
+        assert job.reason.startswith("no artifact archive came with the result")
+        plain = await r.run("true")
+        assert plain.state is JobState.SUCCEEDED

@@ -1,14 +1,16 @@
 """The agent's artifact pieces on real (temporary) files: packing checks, unpacking checks,
-input staging and the outputs file."""
+input staging, the outputs file, and a job run with them."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
 import os
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,9 @@ from hodei.agent.artifacts import (
     read_outputs,
     unpack,
 )
+from hodei.agent.job_files import OUTPUTS_ENV, run_with_files
+from hodei.agent.runner import JobOutcome
+from hodei.domain.work import NOT_RUN, Assignment
 
 
 @pytest.fixture
@@ -298,3 +303,81 @@ def test_an_outputs_path_that_is_not_a_plain_file_is_refused(tmp_path: Path) -> 
     os.mkfifo(fifo)  # opened without waiting for a writer
     with pytest.raises(ArtifactError, match="not a regular file"):
         read_outputs(str(fifo), [])
+
+
+# ---- running with files ---------------------------------------------------------------------
+
+
+def write(path: str, text: str) -> None:
+    Path(path).write_text(text)
+
+
+def exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+async def test_a_job_cancelled_before_its_inputs_came_never_starts(tmp_path: Path) -> None:
+    ran: list[Assignment] = []
+
+    async def execute(assign: Assignment, *args: Any, **kwargs: Any) -> JobOutcome:
+        ran.append(assign)
+        return JobOutcome(exit_code=0)
+
+    part = tmp_path / "part"
+    part.write_bytes(b"half")
+    item = StagedInput("a/1", "f" * 64, 100, str(part), "", 4)
+    cancel = asyncio.Event()
+    cancel.set()
+    spool = Spool()
+    assign = Assignment(job_id="j", attempt=1, command="true", inputs=("a/1",))
+    finished = await run_with_files(
+        execute, assign, [item], spool, lambda data: None, cancel, grace=1.0, on_started=None
+    )
+    spool.close()
+    assert ran == [] and not part.exists()
+    assert (finished.outcome.exit_code, finished.outcome.cancelled) == (NOT_RUN, True)
+
+
+async def test_every_job_gets_an_outputs_file_and_a_job_with_files_its_own_work_dir(
+    tmp_path: Path,
+) -> None:
+    seen: list[Assignment] = []
+
+    async def execute(assign: Assignment, *args: Any, **kwargs: Any) -> JobOutcome:
+        seen.append(assign)
+        write(assign.env[OUTPUTS_ENV], "A=1\n")
+        if assign.working_dir:
+            write(os.path.join(assign.working_dir, "f"), "x")
+        return JobOutcome(exit_code=0)
+
+    spool = Spool()
+    try:
+        plain = Assignment(job_id="p", attempt=1, command="true")
+        done = await run_with_files(
+            execute,
+            plain,
+            [],
+            spool,
+            lambda data: None,
+            asyncio.Event(),
+            grace=1.0,
+            on_started=None,
+        )
+        assert (done.outputs, done.archive, seen[0].working_dir) == (b"A=1\n", None, "")
+        with_files = Assignment(job_id="a", attempt=1, command="true", artifacts=("f",))
+        done = await run_with_files(
+            execute,
+            with_files,
+            [],
+            spool,
+            lambda data: None,
+            asyncio.Event(),
+            grace=1.0,
+            on_started=None,
+        )
+        assert done.archive is not None and names(done.archive.path) == ["f"]
+        assert seen[1].working_dir and not exists(seen[1].working_dir)  # cleaned
+        assert not exists(seen[1].env[OUTPUTS_ENV])
+        done.archive.discard()
+    finally:
+        spool.close()

@@ -12,7 +12,12 @@ import pytest
 
 from hodei._proto.hodei.v1 import worker_pb2
 from hodei.agent.artifacts import Archive
-from hodei.agent.outbox import ARTIFACT_CHUNK, MAX_MESSAGE_ARTIFACT_BYTES, Outbox
+from hodei.agent.outbox import (
+    ARTIFACT_CHUNK,
+    MAX_MESSAGE_ARTIFACT_BYTES,
+    MAX_MESSAGE_OUTPUTS_BYTES,
+    Outbox,
+)
 
 
 def result(job_id: str = "j", attempt: int = 1, code: int = 0) -> worker_pb2.JobResult:
@@ -293,3 +298,16 @@ def test_a_result_ack_discards_the_archive(tmp_path: Path) -> None:
     assert not os.path.exists(archive.path)
     box.rewind()
     assert not box.has_pending() and box.settled()
+
+
+def test_results_with_big_outputs_are_spread_over_messages() -> None:
+    box = Outbox()
+    outputs = b"X=" + b"y" * (1024 * 1024 - 3) + b"\n"
+    count = MAX_MESSAGE_OUTPUTS_BYTES // len(outputs) + 2
+    for i in range(count):
+        box.add_result(worker_pb2.JobResult(job_id=f"j{i}", attempt=1, outputs=outputs))
+    sizes = []
+    while box.has_pending():
+        sizes.append(len(box.take().results))
+    assert sum(sizes) == count and len(sizes) == 2
+    assert sizes[0] * len(outputs) <= MAX_MESSAGE_OUTPUTS_BYTES + len(outputs)

@@ -28,7 +28,7 @@ from hodei.agent.artifacts import (
 )
 from hodei.agent.runner import Executor, Grace, JobOutcome, OnOutput
 from hodei.domain.masking import mask_all
-from hodei.domain.work import Assignment
+from hodei.domain.work import NOT_RUN, Assignment
 
 OUTPUTS_ENV = "HODEI_OUTPUTS"
 # The exit code of an attempt whose inputs could not be set up: it never ran, but it is not
@@ -74,11 +74,17 @@ async def run_with_files(
     grace: Grace,
     on_started: Callable[[int], None] | None,
 ) -> Finished:
+    """Run `assign` with `execute`, its `inputs` unpacked first, and say how it ended with
+    what it leaves: see the module docstring."""
     secrets = list(assign.secrets.values())
 
     def masked(text: str) -> str:
         return mask_all(text.encode(), secrets).decode("utf-8", "replace") if secrets else text
 
+    if inputs and cancel.is_set():  # cancelled before its inputs came whole: never started
+        for item in inputs:
+            item.discard()
+        return Finished(JobOutcome(exit_code=NOT_RUN, cancelled=True))
     outputs_path = spool.new_path("outputs")
     run = replace(assign, env={**assign.env, OUTPUTS_ENV: outputs_path})
     own_dir = ""

@@ -43,6 +43,7 @@ MAX_JOB_BYTES = 64 * 1024 * 1024  # output not yet acked per attempt, before the
 MAX_UNACKED_ENV = "HODEI_AGENT_MAX_UNACKED"
 ARTIFACT_CHUNK = 256 * 1024
 MAX_MESSAGE_ARTIFACT_BYTES = 1024 * 1024  # per message, beside the logs' budget
+MAX_MESSAGE_OUTPUTS_BYTES = 4 * 1024 * 1024  # results' outputs per message (one always goes)
 
 log = logging.getLogger("hodei.agent")
 
@@ -218,11 +219,15 @@ class Outbox:
             self._take_artifacts(msg)
         msg.updates.extend(self._updates)
         self._updates.clear()
+        outputs = 0  # results carry outputs files (up to 1 MiB each): the message stays small
         for key in [k for k in self._results if not self._waiting(k)]:
+            if outputs >= MAX_MESSAGE_OUTPUTS_BYTES:
+                break  # the rest in the next message
             result = self._results.pop(key)
             result.last_sequence = self._jobs[key].seq if key in self._jobs else 0
             msg.results.append(result)
             self._sent_results[key] = result
+            outputs += len(result.outputs)
         self._changed.set()
         return msg
 

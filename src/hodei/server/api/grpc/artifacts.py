@@ -144,6 +144,7 @@ class InputTransfer:
     generation: int  # of the stream it is sent on: a new stream starts it over
     index: int = 0  # the input being sent
     offset: int = 0
+    cancel: pb.CancelJob | None = None  # cancelled meanwhile: no more data, this follows it
 
     @classmethod
     def of(
@@ -156,6 +157,8 @@ class InputTransfer:
 
     def fill(self, store: ArtifactStore | None, out: pb.ServerMessage) -> bool:
         """Add input data (within the per-message budget) to `out`; True once all is added."""
+        if self.cancel is not None:
+            return True  # the agent will not unpack it: the assignment and its cancel go now
         budget = MAX_MESSAGE_INPUT_BYTES
         while self.index < len(self.inputs) and budget > 0:
             item = self.inputs[self.index]

@@ -73,7 +73,15 @@ class StreamChannel:
         self._transfers.clear()
 
     def cancel(self, job_id: str, attempt: int, grace_ms: int, reason: str) -> None:
-        self._out.cancels.append(cancel_message(job_id, attempt, grace_ms, reason))
+        message = cancel_message(job_id, attempt, grace_ms, reason)
+        for transfer in self._transfers:
+            if (transfer.assignment.job_id, transfer.assignment.attempt) == (job_id, attempt):
+                # Its AssignJob has not left: the cancel must not overtake it (the agent would
+                # not know the job yet, then run it), so it follows it, in the same message.
+                transfer.cancel = message
+                self._kick()
+                return
+        self._out.cancels.append(message)
         self._kick()
 
     def shutdown(self, reason: str, grace_ms: int) -> None:
@@ -160,3 +168,5 @@ class StreamChannel:
             add_assignment(
                 msg.assignments, transfer.assignment, transfer.inputs, self._max_artifact
             )
+            if transfer.cancel is not None:
+                msg.cancels.append(transfer.cancel)  # the agent reads it after the assignment

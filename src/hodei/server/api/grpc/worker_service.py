@@ -298,11 +298,14 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
     async def _with_files(self, session: WorkerSession, result: pb.JobResult) -> pb.JobResult:
         """The result with its outputs stored, or turned into a failure when its archive is
         not the one stored (or its outputs cannot be)."""
-        if not (result.outputs or result.artifact_sha256):
-            return result
-        if not _holds(session, result.job_id, result.attempt):
+        held = session.jobs.get(result.job_id)
+        if held is None or held.attempt != result.attempt:
             return result  # the core refuses it
+        if not (result.outputs or result.artifact_sha256 or held.job.spec.artifacts):
+            return result
         problem = result_problem(self.artifacts, result)
+        if not result.artifact_sha256 and held.job.spec.artifacts and _succeeded(result):
+            problem = "no artifact archive came with the result (is the worker's agent too old?)"
         if result.outputs:
             try:
                 await asyncio.to_thread(
@@ -324,6 +327,12 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             await self.reports.on_result(session, result)
         except HodeiError as exc:
             log.error("result of job %s not recorded: %s", result.job_id, exc.message)
+
+
+def _succeeded(result: pb.JobResult) -> bool:
+    return result.exit_code == 0 and not (
+        result.error or result.signal or result.cancelled or result.timed_out
+    )
 
 
 def _holds(session: WorkerSession, job_id: str, attempt: int) -> bool:
