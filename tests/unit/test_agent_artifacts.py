@@ -1,5 +1,5 @@
 """The agent's artifact pieces on real (temporary) files: packing checks, unpacking checks,
-input staging, the outputs file, and a job run with them."""
+input staging, the outputs file, a job run with them, and path patterns."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from hodei.agent.artifacts import (
     read_outputs,
     unpack,
 )
+from hodei.agent.globs import expand
 from hodei.agent.job_files import OUTPUTS_ENV, run_with_files
 from hodei.agent.runner import JobOutcome
 from hodei.domain.work import NOT_RUN, Assignment
@@ -381,3 +382,55 @@ async def test_every_job_gets_an_outputs_file_and_a_job_with_files_its_own_work_
         done.archive.discard()
     finally:
         spool.close()
+
+
+# ---- patterns -------------------------------------------------------------------------------
+
+
+def tree(work: Path, *paths: str) -> None:
+    for path in paths:
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(path)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matched"),
+    [
+        ("dist/*.whl", ["dist/a.whl", "dist/b.whl"]),
+        ("dist/**/*.whl", ["dist/a.whl", "dist/b.whl", "dist/sub/deep/c.whl"]),
+        ("**/c.whl", ["dist/sub/deep/c.whl"]),
+        ("dist/?.whl", ["dist/a.whl", "dist/b.whl"]),
+        ("dist/[a]*", ["dist/a.whl"]),
+        ("dist/[!a]*", ["dist/b.whl", "dist/notes.txt", "dist/sub"]),
+        ("*/notes.txt", ["dist/notes.txt"]),
+        ("dist/sub/*", ["dist/sub/deep"]),
+        ("nothing/*", []),
+        ("dist/*.exe", []),
+    ],
+)
+def test_patterns_match_within_components_and_across_directories(
+    work: Path, pattern: str, matched: list[str]
+) -> None:
+    tree(work, "dist/a.whl", "dist/b.whl", "dist/notes.txt", "dist/sub/deep/c.whl", "top.txt")
+    assert expand(str(work), pattern) == matched
+
+
+def test_patterns_do_not_follow_a_symlinked_directory(work: Path, tmp_path: Path) -> None:
+    tree(work, "real/x.txt")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.txt").write_text("no")
+    (work / "out").symlink_to(tmp_path / "outside")
+    assert expand(str(work), "**/*.txt") == ["real/x.txt"]
+    assert expand(str(work), "out/*") == []
+    assert expand(str(work), "o*") == ["out"]  # the link itself matches, and is then checked
+    with pytest.raises(ArtifactError, match="symlink out points outside"):
+        pack(str(work), ["o*"], 1 << 20, str(tmp_path / "out.tar"))
+
+
+def test_a_pattern_packs_what_it_matches_and_one_matching_nothing_fails(
+    work: Path, tmp_path: Path
+) -> None:
+    tree(work, "dist/a.whl", "dist/sub/b.whl", "dist/c.txt")
+    assert names(packed(work, tmp_path, "dist/**/*.whl")) == ["dist/a.whl", "dist/sub/b.whl"]
+    with pytest.raises(ArtifactError, match=r"^artifact dist/\*.exe was not produced"):
+        pack(str(work), ["dist/*.exe"], 1 << 20, str(tmp_path / "none.tar"))

@@ -8,9 +8,10 @@ it could reach the spool; what it could do there it can do to itself anyway, and
 comes back is checked (the archive's sha256 is computed while it is written, the outputs file
 is opened without following links and read up to a bound).
 
-Packing refuses what would leak or break on the other side: a path that was not produced, a
-symlink (anywhere in the tree) that resolves outside the work dir, a special file; it stops as
-soon as the archive would pass its size limit. Unpacking checks every member right before it
+Paths may be patterns (hodei.agent.globs). Packing refuses what would leak or break on the
+other side: a path that was not produced (a pattern that matches nothing), a symlink
+(anywhere in the tree) that resolves outside the work dir, a special file; it stops as soon
+as the archive would pass its size limit. Unpacking checks every member right before it
 is written (no absolute names, no '..' out, no links out, no special or sparse files; modes
 and owners as tarfile's "data" filter sets them), and uses that filter too where the Python
 has it (3.11.4+; the worker image's may not).
@@ -30,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
+from hodei.agent.globs import expand, is_glob
 from hodei.domain.jobs import artifact_path_problem
 from hodei.domain.masking import mask_all
 
@@ -140,7 +142,16 @@ class _Packer:
         problem = artifact_path_problem(given)
         if problem is not None:
             raise ArtifactError(problem)
-        name = os.path.normpath(given)
+        if not is_glob(given):
+            self._add_named(given, os.path.normpath(given))
+            return
+        matches = expand(self.root, given)
+        if not matches:
+            raise ArtifactError(f"artifact {given} was not produced (nothing matches it)")
+        for name in matches:
+            self._add_named(given, name)
+
+    def _add_named(self, given: str, name: str) -> None:
         full = os.path.join(self.root, name)
         try:
             st = os.lstat(full)
