@@ -136,7 +136,7 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
     bus = EventBus()
     hub = LogHub(FileLogStore(settings.log_dir), bus)
     # Beside the logs: servers sharing a log directory share the artifacts too.
-    artifacts = FileArtifactStore(settings.log_dir / "artifacts")
+    artifacts = FileArtifactStore(settings.log_dir / ".artifacts")
     key = load_or_create_key(home / "secret.key")
     vault = SecretVault(store, key)
     auditor = Auditor(store)

@@ -58,7 +58,8 @@ class Tracker:
 
     def plan(self, approved: Collection[str] = ()) -> Plan:
         skips = tuple(
-            Skip(job, self._skips[job]) for job in sorted(self._skips, key=self._job_rank.get)
+            Skip(job, self._skips[job])
+            for job in sorted(self._skips, key=self._job_rank.__getitem__)
         )
         starting: list[StepJob] = []
         awaiting: list[str] = []
