@@ -216,3 +216,39 @@ def test_with_tls_container_workers_enroll_and_run_jobs_over_mtls(
     assert listed.returncode == 0 and worker_id in listed.stdout.decode(), listed.stderr
     stop_server(server)
     assert ours(engine, home) == []
+
+
+def test_a_pipeline_hands_files_and_outputs_between_steps_in_containers(
+    server_factory: type, home: Path, engine: Any
+) -> None:
+    """Artifacts and outputs with the image's own Python (the agent in the worker image)."""
+    source = (
+        "name: boxed\nsteps:\n"
+        "  build:\n"
+        "    run: |\n"
+        "      mkdir -p dist && echo built-in-a-box > dist/app.txt\n"
+        '      echo "version=2.0" >> "$HODEI_OUTPUTS"\n'
+        "    artifacts: [dist/]\n"
+        "    outputs: [version]\n"
+        "  test:\n"
+        "    needs: [build]\n"
+        "    run: cat dist/app.txt && echo v${{ steps.build.outputs.version }}\n"
+    )
+    server = start(server_factory, home)
+    with server.http() as client:
+        answer = client.post("/api/v1/pipelines", json={"source": source})
+        assert answer.status_code == 201, answer.text
+        run_id = answer.json()["id"]
+        deadline = time.monotonic() + 120
+        while (run := client.get(f"/api/v1/pipelines/{run_id}").json())["state"] == "running":
+            assert time.monotonic() < deadline, run
+            time.sleep(0.2)
+        assert run["state"] == "succeeded", run
+        steps = {step["id"]: step for step in run["steps"]}
+        assert steps["build"]["outputs"] == {"version": "2.0"}
+        assert steps["build"]["artifact"]["size"] > 0
+        log = client.get(f"/api/v1/jobs/{steps['test']['job_id']}/logs").text
+        assert "built-in-a-box" in log and "v2.0" in log
+        archive = client.get(f"/api/v1/jobs/{steps['build']['job_id']}/artifacts/archive")
+        assert archive.status_code == 200
+        assert archive.headers["x-checksum-sha256"] == steps["build"]["artifact"]["sha256"]
