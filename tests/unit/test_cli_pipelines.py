@@ -139,9 +139,7 @@ def test_awaiting_approval_is_named_with_the_command() -> None:
     rows = [step("build", 0, "succeeded"), step("deploy", 1, needs=("build",), when="manual")]
     text = show_run(view(*rows, state="waiting", awaiting_approval=["deploy"]))
     assert "└─ deploy ◀─ build (manual)  ? awaiting approval" in text
-    assert text.splitlines()[-1] == (
-        f"deploy awaits approval: hodei pipeline approve {RUN} deploy"
-    )
+    assert text.splitlines()[-1] == (f"deploy awaits approval: hodei pipeline approve {RUN} deploy")
 
 
 def test_ascii_drawing_and_untrusted_text_is_neutralised() -> None:
@@ -494,3 +492,78 @@ def test_validate_lists_the_issues_and_exits_2(pipeline_file: Path) -> None:
         result = invoke("pipeline", "validate", str(pipeline_file))
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [f"{pipeline_file}: 1 error", f"{pipeline_file}:1:1: bad"]
+
+
+def test_help_lists_the_pipeline_commands() -> None:
+    top = runner.invoke(app, ["--help"]).stdout
+    for command in ("pipeline", "pipelines", "artifacts"):
+        assert command in top
+    sub = runner.invoke(app, ["pipeline", "--help"]).stdout
+    for command in ("run", "show", "cancel", "retry", "approve", "validate"):
+        assert command in sub
+
+
+# --- hodei artifacts ------------------------------------------------------------------------
+
+JOB = f"{RUN}.0.0"
+
+
+def tar_of(*members: tuple[str, bytes]) -> bytes:
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def artifact_routes(data: bytes, checksum: str | None = None) -> dict[tuple[str, str], Answer]:
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    info = {
+        "job_id": JOB,
+        "attempt": 1,
+        "sha256": digest,
+        "size": len(data),
+        "created_at": "2026-01-01T00:00:00.000Z",
+    }
+    headers = {"X-Checksum-Sha256": checksum or digest, "Content-Type": "application/x-tar"}
+    return {
+        ("GET", f"/api/v1/jobs/{JOB}/artifacts"): lambda _r: httpx.Response(200, json=info),
+        ("GET", f"/api/v1/jobs/{JOB}/artifacts/archive"): lambda _r: httpx.Response(
+            200, content=data, headers=headers
+        ),
+    }
+
+
+def test_artifacts_lists_the_archive_and_extracts_it(tmp_path: Path) -> None:
+    data = tar_of(("out.txt", b"building\n"), ("dist/app.whl", b"x" * 2048))
+    with fake_server(artifact_routes(data)) as sent:
+        listed = invoke("artifacts", JOB)
+        extracted = invoke("artifacts", JOB, "--out", str(tmp_path / "got"), "--attempt", "1")
+    assert listed.exit_code == 0, listed.output
+    assert "sha256:   " in listed.stdout and "  out.txt  9B" in listed.stdout
+    assert "  dist/app.whl  2.0KiB" in listed.stdout
+    assert extracted.exit_code == 0, extracted.output
+    assert (tmp_path / "got" / "out.txt").read_bytes() == b"building\n"
+    assert (tmp_path / "got" / "dist" / "app.whl").stat().st_size == 2048
+    assert f"{tmp_path}/got/out.txt  9B" in extracted.stdout
+    assert sent[-1].url.params["attempt"] == "1"
+
+
+def test_artifacts_refuses_a_wrong_checksum_and_a_member_out_of_the_dir(tmp_path: Path) -> None:
+    good = tar_of(("out.txt", b"building\n"))
+    with fake_server(artifact_routes(good, checksum="0" * 64)):
+        wrong = invoke("artifacts", JOB, "--out", str(tmp_path / "a"))
+    assert wrong.exit_code == 1 and "checksum" in wrong.stderr
+    assert not (tmp_path / "a").exists()
+    evil = tar_of(("fine.txt", b"ok"), ("../escaped.txt", b"gotcha"))
+    with fake_server(artifact_routes(evil)):
+        refused = invoke("artifacts", JOB, "--out", str(tmp_path / "b"))
+    assert refused.exit_code == 1 and "cannot read or extract" in refused.stderr
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not (tmp_path / "b" / "fine.txt").exists()  # checked before anything is written
