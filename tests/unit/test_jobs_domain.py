@@ -162,3 +162,8 @@ def test_text_no_store_can_hold_and_huge_keys_get_short_clear_errors() -> None:
         with pytest.raises(ValidationError) as refused:
             validate_spec(spec)
         assert len(refused.value.message) < 200
+
+
+def test_memory_must_be_whole_bytes() -> None:
+    with pytest.raises(ValidationError, match="whole number of bytes"):
+        validate_spec(JobSpec(command="true", memory_bytes=1.5))  # type: ignore[arg-type]

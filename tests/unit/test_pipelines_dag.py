@@ -300,3 +300,15 @@ def test_the_ci_example() -> None:
     assert pipeline.steps["package"].artifacts == ("dist/*.tar.gz",)
     done = {job.id: S for job in dag.all_jobs() if job.step_name in ("build", "test", "package")}
     assert awaiting_approval(dag, done) == ("deploy",)
+
+
+def test_the_example_makes_job_specs_a_worker_can_take() -> None:
+    """Sizes read from YAML become whole bytes (a float here once broke dispatch)."""
+    from hodei.domain.pipelines import job_spec, render_step, resolve_params
+
+    pipeline = parse_pipeline((EXAMPLES / "ci.yaml").read_text())
+    dag = build_dag(pipeline)
+    params = resolve_params(pipeline, {})
+    build = dag.jobs["build"][0]
+    spec = job_spec(build, render_step(pipeline, build, params, {}))
+    assert spec.memory_bytes == 512 << 20 and type(spec.memory_bytes) is int

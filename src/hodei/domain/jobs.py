@@ -273,6 +273,8 @@ def _validate_spec(spec: JobSpec) -> JobSpec:
     _check_artifacts(spec)
     if not 0 <= spec.cpu <= 1024:
         raise ValidationError("cpu must be between 0 and 1024 cores")
+    if isinstance(spec.memory_bytes, bool) or not isinstance(spec.memory_bytes, int):
+        raise ValidationError("memory must be a whole number of bytes")
     if not 0 <= spec.memory_bytes <= 1 << 50:
         raise ValidationError("memory must be between 0 and 1 PiB")
     if not 0 <= spec.timeout_s <= 30 * 86400:

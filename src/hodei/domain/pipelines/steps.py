@@ -168,9 +168,8 @@ def _read_resources(
         else:
             f["cpu"] = float(node.value)
     if "memory" in found:
-        f["memory_bytes"] = r.measured(
-            found["memory"][1], f"memory of {what}", parse_size, 1 << 50, "1 PiB"
-        )
+        memory = r.measured(found["memory"][1], f"memory of {what}", parse_size, 1 << 50, "1 PiB")
+        f["memory_bytes"] = None if memory is None else int(memory)  # whole bytes, as jobs have
     if "timeout" in found:
         f["timeout_s"] = r.measured(
             found["timeout"][1], f"timeout of {what}", parse_duration, 30 * 86400, "30 days"
@@ -221,7 +220,7 @@ def step_spec(r: ValueReader, draft: Draft, env: dict[str, str]) -> StepSpec:
     f = draft.fields
     spec = StepSpec(
         name=draft.name,
-        needs=tuple(name for name, _ in draft.needs),
+        needs=tuple([name for name, _ in draft.needs]),
         matrix=draft.matrix,
         line=draft.key.line,
         column=draft.key.column,
