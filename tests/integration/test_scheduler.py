@@ -187,3 +187,27 @@ async def test_a_retry_is_not_placed_before_its_stored_time(world: World) -> Non
     # What a restarted server (or another one on the store) reads honours it too.
     world.scheduler.admit(queued.with_changes(id="other", not_before=world.orch.now() + 60))
     assert "other" not in world.scheduler.queue
+
+
+async def test_an_assignment_the_wire_refuses_fails_its_job_and_frees_the_slot(
+    world: World,
+) -> None:
+    """A value that slipped past validation and that protobuf refuses must not leave the job
+    queued and the worker's slot taken for good."""
+    session = world.worker("w1", slots=1)
+    real = session.channel.assign
+    calls = {"n": 0}
+
+    def assign(assignment: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise TypeError("'float' object cannot be interpreted as an integer")
+        real(assignment)  # type: ignore[arg-type]
+
+    session.channel.assign = assign  # type: ignore[method-assign]
+    bad = await world.submit("echo first")
+    failed = await world.until(bad.id, JobState.FAILED)
+    assert "cannot dispatch" in failed.reason and "float" in failed.reason
+    good = await world.submit("echo second")
+    (a,) = await assigned(session)  # the slot is free again
+    assert a.job_id == good.id

@@ -84,8 +84,8 @@ class Dispatcher:
         # dies first, the job is still queued in the store and Recovery.adopt tells the agent
         # to drop its attempt: the job runs again (at least once, as promised).
         sent = not session.closed and self.send_before_commit
-        if sent:
-            session.channel.assign(assignment_of(assigned, secrets, self.max_output_bytes))
+        if sent and not await self._send(session, held, job, secrets):
+            return
         try:
             held.job = await self.orch.move(job, JobState.ASSIGNED, **changes)
         except HodeiError as exc:  # ConflictError: cancelled meanwhile
@@ -103,7 +103,8 @@ class Dispatcher:
             return
         held.committed.set_result(True)
         if not self.send_before_commit and not session.closed and session.jobs.get(job.id) is held:
-            session.channel.assign(assignment_of(held.job, secrets, self.max_output_bytes))
+            if not await self._send(session, held, held.job, secrets):
+                return
             sent = True
         if held.early_logs:  # before anything waiting on `committed` resumes
             early, held.early_logs = held.early_logs, []
@@ -111,6 +112,26 @@ class Dispatcher:
         if not sent and session.jobs.get(job.id) is held:  # its stream closed meanwhile
             unsent = session.jobs.pop(job.id)
             await self.reports.requeue_unrun(session, unsent, "its worker's stream closed first")
+
+    async def _send(
+        self, session: WorkerSession, held: HeldJob, job: Job, secrets: dict[str, str]
+    ) -> bool:
+        """Hand the attempt to the worker's channel. A spec the wire cannot carry (a bug that
+        let a bad value through) fails the job with the reason, and frees the slot it held:
+        it must never leave the job queued and the slot taken for good."""
+        try:
+            session.channel.assign(assignment_of(held.job, secrets, self.max_output_bytes))
+            return True
+        except (TypeError, ValueError, OverflowError) as exc:
+            log.error("job %s could not be sent to worker %s: %s", job.id, session.id, exc)
+            if session.jobs.get(job.id) is held:
+                del session.jobs[job.id]
+                release(session.view, job.spec)
+            if held.committed is not None and not held.committed.done():
+                held.committed.set_result(False)
+            await self._fail_quietly(job, f"cannot dispatch: its assignment is not valid ({exc})")
+            self.passes.kick()
+            return False
 
     async def _store_failed(self, job: Job, worker_id: str, error: str) -> None:
         """The `assigned` write failed (the job is still queued in the store): a platform
