@@ -147,7 +147,7 @@ steps:
     run: echo test ${{ matrix.os }} ${{ steps.build.outputs.version }}
   package:
     needs: [test]
-    run: echo package
+    run: echo package ${{ steps.build.outputs.version }}
   deploy:
     needs: [package]
     when: manual
@@ -171,6 +171,8 @@ async def test_a_run_goes_through_its_dag_and_waits_at_the_manual_gate(rig: Rig)
     assert rows["deploy"].status is JobStatus.PENDING
     test_job = await rig.store.get_job(rows["test[os=mac]"].job_id or "")
     assert test_job.spec.command == "echo test mac 1.2.3"  # matrix and outputs rendered
+    package_job = await rig.store.get_job(rows["package"].job_id or "")
+    assert package_job.spec.command == "echo package 1.2.3"  # an output two steps back
     assert rig.executor.started.index(rows["build"].job_id) < rig.executor.started.index(
         rows["package"].job_id
     )

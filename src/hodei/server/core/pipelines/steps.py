@@ -33,20 +33,6 @@ class Prepared:
     cache_key: str | None  # None: the step does not use the cache (or the run said no_cache)
 
 
-def needs_outputs(dag: Dag, job: StepJob, rows: Mapping[str, RunStep]) -> dict[str, dict[str, str]]:
-    """step name -> outputs, for every step `job` needs (a step with outputs has no matrix,
-    so it is one job; merged in order all the same)."""
-    out: dict[str, dict[str, str]] = {}
-    for need in job.step.needs:
-        merged: dict[str, str] = {}
-        for other in dag.jobs[need]:
-            row = rows.get(other.id)
-            if row is not None:
-                merged.update(row.outputs)
-        out[need] = merged
-    return out
-
-
 class Ancestry:
     """For each step of a DAG, every step it needs directly or through others, in DAG order
     (worked out once per step: a 100-deep chain would otherwise walk its chain every time)."""
@@ -68,6 +54,22 @@ class Ancestry:
         return found
 
 
+def needs_outputs(
+    dag: Dag, job: StepJob, rows: Mapping[str, RunStep], ancestry: Ancestry
+) -> dict[str, dict[str, str]]:
+    """step name -> outputs, for every step `job` needs, directly or through others (a step
+    with outputs has no matrix, so it is one job; merged in order all the same)."""
+    out: dict[str, dict[str, str]] = {}
+    for need in ancestry.of(job.step_name):
+        merged: dict[str, str] = {}
+        for other in dag.jobs[need]:
+            row = rows.get(other.id)
+            if row is not None:
+                merged.update(row.outputs)
+        out[need] = merged
+    return out
+
+
 def needs_artifacts(
     dag: Dag, job: StepJob, rows: Mapping[str, RunStep], ancestry: Ancestry
 ) -> list[RunStep]:
@@ -87,7 +89,7 @@ def prepare(
 ) -> Prepared:
     """Render `job` with what the steps it needs produced. ValidationError when it cannot be
     run (an expression naming an output nobody wrote, a spec grown too big...)."""
-    rendered = render_step(dag.pipeline, job, run.params, needs_outputs(dag, job, rows))
+    rendered = render_step(dag.pipeline, job, run.params, needs_outputs(dag, job, rows, ancestry))
     inputs = needs_artifacts(dag, job, rows, ancestry)
     spec = job_spec(job, rendered, queued_by=run.queued_by)
     spec = replace(
