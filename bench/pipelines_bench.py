@@ -126,6 +126,19 @@ async def measure(
         await hb.stop_server(procs, server)
 
 
+def run(
+    procs: Procs, tmp: Path, steps: int, workers: int, slots: int, limit_s: float
+) -> dict[str, Any]:
+    """W6 for bench/run.py: the figures, or the error that stopped them."""
+    try:
+        figures = asyncio.run(measure(procs, tmp, steps, workers, slots, limit_s))
+    except (RuntimeError, hb.WorkloadTimeout) as exc:
+        print(f"W6 hodei: {exc}", flush=True)
+        return {"error": str(exc)}
+    print(f"W6 hodei: {brief(figures)}", flush=True)
+    return figures
+
+
 def validate_ms(steps: int) -> float:
     import pipeline_validate
 

@@ -46,13 +46,20 @@ class Config:
     workers: int = 2
     connections: int = 16  # concurrent REST submit connections (Hodei)
     submit_threads: int = 4  # apply_async threads (Celery)
+    pipeline_steps: int = 1000  # W6
     timeout: float = 300.0  # per workload
     profile: bool = False
 
     @classmethod
     def quick(cls) -> Config:
         return cls(
-            w1_jobs=300, w2_jobs=2000, w3_jobs=50, w4_seconds=1.0, firehose_mb=5, timeout=120.0
+            w1_jobs=300,
+            w2_jobs=2000,
+            w3_jobs=50,
+            w4_seconds=1.0,
+            firehose_mb=5,
+            pipeline_steps=200,
+            timeout=120.0,
         )
 
 
@@ -142,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     procs = Procs(log)
     tmp = Path(tempfile.mkdtemp(prefix="hodei-bench-"))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    results: dict[str, dict[str, Any]] = {f"W{i}": {} for i in range(1, 6)}
+    results: dict[str, dict[str, Any]] = {f"W{i}": {} for i in range(1, 7)}
     profiles: dict[str, Any] = {}
     started = time.monotonic()
     log(f"hodei bench ({'quick' if args.quick else 'full'}): {asdict(cfg)}")
@@ -160,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
             import hodei_side
 
             hodei_side.run(cfg, procs, tmp, results, profiles, py_spy, stamp)
+            import pipelines_bench  # W6: Hodei only (no peer here runs DAGs of shell jobs)
+
+            results["W6"]["hodei"] = pipelines_bench.run(
+                procs, tmp, cfg.pipeline_steps, cfg.workers, cfg.slots, cfg.timeout
+            )
             load["after_hodei"] = list(os.getloadavg())
         if args.only != "hodei":
             import celery_side
