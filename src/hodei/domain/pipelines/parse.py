@@ -14,6 +14,11 @@ re-exported here.
 
 from __future__ import annotations
 
+import gc
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from hodei.domain.pipelines.matrix import MATRIX_KEY, MATRIX_RESERVED, MATRIX_VALUE
 from hodei.domain.pipelines.model import DEFAULT_LIMITS, Issue, Limits, Pipeline, PipelineError
 from hodei.domain.pipelines.reader import PARAM_FIELDS, PIPELINE_FIELDS, PipelineReader
@@ -81,13 +86,16 @@ def check_pipeline(
             return None, (Issue(1, 1, f"file is not UTF-8 (byte {exc.start})"),)
     else:
         text = source
-    try:
-        root = load_tree(text, limits)
-    except TreeError as exc:
-        return None, (Issue(exc.line, exc.column, exc.message),)
-    reader = PipelineReader(limits)
-    pipeline = reader.pipeline(root)
-    issues = sorted(reader.issues)
+    with _collector_paused():
+        try:
+            root = load_tree(text, limits)
+        except TreeError as exc:
+            return None, (Issue(exc.line, exc.column, exc.message),)
+        reader = PipelineReader(limits)
+        pipeline = reader.pipeline(root)
+        found = reader.issues
+        del reader, root  # the tree is freed now, not walked by the collector first
+    issues = sorted(found)
     if len(issues) > limits.max_errors:
         rest = len(issues) - limits.max_errors
         last = issues[limits.max_errors - 1]
@@ -96,3 +104,31 @@ def check_pipeline(
             Issue(last.line, last.column, f"... and {rest} more"),
         ]
     return (pipeline if not issues else None), tuple(issues)
+
+
+_pause_lock = threading.Lock()
+_pauses = 0  # readings under way (in any thread) while the collector is paused
+_resume = False  # whether the collector was enabled when the first of them began
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a file is read.
+
+    A large file becomes ~10^5 tree nodes and drafts, all acyclic (freed by reference
+    counting); the collector's passes over them as they pile up cost as much as building them.
+    Counted, so that readings in several threads turn it back on only when the last ends.
+    """
+    global _pauses, _resume
+    with _pause_lock:
+        if _pauses == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _resume:
+                gc.enable()

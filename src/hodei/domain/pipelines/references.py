@@ -24,7 +24,16 @@ class References:
         self._params = params
         self._env = env
         self._drafts = drafts
-        self._reach = Reachability(drafts)
+        self._reach = Reachability(
+            drafts,
+            (
+                part.step
+                for draft in drafts.values()
+                for template in draft.templates
+                for part in template.parts
+                if isinstance(part, Ref) and part.namespace == "steps"
+            ),
+        )
 
     def check(
         self, template: Template, draft: Draft | None, err: Callable[[Node, str], None]
@@ -53,10 +62,10 @@ class References:
                 )
             return None
         if ref.namespace == "env":
-            names = set(self._env)
-            if scope == "step":
-                names.update(_as_dict(draft.fields.get("env")))
-            if ref.name not in names:
+            step_env = _as_dict(draft.fields.get("env")) if scope == "step" else {}
+            if ref.name not in self._env and ref.name not in step_env:
+                names = set(self._env)
+                names.update(step_env)
                 where = (
                     "the pipeline's env"
                     if scope == "step_env"

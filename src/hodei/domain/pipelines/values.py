@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from hodei.domain.jobs import artifact_path_problem, shown
-from hodei.domain.pipelines.expressions import ExpressionError, Part, Ref, parse_template
+from hodei.domain.pipelines.expressions import OPEN, ExpressionError, Part, Ref, parse_template
 from hodei.domain.pipelines.model import Issue, Limits, Matrix
 from hodei.domain.pipelines.yamltree import Map, Node, Scalar, Seq
 from hodei.errors import ValidationError
@@ -25,6 +25,7 @@ LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 OUTPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 MAX_DESCRIPTION = 4096
+_FIELD_SETS: dict[tuple[str, ...], frozenset[str]] = {}
 
 
 def suggest(word: str, candidates: Iterable[str]) -> str:
@@ -45,7 +46,7 @@ class Template:
     scope: str  # "pipeline_env" | "step_env" | "step"
 
 
-@dataclass
+@dataclass(slots=True)
 class Draft:
     name: str
     key: Node
@@ -91,8 +92,22 @@ class ValueReader:
         self, node: Node, what: str, allowed: tuple[str, ...]
     ) -> dict[str, tuple[Node, Node]]:
         out: dict[str, tuple[Node, Node]] = {}
+        known = _FIELD_SETS.get(allowed)
+        if known is None:  # a set answers `in` without comparing against every field name
+            known = _FIELD_SETS[allowed] = frozenset(allowed)
+        if type(node) is Map:  # the usual case in one pass: every key a known field, once
+            for key_node, value in node.pairs:
+                if type(key_node) is not Scalar or key_node.value is None:
+                    break
+                key = key_node.text
+                if key not in known or key in out:
+                    break
+                out[key] = (key_node, value)
+            else:
+                return out
+            out = {}  # read again, reporting each problem
         for key, key_node, value in self.mapping(node, what) or ():
-            if key not in allowed:
+            if key not in known:
                 self.err(key_node, f"unknown field {shown(key)} in {what}{suggest(key, allowed)}")
             else:
                 out[key] = (key_node, value)
@@ -113,8 +128,8 @@ class ValueReader:
 
     def template(self, node: Node, what: str, draft: Draft | None, scope: str) -> str | None:
         value = self.text(node, what)
-        if value is None:
-            return None
+        if value is None or OPEN not in value:  # no expression, nothing to check later
+            return value
         try:
             parts = parse_template(value)
         except ExpressionError as exc:
@@ -170,6 +185,12 @@ class ValueReader:
             self.err(node, f"too many {what} ({len(items)} > {limit})")
             return out
         for item in items:
+            if type(item) is Scalar and item.value is not None:  # the usual case, at once
+                name = item.text
+                if name not in seen and pattern.fullmatch(name):
+                    seen.add(name)
+                    out.append((name, item))
+                    continue
             value = self.text(item, f"an entry of {what}")
             if value is None:
                 continue

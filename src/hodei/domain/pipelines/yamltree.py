@@ -9,6 +9,7 @@ pairs) for the caller to report in its own words.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,16 @@ _STR = "tag:yaml.org,2002:str"
 _ALLOWED_TAGS = {_NULL, _BOOL, _INT, _FLOAT, _STR}
 _SEQ = "tag:yaml.org,2002:seq"
 _MAP = "tag:yaml.org,2002:map"
+
+
+class _Anything:
+    """Holds every first character: each plain scalar goes through the resolver."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+_ANY = _Anything()
 
 
 @dataclass(slots=True)
@@ -67,7 +78,7 @@ def load_tree(text: str, limits: Limits) -> Node | None:
     """The single document of `text` as a tree (None for an empty file); raise TreeError."""
     loader = _LOADER(text)
     try:
-        return _Composer(loader, limits).document()
+        return _compose(loader, limits)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -81,79 +92,112 @@ def load_tree(text: str, limits: Limits) -> Node | None:
         loader.dispose()
 
 
+def _compose(loader: Any, limits: Limits) -> Node | None:
+    get_event = loader.get_event
+    get_event()  # StreamStart
+    event = get_event()
+    if type(event) is yaml.StreamEndEvent:
+        return None
+    root = _Composer(loader, limits).node()  # after DocumentStart
+    get_event()  # DocumentEnd
+    event = get_event()
+    if type(event) is not yaml.StreamEndEvent:
+        line, column = _mark(event)
+        raise TreeError("a pipeline file holds one YAML document only", line, column)
+    return root
+
+
 class _Composer:
     def __init__(self, loader: Any, limits: Limits) -> None:
         self.loader = loader
         self.limits = limits
-        self.nodes = 0
+        # A plain scalar's type depends on its text alone (unless path resolvers are set),
+        # so each text is resolved once; one starting with a character that no implicit
+        # resolver looks at is a string without asking (most of a file).
+        resolvers = loader.yaml_implicit_resolvers
+        self.by_text = None not in resolvers and not loader.yaml_path_resolvers
+        self.typed_first: Container[str] = frozenset(resolvers) if self.by_text else _ANY
+        self.plain: dict[str, object] = {}  # text -> value, for plain scalars
 
-    def document(self) -> Node | None:
-        loader = self.loader
-        loader.get_event()  # StreamStart
-        if loader.check_event(yaml.StreamEndEvent):
-            return None
-        loader.get_event()  # DocumentStart
-        root = self.node(0)
-        loader.get_event()  # DocumentEnd
-        if not loader.check_event(yaml.StreamEndEvent):
-            event = loader.get_event()
-            line, column = _mark(event)
-            raise TreeError("a pipeline file holds one YAML document only", line, column)
-        return root
+    def node(self) -> Node:
+        """The next node and everything in it: one flat loop over the events (no recursion).
 
-    def node(self, depth: int) -> Node:
-        """The next node and everything in it: one flat loop over the events (no recursion)."""
+        Each open collection gathers its items in a flat list (a mapping's keys and values
+        alternate) that becomes its items or pairs when it closes.
+        """
         get_event = self.loader.get_event
-        limits = self.limits
-        stack: list[Seq | Map] = []
-        keys: list[Node | None] = []  # per open mapping: its key waiting for a value
+        max_nodes = self.limits.max_nodes
+        max_depth = self.limits.max_depth
+        typed_first = self.typed_first
+        plain = self.plain
+        scalar_event = yaml.ScalarEvent
+        sequence_start = yaml.SequenceStartEvent
+        ends = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+        open_nodes: list[Seq | Map] = []
+        open_items: list[list[Node]] = []
+        items: list[Node] | None = None  # the innermost open collection's
+        nodes = 0
         while True:
             event = get_event()
             kind = type(event)
-            if kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
-                done: Node = stack.pop()
-                keys.pop()
-                if not stack:
+            if kind is not scalar_event and kind in ends:
+                done = open_nodes.pop()
+                if type(done) is Map:
+                    assert items is not None
+                    pairs = iter(items)
+                    done.pairs = list(zip(pairs, pairs, strict=False))
+                if not open_nodes:
                     return done
+                items = open_items.pop()
                 continue
             mark = event.start_mark
+            nodes += 1
+            if nodes > max_nodes:
+                raise TreeError(
+                    f"too many YAML nodes (more than {max_nodes})", mark.line + 1, mark.column + 1
+                )
+            if kind is scalar_event:
+                if event.anchor is not None:
+                    raise TreeError(
+                        "YAML anchors (&name) are not allowed", mark.line + 1, mark.column + 1
+                    )
+                text: str = event.value
+                if event.tag is not None:
+                    node: Node = self.scalar(event, mark.line + 1, mark.column + 1)
+                elif not event.implicit[0] or text[:1] not in typed_first:
+                    node = Scalar(text, text, mark.line + 1, mark.column + 1)
+                elif text in plain:
+                    node = Scalar(plain[text], text, mark.line + 1, mark.column + 1)
+                else:
+                    node = self.scalar(event, mark.line + 1, mark.column + 1)
+                    if self.by_text:
+                        plain[text] = node.value
+                if items is None:
+                    return node
+                items.append(node)
+                continue
             line, column = mark.line + 1, mark.column + 1
-            self.nodes += 1
-            if self.nodes > limits.max_nodes:
-                raise TreeError(f"too many YAML nodes (more than {limits.max_nodes})", line, column)
             if kind is yaml.AliasEvent:
                 raise TreeError("YAML aliases (*name) are not allowed", line, column)
             if event.anchor is not None:
                 raise TreeError("YAML anchors (&name) are not allowed", line, column)
-            node: Node
-            if kind is yaml.ScalarEvent:
-                node = self.scalar(event, line, column)
+            if len(open_nodes) >= max_depth:
+                raise TreeError(f"nested too deeply (more than {max_depth} levels)", line, column)
+            tag = event.tag
+            inner: list[Node] = []
+            if kind is sequence_start:
+                if tag is not None and tag != "!" and tag != _SEQ:
+                    raise TreeError(f"YAML tag {tag[:40]!r} is not allowed", line, column)
+                collection: Seq | Map = Seq(inner, line, column)
             else:
-                if len(stack) + depth >= limits.max_depth:
-                    raise TreeError(
-                        f"nested too deeply (more than {limits.max_depth} levels)", line, column
-                    )
-                is_seq = kind is yaml.SequenceStartEvent
-                self.check_tag(event.tag, _SEQ if is_seq else _MAP, line, column)
-                node = Seq([], line, column) if is_seq else Map([], line, column)
-            if stack:
-                top = stack[-1]
-                if isinstance(top, Seq):
-                    top.items.append(node)
-                elif (key := keys[-1]) is None:
-                    keys[-1] = node
-                else:
-                    top.pairs.append((key, node))
-                    keys[-1] = None
-            elif type(node) is Scalar:
-                return node
-            if not isinstance(node, Scalar):
-                stack.append(node)
-                keys.append(None)
-
-    def check_tag(self, tag: str | None, expected: str, line: int, column: int) -> None:
-        if tag is not None and tag not in ("!", expected):
-            raise TreeError(f"YAML tag {tag[:40]!r} is not allowed", line, column)
+                if tag is not None and tag != "!" and tag != _MAP:
+                    raise TreeError(f"YAML tag {tag[:40]!r} is not allowed", line, column)
+                collection = Map([], line, column)  # its pairs are made from `inner` at its end
+            if items is not None:
+                items.append(collection)
+                open_items.append(items)
+            open_nodes.append(collection)
+            items = inner
 
     def scalar(self, event: Any, line: int, column: int) -> Scalar:
         text: str = event.value
