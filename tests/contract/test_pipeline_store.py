@@ -8,18 +8,12 @@ schema. The in-memory store skips only the cases about a database behind it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
+from store_backends import Backend, needs_a_database, postgres_backend, reopen, sqlite_backend
 
-from hodei.adapters.store import memory, postgres, sqlite
-from hodei.adapters.store.common import Migration
 from hodei.domain.jobs import Job, JobSpec
 from hodei.domain.pipelines.model import JobStatus
 from hodei.domain.pipelines.runs import PipelineRun, RunState, RunStep, StepUpdate
@@ -27,74 +21,6 @@ from hodei.errors import ConflictError, NotFoundError, StoreError
 from hodei.ports import JobStore
 
 PENDING, RUNNING, SUCCEEDED = JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCEEDED
-
-
-@dataclass
-class Backend:
-    name: str
-    make: Callable[..., JobStore]  # keyword arguments: migrations
-    migrations: tuple[Migration, ...] = ()
-    has_table: Callable[[str], Awaitable[bool]] | None = None  # None: no database behind it
-
-
-def sqlite_backend(path: Path) -> Backend:
-    async def has_table(name: str) -> bool:
-        with contextlib.closing(sqlite3.connect(path)) as conn:
-            sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-            return conn.execute(sql, (name,)).fetchone() is not None
-
-    return Backend(
-        "sqlite", lambda **kw: sqlite.SqliteJobStore(path, **kw), sqlite.MIGRATIONS, has_table
-    )
-
-
-def postgres_backend(dsn: str) -> Backend:
-    async def has_table(name: str) -> bool:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
-        finally:
-            await conn.close()
-
-    return Backend(
-        "postgres",
-        lambda **kw: postgres.PostgresJobStore(dsn, **kw),
-        postgres.MIGRATIONS,
-        has_table,
-    )
-
-
-def memory_backend() -> Backend:
-    store = memory.MemoryJobStore()  # its own database: make() opens it again
-
-    def make(**kwargs: Any) -> JobStore:
-        assert not kwargs, "the in-memory store has no schema to migrate"
-        return store
-
-    return Backend("memory", make)
-
-
-@pytest.fixture(params=["sqlite", "postgres", "memory"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "sqlite":
-        return sqlite_backend(tmp_path / "nested" / "hodei.db")
-    if request.param == "memory":
-        return memory_backend()
-    return postgres_backend(request.getfixturevalue("postgres_dsn"))
-
-
-@pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[JobStore]:
-    s = backend.make()
-    await s.open()
-    yield s
-    await s.close()
-
-
-async def reopen(backend: Backend, **kwargs: Any) -> JobStore:
-    s = backend.make(**kwargs)
-    await s.open()
-    return s
 
 
 def make_run(run_id: str, **changes: Any) -> PipelineRun:
@@ -556,8 +482,7 @@ async def test_closed_store_refuses_pipeline_calls(backend: Backend) -> None:
 async def test_a_database_of_the_previous_version_gets_the_pipeline_tables(
     backend: Backend,
 ) -> None:
-    if backend.has_table is None:
-        pytest.skip(f"{backend.name}: no schema: nothing is kept on disk to migrate")
+    needs_a_database(backend, "no schema: nothing is kept on disk to migrate")
     old = await reopen(backend, migrations=backend.migrations[:-1])
     job = await old.create_job(Job(id="j1", spec=JobSpec(command="true"), created_at=1.0))
     await old.close()

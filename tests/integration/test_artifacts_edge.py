@@ -159,13 +159,20 @@ async def test_inputs_leave_in_pieces_then_their_assignment(tmp_path: Path) -> N
     assert x.max_artifact_bytes == 12345
 
 
-async def test_an_assignment_taken_back_during_its_transfer_never_leaves(tmp_path: Path) -> None:
+async def mid_transfer(tmp_path: Path) -> StreamChannel:
+    """A channel part way through sending the inputs of assignment "x" (three messages of
+    data for "a/1"): its first message, only data, is sent; the assignment is not."""
     store = FileArtifactStore(tmp_path)
     stored(store, "a", os.urandom(3 * MAX_MESSAGE_INPUT_BYTES))
     channel = StreamChannel("token", store)
     channel.assign(assignment("x", "a/1"))
     first = await channel.next_message()
     assert first is not None and first.inputs and not first.assignments
+    return channel
+
+
+async def test_an_assignment_taken_back_during_its_transfer_never_leaves(tmp_path: Path) -> None:
+    channel = await mid_transfer(tmp_path)
     assert channel.unassign("x", 1)
     assert not channel.unassign("x", 1)
     channel.assign(assignment("y", "a/1"))
@@ -196,12 +203,7 @@ async def test_without_a_store_every_input_is_missing() -> None:
 
 
 async def test_a_cancel_never_overtakes_the_assignment_it_is_for(tmp_path: Path) -> None:
-    store = FileArtifactStore(tmp_path)
-    stored(store, "a", os.urandom(3 * MAX_MESSAGE_INPUT_BYTES))
-    channel = StreamChannel("token", store)
-    channel.assign(assignment("x", "a/1"))
-    first = await channel.next_message()
-    assert first is not None and first.inputs and not first.assignments
+    channel = await mid_transfer(tmp_path)
     channel.cancel("x", 1, 500, "cancelled by user")
     channel.cancel("other", 1, 0, "stale")
     (msg,) = await drain(channel)  # no more of its data: the assignment, then its cancel
