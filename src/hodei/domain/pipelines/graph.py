@@ -8,13 +8,12 @@ are linear in steps and needs (reachability: times one machine word per 64 steps
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
-from hodei.domain.pipelines.values import Draft, suggest
-from hodei.domain.pipelines.yamltree import Node
+from hodei.domain.pipelines.values import Draft, ValueReader
 
 
-def check_graph(drafts: Mapping[str, Draft], err: Callable[[Node, str], None]) -> None:
+def check_graph(drafts: Mapping[str, Draft], r: ValueReader) -> None:
     """Report each needs entry naming no step, and each cycle in the needs."""
     position = {name: index for index, name in enumerate(drafts)}
     forward = False  # a step needs itself or one written after it
@@ -22,10 +21,7 @@ def check_graph(drafts: Mapping[str, Draft], err: Callable[[Node, str], None]) -
         for need, node in draft.needs:
             at = position.get(need)
             if at is None:
-                err(
-                    node,
-                    f"step {draft.name!r} needs unknown step {need!r}{suggest(need, drafts)}",
-                )
+                r.hint(node, f"step {draft.name!r} needs unknown step {need!r}", need, drafts)
             elif at >= index:
                 forward = True
     if not forward:  # every step needs only steps written before it: no cycle can close
@@ -53,8 +49,7 @@ def check_graph(drafts: Mapping[str, Draft], err: Callable[[Node, str], None]) -
                     stack.append(iter(drafts[need].needs))
                     break
                 if seen == 1:
-                    cycle = [*path[position[need] :], need]
-                    err(node, f"cycle in needs: {_cycle_text(cycle)}")
+                    r.err(node, f"cycle in needs: {_cycle_text(path, position[need], need)}")
             else:
                 state[step] = 2
                 del position[step]
@@ -172,9 +167,12 @@ class Reachability:
         return False
 
 
-def _cycle_text(cycle: list[str]) -> str:
-    """The steps in the order they would run (each needs the one before it), cut if long."""
-    names = cycle[::-1]
-    if len(names) <= 12:
-        return " -> ".join(names)
-    return " -> ".join([*names[:6], "...", *names[-4:]]) + f" ({len(names) - 1} steps)"
+def _cycle_text(path: list[str], start: int, need: str) -> str:
+    """The cycle `path[start:]` closed by `need`: its steps in the order they would run (each
+    needs the one before it), cut if long. Only the names shown are taken from the path, so
+    that many cycles through a long path cost little."""
+    count = len(path) - start + 1
+    if count <= 12:
+        return " -> ".join([need, *path[start:][::-1]])
+    shown = [need, *path[-1:-6:-1], "...", *path[start : start + 4][::-1]]
+    return " -> ".join(shown) + f" ({count - 1} steps)"

@@ -12,7 +12,7 @@ import re
 
 from hodei.domain.jobs import shown
 from hodei.domain.pipelines.model import Combination, Matrix
-from hodei.domain.pipelines.values import ValueReader, suggest
+from hodei.domain.pipelines.values import ValueReader
 from hodei.domain.pipelines.yamltree import Node, Seq
 
 MATRIX_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
@@ -72,16 +72,12 @@ def read_matrix(r: ValueReader, node: Node, what: str) -> Matrix | None:
         names = [key for key, _ in axes]
         for values in itertools.product(*(vals for _, vals in axes)):
             combos.append(tuple(zip(names, values, strict=True)))
+    kept = combos
     used = [False] * len(exclude)
-    kept: list[Combination] = []
-    for combo in combos:
-        as_dict = dict(combo)
-        hit = False
-        for i, rule in enumerate(exclude):
-            if all(as_dict[k] == v for k, v in rule):
-                used[i] = hit = True
-        if not hit:
-            kept.append(combo)
+    if exclude and axes:
+        excluded, used = _excluded(axes, exclude, size)
+        flags = f"{excluded:0{size}b}"[::-1]  # flags[i] == "1": the i-th combination is out
+        kept = [combo for combo, flag in zip(combos, flags, strict=True) if flag == "0"]
     for i, rule in enumerate(exclude):
         if not used[i]:
             r.err(
@@ -111,11 +107,42 @@ def read_matrix(r: ValueReader, node: Node, what: str) -> Matrix | None:
     return Matrix(tuple(axes), tuple(exclude), tuple(include), max_parallel, tuple(kept))
 
 
+def _excluded(
+    axes: list[tuple[str, tuple[str, ...]]], exclude: list[Combination], size: int
+) -> tuple[int, list[bool]]:
+    """The combinations the exclude entries match (bit i: the i-th of the axes' product, the
+    last axis varying fastest) and whether each entry matches any.
+
+    As bitsets, an entry costs an operation on one `size`-bit number per key it sets, not a
+    pass over every combination (many entries over a large matrix took minutes).
+    """
+    everything = (1 << size) - 1
+    places: dict[str, tuple[int, int, dict[str, int]]] = {}  # key -> stride, bits, index
+    stride = 1
+    for key, values in reversed(axes):
+        period = stride * len(values)
+        # The combinations with the key's first value: `stride` bits on, every `period` bits;
+        # those with its i-th value are these shifted by i * stride.
+        first = ((1 << stride) - 1) * (everything // ((1 << period) - 1))
+        places[key] = (stride, first, {value: i for i, value in enumerate(values)})
+        stride = period
+    excluded = 0
+    used: list[bool] = []
+    for rule in exclude:
+        mask = everything
+        for key, value in rule:  # every key an axis and every value one of its values
+            step, first, index = places[key]
+            mask &= first << (index[value] * step)
+        used.append(mask != 0)
+        excluded |= mask
+    return excluded, used
+
+
 def _axis_values(r: ValueReader, node: Node, what: str) -> tuple[str, ...] | None:
     if not isinstance(node, Seq) or not node.items:
         r.err(node, f"{what} must be a non-empty list of values")
         return None
-    out: list[str] = []
+    out: dict[str, None] = {}  # in order; a set answers "listed twice" for a long list
     for item in node.items:
         value = _value(r, item, f"a value of {what}")
         if value is None:
@@ -123,7 +150,7 @@ def _axis_values(r: ValueReader, node: Node, what: str) -> tuple[str, ...] | Non
         if value in out:
             r.err(item, f"{shown(value)} is listed twice in {what}")
             return None
-        out.append(value)
+        out[value] = None
     return tuple(out)
 
 
@@ -152,6 +179,8 @@ def _combos(
     out: list[Combination] = []
     ok = True
     first_keys: list[str] | None = None
+    key_set = set(keys)  # sets answer membership for a long list of keys or values
+    allowed_sets = {key: set(values) for key, values in (allowed or {}).items()}
     for entry in node.items:
         pairs = r.mapping(entry, f"an {kind} entry of {what}")
         if pairs is None:
@@ -159,12 +188,9 @@ def _combos(
             continue
         combo: list[tuple[str, str]] = []
         for key, key_node, value in pairs:
-            if keys and key not in keys:
-                r.err(
-                    key_node,
-                    f"{kind}: {shown(key)} is not a key of the matrix of {what}"
-                    + suggest(key, keys),
-                )
+            if keys and key not in key_set:
+                head = f"{kind}: {shown(key)} is not a key of the matrix of {what}"
+                r.hint(key_node, head, key, keys)
                 ok = False
                 continue
             if not keys and not MATRIX_KEY.fullmatch(key):
@@ -174,7 +200,7 @@ def _combos(
             text = _value(r, value, f"{kind} value {key!r} of {what}")
             if text is None:
                 ok = False
-            elif allowed is not None and text not in allowed.get(key, ()):
+            elif allowed is not None and text not in allowed_sets.get(key, ()):
                 r.err(
                     value,
                     f"exclude: {shown(text)} is not a value of matrix key {key!r} of {what}",

@@ -3,8 +3,9 @@
 `check_pipeline` returns the pipeline (None if anything is wrong) and the issues;
 `parse_pipeline` returns the pipeline or raises `PipelineError` holding all of them. The work
 is linear in the size of the file: steps, needs edges and expressions are each looked at a
-bounded number of times (an expression reading a step's outputs walks the needs upwards
-from its step until it finds that step, once per distinct pair).
+bounded number of times (whether a step needs the one whose outputs it reads is answered from
+bitsets over the steps read from, a word per 64 of them), and a suggestion ("did you mean")
+is looked for only for the problems shown, at most `max_errors`.
 
 The reading is split by part: `reader` (the top level and the order of the checks), `steps`,
 `matrix`, `values` (typed reads and the grammar of names), `graph` (unknown needs, cycles)
@@ -32,6 +33,7 @@ from hodei.domain.pipelines.values import (
     PIPELINE_NAME,
     STEP_NAME,
     check_artifact_path,
+    settle,
     suggest,
 )
 from hodei.domain.pipelines.yamltree import TreeError, load_tree
@@ -95,15 +97,8 @@ def check_pipeline(
         pipeline = reader.pipeline(root)
         found = reader.issues
         del reader, root  # the tree is freed now, not walked by the collector first
-    issues = sorted(found)
-    if len(issues) > limits.max_errors:
-        rest = len(issues) - limits.max_errors
-        last = issues[limits.max_errors - 1]
-        issues = [
-            *issues[: limits.max_errors],
-            Issue(last.line, last.column, f"... and {rest} more"),
-        ]
-    return (pipeline if not issues else None), tuple(issues)
+    issues = settle(found, limits.max_errors)
+    return (pipeline if not issues else None), issues
 
 
 _pause_lock = threading.Lock()

@@ -63,13 +63,13 @@ class PipelineReader(ValueReader):
             self.err(root, "the pipeline has no steps")
         else:
             self.drafts = read_steps(self, top["steps"][1])
-        check_graph(self.drafts, self.err)
+        check_graph(self.drafts, self)
         references = References(self.params, self.env, self.drafts)
         for template in self.env_templates:
-            references.check(template, None, self.err)
+            references.check(template, None, self)
         for draft in self.drafts.values():
             for template in draft.templates:
-                references.check(template, draft, self.err)
+                references.check(template, draft, self)
         self.check_expansion()
         if self.issues:
             return None
@@ -125,14 +125,14 @@ class PipelineReader(ValueReader):
         return Param(name, kind, default, options, description)
 
     def choice_options(self, node: Node, what: str) -> list[str]:
-        out: list[str] = []
+        out: dict[str, None] = {}  # in order; a set answers "listed twice" for a long list
         for item in self.items(node, f"the options of {what}"):
             value = self.literal(item, f"an option of {what}")
             if value is not None and value in out:
                 self.err(item, f"option {shown(value)} of {what} is listed twice")
             elif value is not None:
-                out.append(value)
-        return out
+                out[value] = None
+        return list(out)
 
     def param_default(
         self, kind: ParamType, options: tuple[str, ...], node: Node, what: str
@@ -145,9 +145,7 @@ class PipelineReader(ValueReader):
             return None if flag is None else ("true" if flag else "false")
         value = self.literal(node, f"the default of {what}")
         if value is not None and kind is ParamType.CHOICE and value not in options:
-            self.err(
-                node, f"the default of {what} must be one of its options{suggest(value, options)}"
-            )
+            self.hint(node, f"the default of {what} must be one of its options", value, options)
             return None
         return value
 

@@ -6,13 +6,15 @@ gets, and the outputs of a step without a matrix that it needs, directly or not.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Collection, Mapping
 
 from hodei.domain.pipelines.expressions import Ref
 from hodei.domain.pipelines.graph import Reachability
 from hodei.domain.pipelines.model import Param
-from hodei.domain.pipelines.values import Draft, Template, suggest
-from hodei.domain.pipelines.yamltree import Node
+from hodei.domain.pipelines.values import Draft, Template, ValueReader
+
+# A message, or one that ends with a suggestion: (message, word, the names it may be close to)
+Problem = str | tuple[str, str, Collection[str]]
 
 
 class References:
@@ -35,20 +37,23 @@ class References:
             ),
         )
 
-    def check(
-        self, template: Template, draft: Draft | None, err: Callable[[Node, str], None]
-    ) -> None:
+    def check(self, template: Template, draft: Draft | None, r: ValueReader) -> None:
         """Report each reference of `template` (in `draft`, or the pipeline's env) that fails."""
         for part in template.parts:
             if isinstance(part, Ref):
                 problem = self.problem(part, draft, template.scope)
-                if problem is not None:
-                    err(template.node, f"{part.text}: {problem}")
+                if isinstance(problem, str):
+                    r.err(template.node, f"{part.text}: {problem}")
+                elif problem is not None:
+                    head, word, candidates = problem
+                    r.hint(template.node, f"{part.text}: {head}", word, candidates)
 
-    def problem(self, ref: Ref, draft: Draft | None, scope: str) -> str | None:
+    def problem(self, ref: Ref, draft: Draft | None, scope: str) -> Problem | None:
+        """What is wrong with `ref`: a message, or one to end with a suggestion (the message,
+        the word and the names it may be close to)."""
         if ref.namespace == "params":
             if ref.name not in self._params:
-                return f"no param {ref.name!r} is declared{suggest(ref.name, self._params)}"
+                return f"no param {ref.name!r} is declared", ref.name, self._params
             return None
         if draft is None:
             return "the pipeline's env may only use params"
@@ -57,9 +62,8 @@ class References:
                 return f"step {draft.name!r} has no matrix"
             keys = draft.matrix.keys
             if ref.name not in keys:
-                return f"{ref.name!r} is not a key of the matrix of step {draft.name!r}" + suggest(
-                    ref.name, keys
-                )
+                head = f"{ref.name!r} is not a key of the matrix of step {draft.name!r}"
+                return head, ref.name, keys
             return None
         if ref.namespace == "env":
             step_env = _as_dict(draft.fields.get("env")) if scope == "step" else {}
@@ -71,11 +75,11 @@ class References:
                     if scope == "step_env"
                     else "the pipeline's env or the step's env"
                 )
-                return f"{ref.name!r} is not set in {where}{suggest(ref.name, names)}"
+                return f"{ref.name!r} is not set in {where}", ref.name, names
             return None
         target = self._drafts.get(ref.step)
         if target is None:
-            return f"no step {ref.step!r}{suggest(ref.step, self._drafts)}"
+            return f"no step {ref.step!r}", ref.step, self._drafts
         if ref.step == draft.name:
             return "a step cannot read its own outputs"
         if not self._reach.needs_transitively(draft.name, ref.step):
@@ -84,7 +88,7 @@ class References:
             return f"step {ref.step!r} has a matrix, so which job's output is meant is ambiguous"
         outputs = _as_tuple(target.fields.get("outputs"))
         if ref.name not in outputs:
-            return f"step {ref.step!r} declares no output {ref.name!r}{suggest(ref.name, outputs)}"
+            return f"step {ref.step!r} declares no output {ref.name!r}", ref.name, outputs
         return None
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from hodei.domain.jobs import artifact_path_problem, shown
@@ -26,17 +26,115 @@ PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 OUTPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 MAX_DESCRIPTION = 4096
 _FIELD_SETS: dict[tuple[str, ...], frozenset[str]] = {}
+_CUTOFF = 0.6  # how close a suggestion must be
 
 
 def suggest(word: str, candidates: Iterable[str]) -> str:
-    """' (did you mean 'x'?)' when one candidate is close to `word`, else ''."""
-    close = difflib.get_close_matches(word, [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """' (did you mean 'x'?)' when one candidate is close to `word`, else ''.
+
+    The candidate `difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)` picks, found
+    in a long list without scoring most of it: candidates are tried from the best bound on
+    their score down, and the search ends when none left could beat the best found.
+    """
+    names = [str(c) for c in candidates]
+    if len(names) <= 16:
+        close = difflib.get_close_matches(word, names, n=1, cutoff=_CUTOFF)
+        return f" (did you mean {close[0]!r}?)" if close else ""
+    matcher = difflib.SequenceMatcher()
+    matcher.set_seq2(word)
+    bounded: list[tuple[float, str]] = []
+    for name in names:
+        matcher.set_seq1(name)
+        bound = matcher.real_quick_ratio()  # from the lengths: >= quick_ratio() >= ratio()
+        if bound >= _CUTOFF:
+            bounded.append((bound, name))
+    bounded.sort(reverse=True)
+    best: tuple[float, str] | None = None  # (score, name): the highest wins, as in difflib
+    for bound, name in bounded:
+        if best is not None and (bound, name) <= best:
+            break
+        matcher.set_seq1(name)
+        quick = matcher.quick_ratio()
+        if quick < _CUTOFF or (best is not None and (quick, name) <= best):
+            continue
+        score = matcher.ratio()
+        if score >= _CUTOFF and (best is None or (score, name) > best):
+            best = (score, name)
+    return f" (did you mean {best[1]!r}?)" if best is not None else ""
 
 
 def check_artifact_path(path: str) -> str | None:
     """Why `path` is not an acceptable artifact path, or None: relative, no '..', no NUL."""
     return artifact_path_problem(path)
+
+
+@dataclass(frozen=True, slots=True)
+class Hinted:
+    """A problem whose message ends with a suggestion, looked for only if the problem is shown.
+
+    Looking through every step or param name for each of thousands of problems made a bad file
+    of 1,000 steps take seconds; at most `max_errors` problems are shown.
+    """
+
+    line: int
+    column: int
+    head: str  # the message before the suggestion
+    word: str
+    candidates: Collection[str]
+
+    def issue(self) -> Issue:
+        return Issue(self.line, self.column, self.head + suggest(self.word, self.candidates))
+
+
+def settle(found: Iterable[Issue | Hinted], max_errors: int) -> tuple[Issue, ...]:
+    """Every problem in file order (line, column, message), cut after `max_errors` with a
+    count of the rest."""
+    entries = list(found)
+    if max_errors > 0 and any(isinstance(entry, Hinted) for entry in entries):
+        issues = _first_issues(entries, max_errors)
+    else:
+        issues = sorted(_complete(entry) for entry in entries)
+    if len(entries) > max_errors:
+        last = issues[max_errors - 1]
+        issues = [
+            *issues[:max_errors],
+            Issue(last.line, last.column, f"... and {len(entries) - max_errors} more"),
+        ]
+    return tuple(issues)
+
+
+def _first_issues(entries: list[Issue | Hinted], count: int) -> list[Issue]:
+    """At least the first `count` issues in order (all if there are fewer), completing only
+    those hinted problems that may be among them.
+
+    Sorted by position and the text before the suggestion, entries are in the order of their
+    whole messages, except within a run whose texts all start with the first one's text:
+    such a run is completed and sorted as a whole.
+    """
+    entries.sort(key=_sort_key)
+    out: list[Issue] = []
+    start = 0
+    while start < len(entries) and len(out) < count:
+        line, column, head = _sort_key(entries[start])
+        end = start + 1
+        while end < len(entries):
+            other_line, other_column, other_head = _sort_key(entries[end])
+            if (other_line, other_column) != (line, column) or not other_head.startswith(head):
+                break
+            end += 1
+        out.extend(sorted(_complete(entry) for entry in entries[start:end]))
+        start = end
+    return out
+
+
+def _sort_key(entry: Issue | Hinted) -> tuple[int, int, str]:
+    if isinstance(entry, Hinted):
+        return entry.line, entry.column, entry.head
+    return entry.line, entry.column, entry.message
+
+
+def _complete(entry: Issue | Hinted) -> Issue:
+    return entry.issue() if isinstance(entry, Hinted) else entry
 
 
 @dataclass
@@ -61,11 +159,15 @@ class ValueReader:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self.issues: list[Issue] = []
+        self.issues: list[Issue | Hinted] = []
         self.env_templates: list[Template] = []
 
     def err(self, node: Node, message: str) -> None:
         self.issues.append(Issue(node.line, node.column, message))
+
+    def hint(self, node: Node, head: str, word: str, candidates: Collection[str]) -> None:
+        """Report `head` followed by the suggestion of `candidates` close to `word`, if any."""
+        self.issues.append(Hinted(node.line, node.column, head, word, candidates))
 
     def mapping(self, node: Node, what: str) -> list[tuple[str, Node, Node]] | None:
         """(key, key node, value node) of a mapping; duplicates and bad keys reported."""
