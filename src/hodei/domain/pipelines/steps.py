@@ -47,7 +47,6 @@ STEP_FIELDS = (
     "cache",
     "description",
 )
-_USUAL_FIELDS = ("matrix", "run", "command", "args", "needs")  # those read above
 MAX_ARTIFACTS = 100
 MAX_OUTPUTS = 64
 MAX_PATH = 1024
@@ -115,7 +114,8 @@ def _read_step(r: ValueReader, draft: Draft, node: Node) -> None:
         f["args"] = tuple(arg for arg in args if arg is not None)
     if "needs" in found:
         draft.needs = r.names(value("needs"), f"needs of {what}", STEP_NAME, r.limits.max_steps)
-    if len(found) == sum(key in found for key in _USUAL_FIELDS):
+    usual = ("matrix" in found) + ("run" in found) + ("command" in found) + ("args" in found)
+    if len(found) == usual + ("needs" in found):
         return  # the usual step: none of the other fields to read
     if "env" in found:
         f["env"] = r.string_map(value("env"), f"env of {what}", ENV_KEY, draft, "step_env")
