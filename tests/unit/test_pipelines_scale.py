@@ -7,17 +7,16 @@ import difflib
 import gc
 import itertools
 import random
-import time
 
 from hodei.domain.pipelines import Limits, check_pipeline, parse_pipeline
 from hodei.domain.pipelines.parse import suggest
 
 
-def timed(text: str, limits: Limits) -> tuple[float, tuple[tuple[int, int, str], ...], bool]:
-    started = time.perf_counter()
+def checked(text: str, limits: Limits) -> tuple[tuple[tuple[int, int, str], ...], bool]:
+    """(the issues as tuples, whether a pipeline came out). How long it takes is measured by
+    bench/pipeline_validate.py, not here."""
     pipeline, found = check_pipeline(text, limits=limits)
-    elapsed = time.perf_counter() - started
-    return elapsed, tuple((i.line, i.column, i.message) for i in found), pipeline is not None
+    return tuple((i.line, i.column, i.message) for i in found), pipeline is not None
 
 
 def test_suggestions_are_difflibs() -> None:
@@ -39,21 +38,17 @@ def test_a_chain_reading_its_first_steps_output() -> None:
         lines.append(f"  s{i}: {{needs: [s{i - 1}], run: 'echo ${{{{ steps.s0.outputs.v }}}}'}}")
     lines.append("  loose: {run: 'echo ${{ steps.s0.outputs.v }}'}")
     limits = Limits(max_steps=10_001, max_jobs=10_001)
-    elapsed, found, _ = timed("\n".join(lines) + "\n", limits)
-    print(f"10,000 steps reading the first one's output: {elapsed * 1000:.0f} ms")
+    found, _ = checked("\n".join(lines) + "\n", limits)
     message = "${{ steps.s0.outputs.v }}: step 'loose' does not need 's0' (add it to needs)"
     assert found == ((10_003, 16, message),)
-    assert elapsed < 3  # walking the chain for each step took 6-10 s
 
 
 def test_many_unknown_needs() -> None:
     steps = "".join(f"  step{i}: {{needs: [stepx{i}], run: echo}}\n" for i in range(1000))
-    elapsed, found, _ = timed("name: x\nsteps:\n" + steps, Limits())
-    print(f"1,000 unknown needs: {elapsed * 1000:.0f} ms")
+    found, _ = checked("name: x\nsteps:\n" + steps, Limits())
     assert len(found) == 201
     assert found[0] == (3, 19, "step 'step0' needs unknown step 'stepx0' (did you mean 'step0'?)")
     assert found[-1] == (202, 21, "... and 800 more")
-    assert elapsed < 3  # a suggestion for each of them took 4-13 s
 
 
 def test_suggestions_keep_the_order_of_whole_messages() -> None:
@@ -61,7 +56,7 @@ def test_suggestions_keep_the_order_of_whole_messages() -> None:
         "name: x\nparams: {aa: '1', bb: '2'}\nsteps:\n  s:\n"
         "    run: echo ${{ params.b }} ${{ params.a }} ${{ params.c }} ${{ params.aa }}\n"
     )
-    _, found, _ = timed(text, Limits(max_errors=2))
+    found, _ = checked(text, Limits(max_errors=2))
     assert found == (
         (5, 10, "${{ params.a }}: no param 'a' is declared (did you mean 'aa'?)"),
         (5, 10, "${{ params.b }}: no param 'b' is declared (did you mean 'bb'?)"),
@@ -73,8 +68,7 @@ def test_many_exclude_entries() -> None:
     axes = ", ".join(f"a{i}: [x, y]" for i in range(16))
     excluded = ", ".join(f"{{a{i % 4}: x, a{i % 4 + 1}: y}}" for i in range(3000))
     text = f"name: x\nsteps:\n  t:\n    run: echo\n    matrix: {{{axes}, exclude: [{excluded}]}}\n"
-    elapsed, found, _ = timed(text, Limits())
-    print(f"3,000 exclude entries over 65,536 combinations: {elapsed * 1000:.0f} ms")
+    found, _ = checked(text, Limits())
     # Kept: the combinations where no a_i (i < 4) is x with a_i+1 y.
     kept = sum(
         1
@@ -82,7 +76,6 @@ def test_many_exclude_entries() -> None:
         if not any(combo[i] == "x" and combo[i + 1] == "y" for i in range(4))
     )
     assert found == ((5, 13, f"the matrix of step 't' expands to {kept} jobs (more than 256)"),)
-    assert elapsed < 5  # checking every entry against every combination took about a minute
 
 
 def test_exclusions_keep_the_combinations_in_order() -> None:
