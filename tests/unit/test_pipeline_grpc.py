@@ -14,7 +14,8 @@ from hodei.errors import (
     StoreError,
     ValidationError,
 )
-from hodei.server.api.grpc.pipeline_service import issues_message, run_to_proto, status_of
+from hodei.server.api.grpc.calls import issues_message, status_of
+from hodei.server.api.grpc.pipeline_service import run_to_proto
 
 
 def test_status_codes_follow_the_error_kind() -> None:

@@ -228,6 +228,20 @@ def check_labels(labels: dict[str, str], flag: str = "--label") -> dict[str, str
     return labels
 
 
+def list_params(limit: int, state: str | None, states: type[StrEnum]) -> dict[str, Any]:
+    """The query of a list command: its limit, and its --state when it names one of `states`
+    (else a usage error listing them, before any request)."""
+    params: dict[str, Any] = {"limit": limit}
+    if state is not None:
+        if state not in {s.value for s in states}:
+            allowed = ", ".join(s.value for s in states)
+            raise typer.BadParameter(
+                f"unknown state {state[:40]!r} ({allowed})", param_hint="'--state'"
+            )
+        params["state"] = state
+    return params
+
+
 def home_dir(home: str | None) -> str | None:
     """--home / HODEI_HOME: a usable path when given."""
     if home is not None and (not home.strip() or "\x00" in home):

@@ -17,6 +17,7 @@ from hodei.cli.common import (
     fail,
     get_items,
     guarded,
+    list_params,
     parse_opt,
     parse_pairs,
 )
@@ -284,14 +285,7 @@ def jobs(
     from hodei.cli_render import jobs_table
     from hodei.domain.jobs import JobState
 
-    params: dict[str, Any] = {"limit": limit}
-    if state is not None:
-        if state not in {s.value for s in JobState}:
-            allowed = ", ".join(s.value for s in JobState)
-            raise typer.BadParameter(
-                f"unknown state {state[:40]!r} ({allowed})", param_hint="'--state'"
-            )
-        params["state"] = state
+    params = list_params(limit, state, JobState)
     items = get_items(server, "/api/v1/jobs", output, params)
     if items is not None:
         typer.echo(jobs_table(items) if items else "no jobs")

@@ -26,6 +26,7 @@ from hodei.cli.common import (
     get_items,
     group,
     guarded,
+    list_params,
 )
 
 if TYPE_CHECKING:
@@ -301,14 +302,7 @@ def pipelines(
     from hodei.cli.pipeline_render import runs_table
     from hodei.domain.pipelines.runs import RunState
 
-    params: dict[str, Any] = {"limit": limit}
-    if state is not None:
-        if state not in {s.value for s in RunState}:
-            allowed = ", ".join(s.value for s in RunState)
-            raise typer.BadParameter(
-                f"unknown state {state[:40]!r} ({allowed})", param_hint="'--state'"
-            )
-        params["state"] = state
+    params = list_params(limit, state, RunState)
     items = get_items(server, "/api/v1/pipelines", output, params)
     if items is not None:
         typer.echo(runs_table(items) if items else "no pipeline runs")

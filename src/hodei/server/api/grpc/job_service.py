@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -11,40 +11,13 @@ from hodei._proto.hodei.v1 import jobs_pb2 as pb
 from hodei._proto.hodei.v1 import jobs_pb2_grpc
 from hodei.domain.access import Principal, Role
 from hodei.domain.jobs import Job, JobSpec, attempt_over
-from hodei.errors import (
-    AuthError,
-    ConflictError,
-    ForbiddenError,
-    HodeiError,
-    NotFoundError,
-    ValidationError,
-)
+from hodei.server.api.grpc.calls import Context, allow, call
 from hodei.server.api.views import attempt_to_proto, job_to_proto
 from hodei.server.core.service import JobsApi, LogPiece
 from hodei.server.security.api_auth import ApiAuth
 from hodei.server.security.audit import Auditor
 
-T = TypeVar("T")
 MAX_OFFSET = (1 << 63) - 1
-Context = Any  # grpc.aio.ServicerContext: grpcio ships no type information
-
-_STATUS = {
-    ValidationError: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFoundError: grpc.StatusCode.NOT_FOUND,
-    ConflictError: grpc.StatusCode.FAILED_PRECONDITION,
-    AuthError: grpc.StatusCode.UNAUTHENTICATED,
-    ForbiddenError: grpc.StatusCode.PERMISSION_DENIED,
-}
-
-
-async def _call(context: Context, work: Callable[[], Awaitable[T]]) -> T:
-    """Run a use case; turn our errors into gRPC status codes with their message."""
-    try:
-        return await work()
-    except HodeiError as exc:
-        code = _STATUS.get(type(exc), grpc.StatusCode.UNAVAILABLE)
-        await context.abort(code, exc.message)
-        raise
 
 
 def spec_from_definition(d: pb.JobDefinition, queued_by: str) -> JobSpec:
@@ -73,11 +46,7 @@ class JobService(jobs_pb2_grpc.JobExecutionServiceServicer):
         self.auditor = auditor
 
     async def _allow(self, context: Context, needed: Role, what: str) -> Principal:
-        """The caller's token (metadata `authorization: Bearer hodei_...`) and role check."""
-        metadata = dict(context.invocation_metadata() or ())
-        return await _call(
-            context, lambda: self.auth.check(metadata.get("authorization"), needed, what)
-        )
+        return await allow(self.auth, context, needed, what)
 
     def _proto(self, job: Job) -> pb.Job:
         return job_to_proto(job, self.api.reason(job))
@@ -87,7 +56,7 @@ class JobService(jobs_pb2_grpc.JobExecutionServiceServicer):
         d = request.job_definition
         spec = spec_from_definition(d, principal.queued_by(request.queued_by))
         key = request.idempotency_key or None
-        job, created = await _call(
+        job, created = await call(
             context, lambda: self.api.submit_once(spec, d.job_id.value or None, key)
         )
         message = f"job {job.id} queued" if created else f"job {job.id} (same idempotency key)"
@@ -100,14 +69,14 @@ class JobService(jobs_pb2_grpc.JobExecutionServiceServicer):
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
         await self._allow(context, Role.VIEWER, "grpc GetJob")
         job_id = request.job_id.value
-        job = self._proto(await _call(context, lambda: self.api.get(job_id)))
-        attempts = await _call(context, lambda: self.api.attempts(job_id))
+        job = self._proto(await call(context, lambda: self.api.get(job_id)))
+        attempts = await call(context, lambda: self.api.attempts(job_id))
         job.attempt_history.extend(attempt_to_proto(a) for a in attempts)
         return job
 
     async def GetJobStatus(self, request: pb.GetJobRequest, context: Context) -> pb.JobStatus:
         await self._allow(context, Role.VIEWER, "grpc GetJobStatus")
-        job = await _call(context, lambda: self.api.get(request.job_id.value))
+        job = await call(context, lambda: self.api.get(request.job_id.value))
         return pb.JobStatus(
             job_id=request.job_id,
             state=job.state.value,
@@ -124,7 +93,7 @@ class JobService(jobs_pb2_grpc.JobExecutionServiceServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "cursor must be a number")
             cursor = int(request.cursor)
         limit = min(max(request.limit or 100, 1), 1000)
-        items, nxt = await _call(
+        items, nxt = await call(
             context, lambda: self.api.list(request.state or None, limit, cursor)
         )
         return pb.ListJobsResponse(
@@ -133,13 +102,13 @@ class JobService(jobs_pb2_grpc.JobExecutionServiceServicer):
 
     async def CancelJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
         principal = await self._allow(context, Role.SUBMITTER, "grpc CancelJob")
-        job = await _call(context, lambda: self.api.cancel(request.job_id.value))
+        job = await call(context, lambda: self.api.cancel(request.job_id.value))
         await self.auditor.record(principal.actor, "job.cancel", job.id)
         return self._proto(job)
 
     async def RetryJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
         principal = await self._allow(context, Role.SUBMITTER, "grpc RetryJob")
-        job = await _call(context, lambda: self.api.retry(request.job_id.value))
+        job = await call(context, lambda: self.api.retry(request.job_id.value))
         await self.auditor.record(principal.actor, "job.retry", job.id, f"attempt {job.attempts}")
         return self._proto(job)
 
@@ -148,7 +117,7 @@ class JobService(jobs_pb2_grpc.JobExecutionServiceServicer):
     ) -> AsyncIterator[pb.LogEvent]:
         await self._allow(context, Role.VIEWER, "grpc SubscribeLogs")
         job_id = request.job_id.value
-        _, attempt = await _call(context, lambda: self.api.resolve_attempt(job_id, None))
+        _, attempt = await call(context, lambda: self.api.resolve_attempt(job_id, None))
         offset = min(request.since_offset, MAX_OFFSET)  # past the end: nothing to read
         if request.tail_bytes:
             size = self.api.hub.size(job_id, attempt)

@@ -4,82 +4,22 @@ is built from the run's REST JSON (pipeline_views), so both APIs show a run the 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 import grpc
 
 from hodei._proto.hodei.v1 import pipelines_pb2 as pb
 from hodei._proto.hodei.v1 import pipelines_pb2_grpc
 from hodei.domain.access import Principal, Role
-from hodei.domain.pipelines import PipelineError
 from hodei.domain.pipelines.runs import PipelineRun, RunState, valid_run_id
-from hodei.errors import (
-    AuthError,
-    ConflictError,
-    ForbiddenError,
-    HodeiError,
-    NotFoundError,
-    ValidationError,
-)
+from hodei.server.api.grpc.calls import Context, allow, call
 from hodei.server.api.pipeline_views import run_summary, run_to_dict, with_counts
 from hodei.server.core.pipelines import Pipelines
 from hodei.server.security.api_auth import ApiAuth
 
-T = TypeVar("T")
-Context = Any  # grpc.aio.ServicerContext: grpcio ships no type information
-
 MAX_SOURCE = 1 << 20  # as REST: the largest file the domain reads
 MAX_PARAMS = 256
-MAX_MESSAGE = 4000  # a status message travels in a trailer (8 KiB of metadata by default)
-
-# Most specific first: a PipelineError is a ValidationError, a ForbiddenError an AuthError.
-_STATUS: tuple[tuple[type[HodeiError], grpc.StatusCode], ...] = (
-    (ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFoundError, grpc.StatusCode.NOT_FOUND),
-    (ConflictError, grpc.StatusCode.FAILED_PRECONDITION),
-    (ForbiddenError, grpc.StatusCode.PERMISSION_DENIED),
-    (AuthError, grpc.StatusCode.UNAUTHENTICATED),
-)
-
-
-def status_of(exc: HodeiError) -> grpc.StatusCode:
-    for kind, code in _STATUS:
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.UNAVAILABLE
-
-
-def issues_message(exc: PipelineError, limit: int = MAX_MESSAGE) -> str:
-    """'FILE: N errors' and one 'FILE:LINE:COL: message' line per issue, cut to `limit`
-    characters at a line's end (with how many were left out)."""
-    lines = exc.message.split("\n")
-    kept = [lines[0]]
-    size = len(lines[0])
-    for index, line in enumerate(lines[1:], start=1):
-        rest = len(lines) - index
-        if size + 1 + len(line) > limit - 40 and rest > 0:
-            kept.append(f"... and {rest} more")
-            break
-        kept.append(line)
-        size += 1 + len(line)
-    return "\n".join(kept)
-
-
-def message_of(exc: HodeiError) -> str:
-    if isinstance(exc, PipelineError):
-        return issues_message(exc)
-    text = exc.message
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "..."
-
-
-async def _call(context: Context, work: Callable[[], Awaitable[T]]) -> T:
-    """Run a use case; our errors become a status code and their message."""
-    try:
-        return await work()
-    except HodeiError as exc:
-        await context.abort(status_of(exc), message_of(exc))
-        raise
 
 
 def _text(value: object) -> str:
@@ -141,11 +81,7 @@ class PipelineService(pipelines_pb2_grpc.PipelineServiceServicer):
         self.auth = auth
 
     async def _allow(self, context: Context, needed: Role, what: str) -> Principal:
-        """The caller's token (metadata `authorization: Bearer hodei_...`) and role check."""
-        metadata = dict(context.invocation_metadata() or ())
-        return await _call(
-            context, lambda: self.auth.check(metadata.get("authorization"), needed, what)
-        )
+        return await allow(self.auth, context, needed, what)
 
     async def _run_id(self, context: Context, run_id: str) -> str:
         if not valid_run_id(run_id):
@@ -153,7 +89,7 @@ class PipelineService(pipelines_pb2_grpc.PipelineServiceServicer):
         return run_id
 
     async def _view(self, context: Context, run_id: str) -> pb.PipelineRun:
-        run, steps = await _call(context, lambda: self.pipelines.get(run_id))
+        run, steps = await call(context, lambda: self.pipelines.get(run_id))
         return run_to_proto(run_to_dict(run, steps, self.pipelines.engine.dag_of(run)))
 
     async def RunPipeline(self, request: pb.RunPipelineRequest, context: Context) -> pb.PipelineRun:
@@ -167,7 +103,7 @@ class PipelineService(pipelines_pb2_grpc.PipelineServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"filename is at most 255 characters; at most {MAX_PARAMS} params",
             )
-        run, steps = await _call(
+        run, steps = await call(
             context,
             lambda: self.pipelines.run(
                 request.source,
@@ -204,12 +140,12 @@ class PipelineService(pipelines_pb2_grpc.PipelineServiceServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "cursor must be a number")
             cursor = int(request.cursor)
         limit = min(max(request.limit or 100, 1), 1000)
-        runs, after = await _call(context, lambda: self.pipelines.list(state, limit, cursor))
+        runs, after = await call(context, lambda: self.pipelines.list(state, limit, cursor))
         items = [run_to_proto(await self._summary(context, run)) for run in runs]
         return pb.ListPipelineRunsResponse(items=items, next="" if after is None else str(after))
 
     async def _summary(self, context: Context, run: PipelineRun) -> dict[str, Any]:
-        steps = await _call(context, lambda: self.pipelines.store.run_steps(run.id))
+        steps = await call(context, lambda: self.pipelines.store.run_steps(run.id))
         return with_counts(run_summary(run), steps)
 
     async def CancelPipelineRun(
@@ -217,7 +153,7 @@ class PipelineService(pipelines_pb2_grpc.PipelineServiceServicer):
     ) -> pb.PipelineRun:
         principal = await self._allow(context, Role.SUBMITTER, "grpc CancelPipelineRun")
         run_id = await self._run_id(context, request.run_id)
-        await _call(context, lambda: self.pipelines.cancel(run_id, principal.actor))
+        await call(context, lambda: self.pipelines.cancel(run_id, principal.actor))
         return await self._view(context, run_id)
 
     async def RetryPipelineRun(
@@ -225,7 +161,7 @@ class PipelineService(pipelines_pb2_grpc.PipelineServiceServicer):
     ) -> pb.PipelineRun:
         principal = await self._allow(context, Role.SUBMITTER, "grpc RetryPipelineRun")
         run_id = await self._run_id(context, request.run_id)
-        await _call(context, lambda: self.pipelines.retry(run_id, principal.actor))
+        await call(context, lambda: self.pipelines.retry(run_id, principal.actor))
         return await self._view(context, run_id)
 
     async def ApprovePipelineStep(
@@ -236,5 +172,5 @@ class PipelineService(pipelines_pb2_grpc.PipelineServiceServicer):
         if not 1 <= len(request.step) <= 64:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "step must be 1-64 characters")
         step = request.step
-        await _call(context, lambda: self.pipelines.approve(run_id, step, principal.actor))
+        await call(context, lambda: self.pipelines.approve(run_id, step, principal.actor))
         return await self._view(context, run_id)
