@@ -25,8 +25,21 @@ class Role(StrEnum):
 
 _RANK = {Role.VIEWER: 0, Role.SUBMITTER: 1, Role.ADMIN: 2}
 
-# Requests that need no token: health, and agents enrolling with their own OTP.
-PUBLIC = frozenset({("GET", "/healthz"), ("POST", "/api/v1/agents/enroll")})
+# Requests that need no token: health, agents enrolling with their own OTP, the dashboard's
+# files and its sign-in (which checks what it is given itself).
+PUBLIC = frozenset(
+    {
+        ("GET", "/healthz"),
+        ("POST", "/api/v1/agents/enroll"),
+        ("GET", "/"),
+        ("GET", "/login"),
+        ("GET", "/favicon.ico"),
+        ("GET", "/api/v1/session"),
+        ("POST", "/api/v1/session"),
+        ("DELETE", "/api/v1/session"),
+    }
+)
+_STATIC = "/static/"
 _JOB_ACTION = re.compile(
     r"^/api/v1/(jobs(/batch|/[^/]+/(cancel|retry))?"
     r"|pipelines(/validate|/[^/]+/(cancel|retry|approve))?)$"
@@ -48,6 +61,10 @@ def required_role(method: str, path: str) -> Role | None:
     """The least role a request needs; None when it needs no token."""
     method = method.upper()
     if (method, path) in PUBLIC or (method in ("GET", "HEAD") and path in _DOCS):
+        return None
+    if method in ("GET", "HEAD") and (
+        path == "/" or (path.startswith(_STATIC) and ".." not in path)
+    ):
         return None
     if method in ("GET", "HEAD"):
         if path.startswith(_ADMIN_READS):

@@ -41,6 +41,7 @@ from hodei.server.api.grpc.job_service import JobService
 from hodei.server.api.grpc.pipeline_service import PipelineService
 from hodei.server.api.grpc.worker_service import WorkerService
 from hodei.server.api.http.app import create_http_app
+from hodei.server.api.http.dashboard import SecurityHeaders
 from hodei.server.api.http.deps import HttpServices
 from hodei.server.core.service import LogPiece
 from hodei.server.security.api_auth import ensure_admin_token
@@ -186,6 +187,8 @@ def http_services(s: Services, started: float) -> HttpServices:
         pipelines=s.pipelines,
         bus=s.bus,
         artifacts=s.artifacts,
+        links=s.links,
+        tls=s.authority is not None,
     )
 
 
@@ -217,7 +220,7 @@ async def start_web(
         paths = PkiPaths.of_home(s.settings.home)
         tls = {"ssl_keyfile": str(paths.server_key), "ssl_certfile": str(paths.server_cert)}
     config = uvicorn.Config(
-        s.auth.middleware(app),
+        SecurityHeaders(s.auth.middleware(app)),
         lifespan="off",
         log_level="warning",
         access_log=False,
@@ -263,6 +266,20 @@ async def start_core(
     s.background.spawn(s.engine.keep_up(PIPELINE_UPKEEP_S, s.settings.artifact_retention_s))
 
 
+async def _access_lines(s: Services, settings: ServerSettings, http_port: int) -> str:
+    """What the ready line's followers say about signing in (API, CLI and dashboard)."""
+    host = loopback_if_any(split_addr(settings.http_addr, 8080)[0])
+    base = f"{'https' if settings.tls else 'http'}://{host}:{http_port}"
+    if settings.dev:
+        return f"dev mode: no API tokens (loopback only)\ndashboard: {base}/"
+    admin = await ensure_admin_token(s.auth, settings.home)
+    code = s.links.mint(admin.read_text().strip())
+    return (
+        f"API tokens required; admin token in {admin}\n"
+        f"dashboard: {base}/login?code={code} (a one-time sign-in link)"
+    )
+
+
 async def serve(
     settings: ServerSettings, ready: asyncio.Event | None = None, freeze_gc: bool = False
 ) -> None:
@@ -280,11 +297,7 @@ async def serve(
         stack.callback(sock.close)
         await start_core(stack, s, grpc_server)
         await start_web(stack, s, sock, started)
-        if settings.dev:
-            access = "dev mode: no API tokens (loopback only)"
-        else:
-            admin = await ensure_admin_token(s.auth, settings.home)
-            access = f"API tokens required; admin token in {admin}"
+        access = await _access_lines(s, settings, http_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -41,6 +41,7 @@ from hodei.server.core.workers import WorkerRegistry
 from hodei.server.security.api_auth import ApiAuth
 from hodei.server.security.audit import Auditor
 from hodei.server.security.otp import OtpRegistry, ResumeTokens
+from hodei.server.security.sessions import SignInLinks
 from hodei.server.security.vault import SecretVault, load_or_create_key
 
 if TYPE_CHECKING:  # loaded only with --tls (cryptography's x509 costs start-up time and memory)
@@ -83,6 +84,7 @@ class Services:
     artifacts: ArtifactStore
     engine: PipelineEngine
     pipelines: Pipelines
+    links: SignInLinks
 
 
 def make_provider(
@@ -248,4 +250,5 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
         artifacts=artifacts,
         engine=engine,
         pipelines=pipelines,
+        links=SignInLinks(),
     )

@@ -25,6 +25,7 @@ from hodei.errors import AuthError, ForbiddenError, HodeiError
 from hodei.ports import AuditStore, TokenStore
 from hodei.security.tokens import new_token, secret_matches, split_token
 from hodei.server.security.audit import Auditor
+from hodei.server.security.sessions import COOKIE, CSRF_HEADER, csrf_matches
 
 CACHE_S = 5.0  # how long a check is trusted without reading the store again
 ADMIN_TOKEN_FILE = "admin.token"
@@ -142,8 +143,9 @@ class ApiAuth:
             method, path = scope["method"], scope["path"]
             needed = required_role(method, path)
             if needed is not None:
-                header = Headers(scope=scope).get("authorization")
+                headers = Headers(scope=scope)
                 try:
+                    header = _authorization(headers, method)
                     principal = await self.check(header, needed, f"{method} {path}")
                 except AuthError as exc:
                     await _error(send, exc)
@@ -152,6 +154,34 @@ class ApiAuth:
             await app(scope, receive, send)
 
         return guarded
+
+
+def _authorization(headers: Headers, method: str) -> str | None:
+    """The request's Authorization: its header, else the dashboard's session cookie. A change
+    asked for with the cookie must carry the session's CSRF token (a page of another site can
+    make the browser send the cookie, never the header)."""
+    header = headers.get("authorization")
+    if header is not None:
+        return header
+    token = session_token(headers.get("cookie"))
+    if token is None:
+        return None
+    if method not in ("GET", "HEAD", "OPTIONS") and not csrf_matches(
+        token, headers.get(CSRF_HEADER)
+    ):
+        raise ForbiddenError("this request needs the session's CSRF token (X-Hodei-CSRF)")
+    return f"Bearer {token}"
+
+
+def session_token(cookie_header: str | None) -> str | None:
+    """The API token in a Cookie header's session cookie, if any."""
+    if not cookie_header:
+        return None
+    for part in cookie_header.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == COOKIE and value:
+            return value
+    return None
 
 
 async def _error(send: Send, exc: HodeiError) -> None:

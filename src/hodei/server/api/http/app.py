@@ -8,12 +8,14 @@ import hodei
 from hodei.server.api.http import (
     artifacts,
     audit,
+    dashboard,
     health,
     jobs,
     logs,
     pipelines,
     pki,
     secrets,
+    session,
     tokens,
     workers,
 )
@@ -23,7 +25,20 @@ from hodei.server.api.http.errors import install_error_handlers
 
 MAX_BODY = 1 << 20
 # In the order routes have always been matched (and listed in /openapi.json).
-ROUTERS = (health, jobs, logs, workers, secrets, pki, tokens, audit, pipelines, artifacts)
+ROUTERS = (
+    health,
+    jobs,
+    logs,
+    workers,
+    secrets,
+    pki,
+    tokens,
+    audit,
+    pipelines,
+    artifacts,
+    session,
+    dashboard,
+)
 
 
 def create_http_app(services: HttpServices) -> FastAPI:
@@ -33,4 +48,5 @@ def create_http_app(services: HttpServices) -> FastAPI:
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     for module in ROUTERS:
         app.include_router(module.router)
+    dashboard.mount_static(app)
     return app

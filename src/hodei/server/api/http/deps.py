@@ -19,6 +19,7 @@ from hodei.server.core.workers import WorkerRegistry
 from hodei.server.security.api_auth import ApiAuth, AuthStore
 from hodei.server.security.audit import Auditor
 from hodei.server.security.otp import OtpRegistry
+from hodei.server.security.sessions import SignInLinks
 from hodei.server.security.vault import SecretVault
 
 if TYPE_CHECKING:  # only with --tls is it loaded (cryptography's x509 costs memory)
@@ -42,6 +43,8 @@ class HttpServices:
     pipelines: Pipelines
     bus: EventBus  # what the SSE stream of a run listens to
     artifacts: ArtifactStore
+    links: SignInLinks  # one-time sign-in links of the dashboard
+    tls: bool = False  # served over HTTPS: session cookies are Secure
     authority: AgentAuthority | None = None  # with --tls: the agents' CA
 
 
