@@ -97,3 +97,13 @@ def test_every_answer_carries_the_security_headers(server: RunningServer) -> Non
             assert answer.headers["x-content-type-options"] == "nosniff"
             assert answer.headers["x-frame-options"] == "DENY"
         assert client.get("/static/../api/v1/secrets").status_code in (401, 404)
+
+
+def test_the_cli_makes_a_new_sign_in_link(server: RunningServer) -> None:
+    out = server.hodei("dashboard")
+    assert out.returncode == 0, out.stderr.decode()
+    link = out.stdout.decode().strip()
+    assert link.startswith(f"{server.url}/login?code=")
+    with anonymous(server) as client:
+        assert client.get(link.removeprefix(server.url)).status_code == 303
+        assert client.get("/api/v1/session").json()["role"] == "admin"
