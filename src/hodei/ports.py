@@ -64,9 +64,20 @@ class JobRecords(Protocol):
         ...
 
     async def list_jobs(
-        self, state: JobState | None = None, limit: int = 100, cursor: int | None = None
+        self,
+        state: JobState | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+        *,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        pipeline: str | None = None,
     ) -> tuple[list[Job], int | None]:
-        """Newest first. `cursor` is the `seq` below which to continue; returns (items, next)."""
+        """Newest first. `cursor` is the `seq` below which to continue; returns (items, next).
+        Only jobs meeting every filter given (domain.job_filter): `name` a substring of the
+        job's name (ASCII letters in either case), `labels` all on the job, `pipeline` a run
+        id (its steps' jobs). ValidationError for a filter no job could meet (a malformed
+        label key, a string that is not a run id)."""
         ...
 
     async def pending_jobs(self, limit: int | None = None) -> list[Job]:

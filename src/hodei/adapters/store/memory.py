@@ -37,6 +37,7 @@ from hodei.adapters.store.pipeline_rows import (
 )
 from hodei.domain.access import AuditEntry, Role, TokenRecord
 from hodei.domain.attempts import Attempt, AttemptState
+from hodei.domain.job_filter import job_filter
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.domain.pipelines.model import JobStatus
 from hodei.domain.pipelines.runs import (
@@ -154,16 +155,18 @@ class MemoryJobStore:
         return self._job(job_id)
 
     async def list_jobs(
-        self, state: JobState | None = None, limit: int = 100, cursor: int | None = None
+        self,
+        state: JobState | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+        *,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        pipeline: str | None = None,
     ) -> tuple[list[Job], int | None]:
+        wanted = job_filter(state, name, labels, pipeline)
         self._check()
-        wanted = JobState(state) if state is not None else None
-        return _newest_first(
-            self._jobs,
-            lambda job: wanted is None or job.state is wanted,
-            cursor,
-            page_limit(limit),
-        )
+        return _newest_first(self._jobs, wanted.matches, cursor, page_limit(limit))
 
     async def pending_jobs(self, limit: int | None = None) -> list[Job]:
         self._check()

@@ -17,6 +17,7 @@ from hodei.adapters.store.common import (
 )
 from hodei.adapters.store.pg_batch import Pending
 from hodei.adapters.store.pg_common import Fn, unnest_columns
+from hodei.domain.job_filter import JobFilter, fold
 
 _V1 = (
     """CREATE TABLE jobs (
@@ -149,6 +150,10 @@ _V7 = (
     'finished_at DESC NULLS LAST, run_id COLLATE "C" DESC, step_id COLLATE "C" DESC) '
     "WHERE status = 'succeeded' AND cached_from IS NULL",
 )
+_V8 = (
+    # list_jobs(pipeline=RUN): the run's jobs by id prefix (RUN.), in any database collation.
+    "CREATE INDEX jobs_id_prefix ON jobs (id text_pattern_ops)",
+)
 # The schema, step by step: a database at version N gets steps N+1.. applied on open. Released
 # steps are never edited; a change is a new step at the end.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -159,6 +164,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("retry backoff kept with the job", _V5),
     Migration("retries spent by the job and by the platform, attempt failure kinds", _V6),
     Migration("pipeline runs and their steps", _V7),
+    Migration("jobs found by pipeline run", _V8),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -261,3 +267,29 @@ def move_statement(batch: list[Pending]) -> Fn[list[asyncpg.Record]]:
         rows.append((*row, *recorded))
     columns = unnest_columns(rows)
     return lambda conn: conn.fetch(MOVE_MANY, *columns)
+
+
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# The spec's text as `json`, for its name and labels. PostgreSQL refuses to read any field of a
+# document holding a \u0000 escape (NUL, which no text value can hold; a spec the API checked
+# has none, but the store keeps any): those become U+FFFD. Each escaped backslash is spelled
+# \u005c first, so that what is left of "\u0000" can only be the escape of a NUL.
+_SPEC_JSON = r"replace(replace(spec, '\\', '\u005c'), '\u0000', '\ufffd')::json"
+
+
+def job_conditions(wanted: JobFilter) -> list[tuple[str, tuple[Any, ...]]]:
+    """list_jobs' filters as page_query conditions (name and labels from _SPEC_JSON)."""
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    if wanted.state is not None:
+        out.append(("state = {}", (wanted.state.value,)))
+    if wanted.name:
+        # translate(), not lower(): ASCII letters only, whatever the locale (job_filter.fold).
+        name = f"translate({_SPEC_JSON} ->> 'name', '{_UPPER}', '{_UPPER.lower()}')"
+        out.append((f"strpos({name}, {{}}) > 0", (fold(wanted.name),)))
+    for key, value in wanted.labels:
+        out.append((f"({_SPEC_JSON} -> 'labels' ->> {{}}) = {{}}", (key, value)))
+    if wanted.pipeline is not None:
+        # The pattern operators, which jobs_id_prefix serves even in a generic plan (a LIKE
+        # with a parameter for its pattern could not use it).
+        out.append(("id ~>=~ {} AND id ~<~ {}", (f"{wanted.pipeline}.", f"{wanted.pipeline}/")))
+    return out

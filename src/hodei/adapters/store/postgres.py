@@ -62,10 +62,12 @@ from hodei.adapters.store.pg_schema import (
     SELECT_ATTEMPTS,
     STATES_OF,
     insert_statement,
+    job_conditions,
     move_statement,
 )
 from hodei.domain.access import AuditEntry, TokenRecord
 from hodei.domain.attempts import Attempt
+from hodei.domain.job_filter import job_filter
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.errors import ConflictError, NotFoundError, StoreError
 from hodei.ports import SecretRecord
@@ -312,12 +314,19 @@ class PostgresJobStore(PostgresPipelines):
         return row_to_job(row)
 
     async def list_jobs(
-        self, state: JobState | None = None, limit: int = 100, cursor: int | None = None
+        self,
+        state: JobState | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+        *,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        pipeline: str | None = None,
     ) -> tuple[list[Job], int | None]:
-        """Newest first. `cursor` is the `seq` below which to continue; returns (items, next)."""
+        """JobRecords.list_jobs; the filters' SQL is pg_schema.job_conditions'."""
+        wanted = job_filter(state, name, labels, pipeline)
         limit = page_limit(limit)
-        filters = [("state = {}", (JobState(state).value,))] if state is not None else []
-        sql, params = page_query(SELECT, filters, cursor, limit)
+        sql, params = page_query(SELECT, job_conditions(wanted), cursor, limit)
         rows = await self._run(lambda c: c.fetch(sql, *params), read=True)
         return newest_page(rows, limit, row_to_job)
 

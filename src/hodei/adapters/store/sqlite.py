@@ -44,6 +44,7 @@ from hodei.adapters.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migra
 from hodei.adapters.store.sqlite_writer import MAX_BATCH, SqliteWriter
 from hodei.domain.access import AuditEntry, TokenRecord
 from hodei.domain.attempts import Attempt
+from hodei.domain.job_filter import JobFilter, fold, job_filter
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.errors import ConflictError, NotFoundError
 from hodei.ports import SecretRecord
@@ -86,6 +87,23 @@ def _insert_job(conn: _Conn, job: Job, params: Sequence[Any]) -> Job:
             raise ConflictError(f"idempotency key already used by job {row[0]}") from None
         raise
     return job.with_changes(seq=cursor.lastrowid)
+
+
+def _job_conditions(wanted: JobFilter) -> list[tuple[str, tuple[Any, ...]]]:
+    """list_jobs' filters as SQL. The name and labels are read out of the spec's JSON text."""
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    if wanted.state is not None:
+        out.append(("state = ?", (wanted.state.value,)))
+    if wanted.name:
+        # SQLite's lower() folds ASCII letters only: the rule of job_filter.fold.
+        out.append(("instr(lower(json_extract(spec, '$.name')), ?) > 0", (fold(wanted.name),)))
+    for key, value in wanted.labels:
+        # Quoted, as a label key may hold '.' or '/'; check_labels let no '"' in.
+        out.append(("json_extract(spec, ?) = ?", (f'$.labels."{key}"', value)))
+    if wanted.pipeline is not None:
+        # A range of the id index: '/' is the character after '.'.
+        out.append(("id >= ? AND id < ?", (f"{wanted.pipeline}.", f"{wanted.pipeline}/")))
+    return out
 
 
 class SqliteJobStore(SqlitePipelines):
@@ -160,12 +178,21 @@ class SqliteJobStore(SqlitePipelines):
         return await self._submit(lambda conn: _fetch_job(conn, job_id), write=False)
 
     async def list_jobs(
-        self, state: JobState | None = None, limit: int = 100, cursor: int | None = None
+        self,
+        state: JobState | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+        *,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        pipeline: str | None = None,
     ) -> tuple[list[Job], int | None]:
-        """Newest first. `cursor` is the `seq` below which to continue; returns (items, next)."""
+        """JobRecords.list_jobs. A page walks the seq key (or the (state, seq) index) newest
+        first and tests the other filters on each row it passes: no sort of the matches,
+        except for `pipeline`, whose few jobs the id index finds by prefix."""
         limit = page_limit(limit)
-        filters = [("state = ?", (JobState(state).value,))] if state is not None else []
-        sql, params = page_query(_SELECT, filters, cursor, limit)
+        wanted = job_filter(state, name, labels, pipeline)
+        sql, params = page_query(_SELECT, _job_conditions(wanted), cursor, limit)
 
         def op(conn: _Conn) -> tuple[list[Job], int | None]:
             return newest_page(conn.execute(sql, params).fetchall(), limit, row_to_job)
