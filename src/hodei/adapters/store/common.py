@@ -66,8 +66,22 @@ _TUPLE_FIELDS = ("arguments", "secrets", "artifacts", "inputs")
 
 
 def encode_spec(spec: JobSpec) -> str:
-    # Text, not a JSON column type: JSON escapes keep any character (even NUL) storable.
+    # Text, not a JSON column type: JSON escapes keep any character (even NUL) storable. The
+    # job filters' quick tests (spec_fragment, label_fragment) rely on orjson's compact form.
     return orjson.dumps(spec).decode()
+
+
+def spec_fragment(text: str) -> str:
+    """`text` as encode_spec writes it inside a string (escaped, unquoted). Escapes are per
+    character, with lower-case hex: a spec whose name holds `text` holds this, even with
+    ASCII letters folded on both sides. A cheap test on the spec's text that rules out most
+    rows before the JSON is read (which costs far more, above all on PostgreSQL)."""
+    return orjson.dumps(text).decode()[1:-1]
+
+
+def label_fragment(key: str, value: str) -> str:
+    """`"key":"value"` as encode_spec writes the label: a spec with the label holds it."""
+    return orjson.dumps({key: value}).decode()[1:-1]
 
 
 def decode_spec(text: str) -> JobSpec:

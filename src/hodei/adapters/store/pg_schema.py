@@ -14,6 +14,8 @@ from hodei.adapters.store.common import (
     JOB_FIELDS,
     MUTABLE_FIELD_ORDER,
     Migration,
+    label_fragment,
+    spec_fragment,
 )
 from hodei.adapters.store.pg_batch import Pending
 from hodei.adapters.store.pg_common import Fn, unnest_columns
@@ -269,7 +271,12 @@ def move_statement(batch: list[Pending]) -> Fn[list[asyncpg.Record]]:
     return lambda conn: conn.fetch(MOVE_MANY, *columns)
 
 
-_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+def _fold(expression: str) -> str:
+    # lower() under the "C" collation folds ASCII letters only (job_filter.fold), whatever the
+    # database's locale, and fast (translate() is far slower on a whole spec).
+    return f'lower(({expression}) COLLATE "C")'
+
+
 # The spec's text as `json`, for its name and labels. PostgreSQL refuses to read any field of a
 # document holding a \u0000 escape (NUL, which no text value can hold; a spec the API checked
 # has none, but the store keeps any): those become U+FFFD. Each escaped backslash is spelled
@@ -282,12 +289,24 @@ def job_conditions(wanted: JobFilter) -> list[tuple[str, tuple[Any, ...]]]:
     out: list[tuple[str, tuple[Any, ...]]] = []
     if wanted.state is not None:
         out.append(("state = {}", (wanted.state.value,)))
+    tests: list[str] = []
+    values: list[Any] = []
     if wanted.name:
-        # translate(), not lower(): ASCII letters only, whatever the locale (job_filter.fold).
-        name = f"translate({_SPEC_JSON} ->> 'name', '{_UPPER}', '{_UPPER.lower()}')"
-        out.append((f"strpos({name}, {{}}) > 0", (fold(wanted.name),)))
+        # The quick test of the whole text first (common.spec_fragment), then the name.
+        name = fold(wanted.name)
+        whole, field = _fold("spec"), _fold(f"{_SPEC_JSON} ->> 'name'")
+        tests.append(f"strpos({whole}, {{}}) > 0 AND strpos({field}, {{}}) > 0")
+        values += [spec_fragment(name), name]
     for key, value in wanted.labels:
-        out.append((f"({_SPEC_JSON} -> 'labels' ->> {{}}) = {{}}", (key, value)))
+        tests.append(f"strpos(spec, {{}}) > 0 AND ({_SPEC_JSON} -> 'labels' ->> {{}}) = {{}}")
+        values += [label_fragment(key, value), key, value]
+    if tests:
+        # One CASE, not several clauses: the planner cannot estimate these tests, and its
+        # guesses multiply (two labels: "one row in 100,000"), until it prefers reading the
+        # whole table and sorting to walking the seq key and stopping at a full page. A CASE
+        # gets its neutral guess (half the rows) however many tests it holds; its WHEN still
+        # runs them in order, each quick test before its JSON read.
+        out.append((f"CASE WHEN {' AND '.join(tests)} THEN true ELSE false END", tuple(values)))
     if wanted.pipeline is not None:
         # The pattern operators, which jobs_id_prefix serves even in a generic plan (a LIKE
         # with a parameter for its pattern could not use it).

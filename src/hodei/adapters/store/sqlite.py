@@ -28,12 +28,14 @@ from hodei.adapters.store.common import (
     audit_params,
     check_changes,
     job_params,
+    label_fragment,
     newest_page,
     page_limit,
     row_to_attempt,
     row_to_audit,
     row_to_job,
     row_to_token,
+    spec_fragment,
     state_values,
     token_params,
     transition_conflict,
@@ -57,6 +59,10 @@ _Conn = sqlite3.Connection
 
 _SELECT = f"SELECT {', '.join(JOB_FIELDS)} FROM jobs"
 _SELECT_AUDIT = f"SELECT {', '.join(AUDIT_FIELDS)} FROM audit"
+# A run's jobs: the few rows of an id range, sorted, rather than a walk down the seq key until
+# they are found (what the planner picks once a cursor bounds seq). The index is the one of
+# `id TEXT NOT NULL UNIQUE`.
+_SELECT_BY_ID = f"{_SELECT} INDEXED BY sqlite_autoindex_jobs_1"
 _INSERT = (
     f"INSERT INTO jobs ({', '.join(INSERT_FIELDS)}, priority) "
     f"VALUES ({', '.join('?' * (len(INSERT_FIELDS) + 1))})"
@@ -95,15 +101,25 @@ def _job_conditions(wanted: JobFilter) -> list[tuple[str, tuple[Any, ...]]]:
     if wanted.state is not None:
         out.append(("state = ?", (wanted.state.value,)))
     if wanted.name:
-        # SQLite's lower() folds ASCII letters only: the rule of job_filter.fold.
-        out.append(("instr(lower(json_extract(spec, '$.name')), ?) > 0", (fold(wanted.name),)))
+        # SQLite's lower() folds ASCII letters only: the rule of job_filter.fold. The quick
+        # test of the whole text first (common.spec_fragment), then the name itself.
+        name = fold(wanted.name)
+        test = "instr(lower(spec), ?) > 0 AND instr(lower(json_extract(spec, '$.name')), ?) > 0"
+        out.append((test, (spec_fragment(name), name)))
     for key, value in wanted.labels:
         # Quoted, as a label key may hold '.' or '/'; check_labels let no '"' in.
-        out.append(("json_extract(spec, ?) = ?", (f'$.labels."{key}"', value)))
+        test = "instr(spec, ?) > 0 AND json_extract(spec, ?) = ?"
+        out.append((test, (label_fragment(key, value), f'$.labels."{key}"', value)))
     if wanted.pipeline is not None:
         # A range of the id index: '/' is the character after '.'.
         out.append(("id >= ? AND id < ?", (f"{wanted.pipeline}.", f"{wanted.pipeline}/")))
     return out
+
+
+def jobs_page_query(wanted: JobFilter, cursor: int | None, limit: int) -> tuple[str, list[Any]]:
+    """The SQL and parameters of a list_jobs page (see page_query)."""
+    select = _SELECT_BY_ID if wanted.pipeline is not None else _SELECT
+    return page_query(select, _job_conditions(wanted), cursor, limit)
 
 
 class SqliteJobStore(SqlitePipelines):
@@ -189,10 +205,10 @@ class SqliteJobStore(SqlitePipelines):
     ) -> tuple[list[Job], int | None]:
         """JobRecords.list_jobs. A page walks the seq key (or the (state, seq) index) newest
         first and tests the other filters on each row it passes: no sort of the matches,
-        except for `pipeline`, whose few jobs the id index finds by prefix."""
+        except for `pipeline`, whose few jobs are read from an id range and sorted."""
         limit = page_limit(limit)
         wanted = job_filter(state, name, labels, pipeline)
-        sql, params = page_query(_SELECT, _job_conditions(wanted), cursor, limit)
+        sql, params = jobs_page_query(wanted, cursor, limit)
 
         def op(conn: _Conn) -> tuple[list[Job], int | None]:
             return newest_page(conn.execute(sql, params).fetchall(), limit, row_to_job)
