@@ -154,7 +154,7 @@ export class LogViewer {
     this.searchAbort = null;
     this.ended = !this.live;
     this.failed = new Map(); // chunk index -> when its read failed (not asked again for a while)
-    this.updateStatusSoon = debounce(() => !this.destroyed && this.updateStatus(), 200);
+    this.statusTimer = 0;
     this.build();
   }
 
@@ -270,6 +270,7 @@ export class LogViewer {
     this.destroyed = true;
     if (this.closeStream) this.closeStream();
     if (this.searchAbort) this.searchAbort.abort();
+    clearTimeout(this.statusTimer);
     this.resize.disconnect();
     cancelAnimationFrame(this.frame);
   }
@@ -285,7 +286,9 @@ export class LogViewer {
   applyIndex(index) {
     this.size = Number(index.size) || 0;
     let starts = Array.isArray(index.starts) ? index.starts.map((p) => [Number(p[0]), Number(p[1])]) : [];
-    starts = starts.filter((p) => Number.isFinite(p[0]) && Number.isFinite(p[1]) && p[0] >= 0 && p[0] <= this.size);
+    // Checkpoints at the end of the log hold no bytes (the line after the last, not begun):
+    // the last chunk keeps the log's end, an unfinished last line included.
+    starts = starts.filter((p) => Number.isFinite(p[0]) && Number.isFinite(p[1]) && p[0] >= 0 && p[0] < this.size);
     starts.sort((a, b) => a[0] - b[0]);
     const base = starts.length && starts[0][0] === 0 ? starts[0][1] : 0; // 0- or 1-based lines
     const cps = [[0, 0]];
@@ -690,11 +693,20 @@ export class LogViewer {
   }
 
   updateStatus() {
-    const parts = [`${fmtBytes(this.size)}`, `${this.lineCount.toLocaleString("en")} lines`];
+    const parts = [`${fmtBytes(this.size)}`, `${this.lineCount.toLocaleString("en")} line${this.lineCount === 1 ? "" : "s"}`];
     if (this.live && !this.ended) parts.push(this.streamState === "retrying" ? "reconnecting…" : "live");
     else if (this.live) parts.push("ended");
     this.setStatus(parts.join(" · "));
     this.el.dataset.lines = String(this.lineCount);
+  }
+
+  /** updateStatus at most every 200 ms while bytes stream in. */
+  updateStatusSoon() {
+    if (this.statusTimer) return;
+    this.statusTimer = setTimeout(() => {
+      this.statusTimer = 0;
+      if (!this.destroyed) this.updateStatus();
+    }, 200);
   }
 
   gotoFromInput() {

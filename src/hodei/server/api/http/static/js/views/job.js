@@ -106,7 +106,7 @@ export function mount(container, route, ctx) {
       .reverse()
       .map((a) => {
         const start = a.started_at || a.assigned_at;
-        const secs = start ? ((Date.parse(a.finished_at || "") || Date.now()) - Date.parse(start)) / 1000 : null;
+        const secs = start && a.finished_at ? (Date.parse(a.finished_at) - Date.parse(start)) / 1000 : null;
         const shown = (viewing ?? job.attempts) === a.number;
         return h(
           "tr",
@@ -115,7 +115,7 @@ export function mount(container, route, ctx) {
           h("td", null, badge(a.state), a.failure && a.failure !== "job" ? h("span", { class: "muted small" }, ` ${visible(a.failure.replace("_", " "))}`) : null),
           h("td", null, a.exit_code === null || a.exit_code === undefined ? "-" : String(a.exit_code)),
           h("td", { class: "mono" }, visible(a.worker_id || "-")),
-          h("td", null, secs === null ? "-" : seconds(secs)),
+          h("td", null, secs !== null ? seconds(secs) : a.finished_at ? "-" : "…"),
           h("td", { class: "c-reason" }, visible(a.reason || "")),
           h("td", null, h("button", { type: "button", class: "btn small", "aria-pressed": String(shown), onclick: () => openLog(a.number === job.attempts ? null : a.number, a.number) }, "Log")),
         );

@@ -14,7 +14,8 @@ export function mount(container, route, ctx) {
   const id = route.id;
   document.title = `${id} · Hodei`;
   let run = null;
-  let selected = route.params.get("job") || null;
+  let selectedStep = route.params.get("step") || null; // a step job's id in the run ("test[os=linux]")
+  let selected = null; // its job id
   let viewer = null;
   let viewerJob = null;
   let closeEvents = null;
@@ -45,7 +46,8 @@ export function mount(container, route, ctx) {
   function select(row) {
     if (!row.job_id) return;
     selected = row.job_id;
-    history.replaceState(null, "", `#/pipelines/${encodeURIComponent(id)}${api.query({ job: selected })}`);
+    selectedStep = row.id;
+    history.replaceState(null, "", `#/pipelines/${encodeURIComponent(id)}${api.query({ step: selectedStep })}`);
     render();
     showLog(row);
   }
@@ -77,7 +79,7 @@ export function mount(container, route, ctx) {
           actionButton(ctx, "Retry failed steps", async () => {
             apply(await api.post(`${api.runPath(id)}/retry`));
             follow();
-          }, { data: { action: "retry" }, done: "Run again" }),
+          }, { data: { action: "retry" }, done: "The failed steps run again" }),
         );
       }
       if (ACTIVE.has(run.state)) {
@@ -145,11 +147,11 @@ export function mount(container, route, ctx) {
     if (!view || view.id !== id) return;
     run = view;
     document.title = `${visible(run.name)} ${id} · Hodei`;
+    // The selected step's job: a retry gives the step a new one, whose log is then shown.
+    const row = selectedStep ? (run.steps || []).find((r) => r.id === selectedStep) : null;
+    selected = row ? row.job_id : null;
     render();
-    if (selected && !viewer) {
-      const row = (run.steps || []).find((r) => r.job_id === selected);
-      if (row) showLog(row);
-    }
+    if (row && row.job_id && row.job_id !== viewerJob) showLog(row);
   }
 
   function follow() {
