@@ -38,10 +38,11 @@ def server(server_factory: type) -> RunningServer:
 # test runs the same with neither installed.
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     """A headless Chromium (the system's, HODEI_TEST_CHROMIUM) driven by playwright: skips
-    with the reason when there is none, fails instead under HODEI_REQUIRE_SERVICES=1."""
+    with the reason when there is none, fails instead under HODEI_REQUIRE_SERVICES=1. One per
+    module: playwright's driver and event loop are gone before the next module's tests."""
     from browser import chromium_path, launch_args
 
     path, why = chromium_path()

@@ -218,6 +218,7 @@ export function mount(container, route, ctx) {
     closeEvents = api.events(
       `/api/v1/jobs/events${q}`,
       {
+        ready: () => reload(), // listening now (again, after a reconnect): read the job once
         job: (data) => data && data.id === id && update(data),
         resync: () => reload(),
       },

@@ -152,22 +152,39 @@ export function mount(container, route, ctx) {
     }
   }
 
-  async function load() {
-    const mine = ++generation;
+  // How far a job has come: an event older than what a list read shows is not applied.
+  const RANK = { queued: 0, assigned: 1, running: 2 };
+  const progress = (job) => [job.attempts || 0, RANK[job.state] ?? 3];
+  const notBehind = (a, b) => a[0] > b[0] || (a[0] === b[0] && a[1] >= b[1]);
+  let listing = null; // events heard while a list read is under way
+
+  /** Follow the job events with these filters; each `ready` (also after a reconnect, which
+   *  may have missed changes) and each `resync` reads the list again. */
+  function load() {
+    generation += 1;
     if (closeEvents) closeEvents();
-    closeEvents = null;
     dot.set("connecting");
-    // Listen first, so that no change between the list and the stream is missed.
-    const pending = [];
-    let listed = false;
+    let ready = false;
     closeEvents = api.events(
       `/api/v1/jobs/events${queryOf(f)}`,
       {
-        job: (data) => (listed ? upsert(data) : pending.push(data)),
-        resync: () => load(),
+        ready: () => {
+          ready = true;
+          list();
+        },
+        job: (data) => (listing ? listing.push(data) : upsert(data)),
+        resync: () => list(),
       },
       (state) => dot.set(state),
     );
+    const mine = generation;
+    setTimeout(() => !ready && mine === generation && !listing && list(), 3000); // a server without "ready"
+  }
+
+  async function list() {
+    const mine = generation;
+    const heard = [];
+    listing = heard;
     try {
       const page = await api.get(`/api/v1/jobs${queryOf(f, { limit: PAGE })}`);
       if (mine !== generation) return;
@@ -176,9 +193,13 @@ export function mount(container, route, ctx) {
       add(page.items || [], true);
       next = page.next;
       render();
-      listed = true;
-      pending.forEach(upsert);
+      if (listing === heard) listing = null;
+      for (const job of heard) {
+        const known = byId.get(job.id);
+        if (!known || notBehind(progress(job), progress(known.job))) upsert(job);
+      }
     } catch (err) {
+      if (listing === heard) listing = null;
       if (mine !== generation) return;
       replace(tbody, h("tr", null, h("td", { colspan: "7" }, errorNote(err))));
     }

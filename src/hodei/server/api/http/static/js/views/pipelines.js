@@ -99,6 +99,7 @@ export function mount(container, route, ctx) {
   const close = api.events(
     "/api/v1/jobs/events",
     {
+      ready: () => reload(),
       job: (job) => job && runOfJob(job.id) && reload(),
       resync: () => reload(),
     },
