@@ -22,7 +22,10 @@ pytestmark = pytest.mark.e2e
 
 EXAMPLES = 30  # per operation and generation mode
 BUDGET_S = 55.0  # the whole run stays well under a minute on the 2-core machine
-SKIP = {("GET", "/api/v1/jobs/{job_id}/logs/stream")}  # follows until the job ends: tried below
+SKIP = {  # streams that last (until the job ends; until the client leaves): tried below
+    ("GET", "/api/v1/jobs/{job_id}/logs/stream"),
+    ("GET", "/api/v1/jobs/events"),
+}
 
 
 def test_fuzzed_requests_never_get_a_server_error(tmp_path: Path) -> None:
@@ -50,6 +53,10 @@ def test_fuzzed_requests_never_get_a_server_error(tmp_path: Path) -> None:
             f"{server.url}/api/v1/jobs/no-such-job/logs/stream", timeout=10, stream=True
         ) as r:
             assert r.status_code == 404
+        with session.get(
+            f"{server.url}/api/v1/jobs/events", params={"label": "x"}, timeout=10, stream=True
+        ) as r:
+            assert r.status_code == 400
         assert server.proc.poll() is None
         alive = session.get(f"{server.url}/healthz", timeout=10)
         assert alive.status_code == 200 and alive.json()["status"] == "ok"

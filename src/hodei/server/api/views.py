@@ -114,23 +114,44 @@ def job_to_proto(job: Job, reason: str | None = None) -> jobs_pb2.Job:
     )
 
 
+def worker_state(session: WorkerSession) -> str:
+    """reconnecting (its stream dropped; it may come back within the grace period), busy
+    (holds jobs), draining (takes no more: shutting down, or its stream is gone), or idle."""
+    if session.closed and session.grace_timer is not None:
+        return "reconnecting"
+    if session.jobs:
+        return "busy"
+    return "draining" if not session.view.accepting else "idle"
+
+
 def worker_to_dict(session: WorkerSession) -> dict[str, Any]:
     view = session.view
-    state = "busy" if session.jobs else ("draining" if not view.accepting else "idle")
+    usage = session.usage
     return {
         "id": session.id,
-        "state": state,
+        "state": worker_state(session),
+        "accepting": view.accepting,  # takes new jobs (a busy worker may be draining too)
         "hostname": session.hostname,
         "provider": session.provider,
         "labels": view.labels,
         "capacity": {"cpus": view.cpus, "memory_bytes": view.memory_bytes, "slots": view.slots},
+        # What the scheduler counts as taken: the jobs held, and the resources they asked.
+        "reserved": {
+            "cpus": view.reserved_cpu,
+            "memory_bytes": view.reserved_memory,
+            "slots": view.running,
+        },
+        # From the last heartbeat.
         "usage": {
-            "cpu_percent": round(session.usage.cpu_percent, 1),
-            "memory_bytes": session.usage.memory_bytes,
+            "cpu_percent": round(usage.cpu_percent, 1),
+            "memory_bytes": usage.memory_bytes,
+            "memory_total_bytes": usage.memory_total_bytes,
         },
         "running_jobs": sorted(session.jobs),
         "connected_at": iso(session.connected_at),
         "last_heartbeat": iso(session.last_heartbeat),
+        "disconnected_at": iso(session.disconnected_at),
+        "reconnect_by": iso(session.reconnect_by) if session.grace_timer is not None else None,
     }
 
 
@@ -141,11 +162,15 @@ def launching_to_dict(worker_id: str, provider: str, error: str = "") -> dict[st
         "hostname": "",
         "provider": provider,
         "labels": {},
+        "accepting": False,
         "capacity": {"cpus": 0, "memory_bytes": 0, "slots": 0},
-        "usage": {"cpu_percent": 0, "memory_bytes": 0},
+        "reserved": {"cpus": 0, "memory_bytes": 0, "slots": 0},
+        "usage": {"cpu_percent": 0, "memory_bytes": 0, "memory_total_bytes": 0},
         "running_jobs": [],
         "connected_at": None,
         "last_heartbeat": None,
+        "disconnected_at": None,
+        "reconnect_by": None,
         "error": error,
     }
 

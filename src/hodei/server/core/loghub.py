@@ -136,6 +136,26 @@ class LogHub:
         live = self._live.get((job_id, attempt))
         return live.size if live is not None else self._store.size(job_id, attempt)
 
+    @property
+    def store(self) -> LogStore:
+        return self._store
+
+    async def size_now(self, job_id: str, attempt: int) -> int:
+        """size(), with the store's answer (a stat of the file) from a worker thread."""
+        live = self._live.get((job_id, attempt))
+        if live is not None:
+            return live.size
+        return await asyncio.to_thread(self._store.size, job_id, attempt)
+
+    async def read_span(self, job_id: str, attempt: int, offset: int, limit: int) -> bytes:
+        """Up to `limit` bytes from `offset`: from the in-memory tail when it holds them, else
+        read from the store in a worker thread (a request must not stall the loop on disk)."""
+        live = self._live.get((job_id, attempt))
+        if live is not None and live.local and offset >= live.tail_start:
+            start = offset - live.tail_start
+            return bytes(live.tail[start : start + max(0, limit)])
+        return await asyncio.to_thread(self._store.read, job_id, attempt, offset, limit)
+
     def job_changed(self, job: Job) -> None:
         """Mark attempts of `job` that can produce no more bytes, and wake their followers."""
         for attempt in list(self._attempts.get(job.id, ())):

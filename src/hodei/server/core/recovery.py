@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -83,6 +84,7 @@ class Recovery:
             self.grace_s,
         )
         loop = asyncio.get_running_loop()
+        session.reconnect_by = time.time() + self.grace_s  # shown in the workers list
         session.grace_timer = loop.call_later(
             self.grace_s,
             lambda: self._background.spawn(self.lose(session, "did not come back in time")),

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hodei.domain.attempts import Attempt
+from hodei.domain.job_filter import job_filter
 from hodei.domain.jobs import Job, JobSpec, JobState, attempt_over, log_attempt, shown
 from hodei.errors import HodeiError, ValidationError
 from hodei.ports import JobStore
 from hodei.server.core.control import JobControl
 from hodei.server.core.loghub import LogHub
+from hodei.server.core.logindex import LineIndexes
 from hodei.server.core.orchestrator import Orchestrator
 from hodei.server.core.scheduler import Scheduler
 
@@ -35,6 +38,7 @@ class JobsApi:
         self.scheduler = scheduler  # why queued jobs wait
         self.control = control
         self.hub = hub
+        self.line_indexes = LineIndexes()
 
     async def submit(self, spec: JobSpec, job_id: str | None = None) -> Job:
         return await self.orch.submit(spec, job_id)
@@ -67,9 +71,25 @@ class JobsApi:
         return job.reason
 
     async def list(
-        self, state: str | None, limit: int, cursor: int | None
+        self,
+        state: str | None,
+        limit: int,
+        cursor: int | None,
+        *,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        pipeline: str | None = None,
     ) -> tuple[list[Job], int | None]:
-        return await self.store.list_jobs(parse_state(state), limit, cursor)
+        """A page of jobs, newest first, that meet every filter given (domain.job_filter)."""
+        wanted = job_filter(parse_state(state), name, labels, pipeline)
+        return await self.store.list_jobs(
+            wanted.state,
+            limit,
+            cursor,
+            name=wanted.name,
+            labels=wanted.label_map,
+            pipeline=wanted.pipeline,
+        )
 
     async def cancel(self, job_id: str) -> Job:
         return await self.control.cancel(job_id)
@@ -85,9 +105,24 @@ class JobsApi:
             raise ValidationError(f"job {job_id} has no attempt {attempt}")
         return job, attempt
 
-    async def read_log(self, job_id: str, attempt: int | None, offset: int = 0) -> bytes:
+    async def log_size(self, job_id: str, attempt: int | None) -> tuple[int, int]:
+        """(attempt, the size of its log now): the attempt asked for, or the one shown."""
         _, attempt = await self.resolve_attempt(job_id, attempt)
-        return self.hub.read(job_id, attempt, max(0, offset))
+        return attempt, await self.hub.size_now(job_id, attempt)
+
+    async def read_log_span(self, job_id: str, attempt: int, offset: int, limit: int) -> bytes:
+        """Up to `limit` bytes of a resolved attempt's log (see log_size) from `offset`."""
+        return await self.hub.read_span(job_id, attempt, offset, limit)
+
+    async def log_index(self, job_id: str, attempt: int | None) -> dict[str, Any]:
+        """Where lines start in the attempt's log (server.core.logindex), with the attempt."""
+        attempt, size = await self.log_size(job_id, attempt)
+        store = self.hub.store
+
+        def read(offset: int, limit: int) -> bytes:  # from a worker thread: the store, not the tail
+            return store.read(job_id, attempt, offset, limit)
+
+        return {"attempt": attempt, **await self.line_indexes.index(job_id, attempt, size, read)}
 
     async def follow(
         self, job_id: str, attempt: int | None, offset: int, wait: bool = True

@@ -91,6 +91,8 @@ class WorkerSession:
     shutdown_sent: bool = False
     process_gone: bool = False  # its provider saw the process end: it cannot come back
     grace_timer: asyncio.TimerHandle | None = None  # set while a dropped session may resume
+    disconnected_at: float | None = None  # when its stream dropped (None while attached)
+    reconnect_by: float | None = None  # when the grace period of a dropped stream ends
     # The store refused one of its reports: the rest wait (unacked, kept by the agent) until
     # the stream restarts; `store_retry_s` is the wait before the next restart.
     store_blocked: bool = False
@@ -124,6 +126,8 @@ class WorkerSession:
         """Detach the stream: the writer stops; queued output waits for a resumed stream."""
         self.closed = True
         self.view.accepting = False
+        if self.disconnected_at is None:
+            self.disconnected_at = time.time()
         self.channel.close()
 
     def reattach(self) -> None:
@@ -132,6 +136,7 @@ class WorkerSession:
             self.grace_timer.cancel()
             self.grace_timer = None
         self.closed = False
+        self.disconnected_at = self.reconnect_by = None
         self.view.accepting = not self.shutdown_sent
         self.channel.reopen()
 

@@ -1,21 +1,27 @@
-"""REST routes of jobs: submit (one or a batch), list, get, attempts, cancel and retry."""
+"""REST routes of jobs: submit (one or a batch), list (filtered), their changes live (SSE), get,
+attempts, cancel and retry."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from hodei.domain.jobs import Job, JobSpec, parse_size
+from hodei.domain.job_filter import job_filter, parse_labels
+from hodei.domain.jobs import MAX_NAME, Job, JobSpec, parse_size
 from hodei.errors import HodeiError, ValidationError
 from hodei.server.api.http.deps import MAX_INT, Services, actor_of, principal_of
 from hodei.server.api.http.errors import describe
 from hodei.server.api.views import attempt_to_dict, job_to_dict
-from hodei.server.core.service import JobsApi
+from hodei.server.core.job_feed import RESYNC, JobFeed
+from hodei.server.core.service import JobsApi, parse_state
 
 MAX_BATCH = 1000
+KEEP_ALIVE_S = 15.0  # a comment on a quiet event stream, before proxies call it idle
 Text = Annotated[str, Field(max_length=256 * 1024)]
 
 router = APIRouter()
@@ -118,15 +124,64 @@ async def submit_batch(body: BatchRequest, request: Request, services: Services)
     return {"items": items}
 
 
+Name = Annotated[str | None, Query(max_length=MAX_NAME)]
+Labels = Annotated[list[str] | None, Query(description="key=value; repeat: all must match")]
+RunId = Annotated[str | None, Query(max_length=64, description="a pipeline run's id")]
+
+
 @router.get("/api/v1/jobs")
 async def list_jobs(
     services: Services,
     state: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
+    name: Name = None,
+    label: Labels = None,
+    pipeline: RunId = None,
 ) -> dict[str, Any]:
-    items, nxt = await services.api.list(state, limit, cursor)
+    """Newest first; only jobs meeting every filter given: `name` a substring of the job's
+    name (ASCII letters in either case), each `label=k=v`, `pipeline` a run's step jobs."""
+    labels = parse_labels(label or ())
+    items, nxt = await services.api.list(
+        state, limit, cursor, name=name, labels=labels, pipeline=pipeline
+    )
     return {"items": [job_json(services.api, j) for j in items], "next": str(nxt) if nxt else None}
+
+
+# Before /api/v1/jobs/{job_id}, which would take "events" for a job id.
+@router.get("/api/v1/jobs/events")
+async def job_events(
+    services: Services,
+    state: str | None = None,
+    name: Name = None,
+    label: Labels = None,
+    pipeline: RunId = None,
+) -> StreamingResponse:
+    """SSE: `ready` once listening, then a `job` event (the job as GET /api/v1/jobs/{id}
+    shows it, without attempt_history) on every change of a job the filters concern; with
+    `state`, also once when a job leaves that state (its new state tells the client to drop
+    it). `resync` when the client fell behind: read the list again. A comment every 15 s."""
+    wanted = job_filter(parse_state(state), name, parse_labels(label or ()), pipeline)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    stream = _job_events(services.api, JobFeed(services.bus, wanted))
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+
+async def _job_events(api: JobsApi, feed: JobFeed) -> AsyncIterator[bytes]:
+    with feed:
+        yield b"event: ready\ndata: {}\n\n"
+        while True:
+            batch = await feed.next(KEEP_ALIVE_S)
+            if batch is None:
+                yield b": keep-alive\n\n"
+            elif batch is RESYNC:
+                yield b"event: resync\ndata: {}\n\n"
+            else:
+                for start in range(0, len(batch), 100):  # the loop's other work runs between
+                    yield b"".join(
+                        b"event: job\ndata: %s\n\n" % orjson.dumps(job_json(api, job))
+                        for job in batch[start : start + 100]
+                    )
 
 
 @router.get("/api/v1/jobs/{job_id}")

@@ -1,6 +1,7 @@
-"""REST routes of job output: the log's bytes, and its live Server-Sent Events stream.
+"""REST routes of job output: the log's bytes (whole, from an offset, or a byte range), where
+its lines start (`.../logs/index`), and its live Server-Sent Events stream.
 
-Both serve the stored bytes as they are. `GET .../logs` answers with them untouched (as
+They serve the stored bytes as they are. `GET .../logs` answers with them untouched (as
 `application/octet-stream` when the client's Accept asks for it, else `text/plain` even
 when they are not valid UTF-8). The SSE stream's `log` events carry, by default, a JSON
 string of the text (bytes not valid UTF-8 replaced by U+FFFD: the compatible form); with
@@ -16,14 +17,18 @@ from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Header, Query
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from hodei.domain.jobs import Job
 from hodei.errors import ValidationError
 from hodei.server.api.http.deps import MAX_INT, Services
-from hodei.server.core.service import LogPiece
+from hodei.server.api.http.errors import error_body
+from hodei.server.api.http.ranges import content_range, parse_range
+from hodei.server.core.service import JobsApi, LogPiece
 
 MAX_ATTEMPT = 1 << 31
+STREAM_ABOVE = 1 << 20  # bytes: a larger answer is read and sent in pieces
+PIECE = 256 * 1024
 
 router = APIRouter()
 
@@ -33,13 +38,79 @@ async def logs(
     job_id: str,
     services: Services,
     attempt: Annotated[int | None, Query(ge=1, le=MAX_ATTEMPT)] = None,
-    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
+    offset: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
+    limit: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
     accept: Annotated[str | None, Header()] = None,
+    range_header: Annotated[str | None, Header(alias="range")] = None,
 ) -> Response:
-    data = await services.api.read_log(job_id, attempt, offset)
+    """The attempt's bytes as stored now: from `offset` (at most `limit`), or the one byte
+    range of a Range header (206; 416 when none of its bytes exists yet). Every answer says
+    the log's size then (X-Log-Size) and which attempt it is (X-Log-Attempt)."""
+    api = services.api
+    asked = parse_range(range_header) if range_header is not None else None
+    if asked is not None and (offset is not None or limit is not None):
+        raise ValidationError("give either a Range header or offset and limit, not both")
+    number, size = await api.log_size(job_id, attempt)
+    headers = {"Accept-Ranges": "bytes", "X-Log-Size": str(size), "X-Log-Attempt": str(number)}
     binary = accept is not None and "application/octet-stream" in accept.lower()
     media = "application/octet-stream" if binary else "text/plain; charset=utf-8"
-    return Response(data, media_type=media)
+    if asked is None:
+        start = min(offset or 0, size)
+        length = size - start if limit is None else min(limit, size - start)
+        return await _bytes(api, job_id, number, start, length, 200, media, headers)
+    span = asked.within(size)
+    headers["Content-Range"] = content_range(span, size)
+    if span is None:
+        message = f"no byte of that range is in the log yet ({size} bytes)"
+        body = error_body("range_not_satisfiable", message)
+        return JSONResponse(body, status_code=416, headers=headers)
+    first, last = span
+    return await _bytes(api, job_id, number, first, last + 1 - first, 206, media, headers)
+
+
+@router.get("/api/v1/jobs/{job_id}/logs/index")
+async def line_index(
+    job_id: str,
+    services: Services,
+    attempt: Annotated[int | None, Query(ge=1, le=MAX_ATTEMPT)] = None,
+) -> Response:
+    """`{"attempt", "size", "lines", "block", "starts": [[offset, line], ...]}`: for every
+    block of the log (64 KiB), the first line starting in or after it (server.core.logindex)."""
+    index = await services.api.log_index(job_id, attempt)
+    headers = {"X-Log-Size": str(index["size"]), "X-Log-Attempt": str(index["attempt"])}
+    # orjson at once: FastAPI's encoder would walk a large index value by value.
+    return Response(orjson.dumps(index), media_type="application/json", headers=headers)
+
+
+async def _bytes(
+    api: JobsApi,
+    job_id: str,
+    attempt: int,
+    start: int,
+    length: int,
+    status: int,
+    media: str,
+    headers: dict[str, str],
+) -> Response:
+    """`length` bytes of the log from `start`; a large body leaves piece by piece, never whole
+    in memory."""
+    if length <= STREAM_ABOVE:
+        data = await api.read_log_span(job_id, attempt, start, length) if length else b""
+        return Response(data, status_code=status, media_type=media, headers=headers)
+    pieces = _pieces(api, job_id, attempt, start, start + length)
+    headers = {**headers, "Content-Length": str(length)}
+    return StreamingResponse(pieces, status_code=status, media_type=media, headers=headers)
+
+
+async def _pieces(
+    api: JobsApi, job_id: str, attempt: int, start: int, end: int
+) -> AsyncIterator[bytes]:
+    while start < end:
+        data = await api.read_log_span(job_id, attempt, start, min(PIECE, end - start))
+        if not data:
+            return  # cannot happen (the log had these bytes): the client sees a short body
+        start += len(data)
+        yield data
 
 
 @router.get("/api/v1/jobs/{job_id}/logs/stream")
