@@ -4,7 +4,9 @@ input shown as text, roles and CSRF, and a large log."""
 
 from __future__ import annotations
 
+import base64
 import json
+import random
 import re
 import time
 from collections.abc import Callable
@@ -380,3 +382,60 @@ def test_jump_to_a_line_and_search_a_large_log(server: RunningServer, dashboard:
     heap = board.eval("performance.memory ? performance.memory.usedJSHeapSize : 0")
     print(json.dumps({"log_bytes": size, "js_heap_bytes": heap}))
     assert heap < 200 * 1024 * 1024
+
+
+def samples() -> list[bytes]:
+    """Log bytes that exercise the terminal view's rules, and random mixes of their parts."""
+    fixed = [
+        b"plain\n\x1b[31mred\x1b[0m \x1b[1;4;38;5;208mx\x1b[m \x1b[38:2::10:20:30mtc\x1b[39m\n",
+        b"\x1b[2J\x1b[H\x1b]0;title\x07\x1b]8;;javascript:alert(1)\x1b\\link\x1b]8;;\x1b\\\n",
+        b"cr lf\r\nlone\rcr\r\n\r\nbs\x08 bel\x07 nul\x00 del\x7f tab\tend",
+        b"\x9b31m c1 \xc2\x9b31m \xc2\x85 bad \xff\xfe \xe2\x82 \xf0\x9f\x98 \xed\xa0\x80 \xc0\xaf",
+        b"\x1b[\x1b[31mm \x1b[" + b"1;" * 40 + b"m too long \x1b[31",
+        "utf-8: \u00e9\u4e2d\U0001f600 ok\n".encode(),
+        b"ends with cr\r",
+    ]
+    rng = random.Random(7)
+    parts = [b"\x1b", b"[", b"]", b"3", b"1", b";", b":", b"m", b"\r", b"\n", b"a", b"\xc2",
+             b"\x9b", b"\xe2\x82", b"\xac", b"\xff", b"\x07", b"\\", b"\t", b" "]  # fmt: skip
+    fuzz = [b"".join(rng.choice(parts) for _ in range(rng.randint(1, 60))) for _ in range(300)]
+    return fixed + fuzz
+
+
+RENDER = """async (items) => {
+  const a = await import('/static/js/ansi.js');
+  return items.map((b64) => {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const lines = a.splitLines(a.decode(bytes));
+    const shown = lines.map(a.plainText);
+    const joined = lines.map((l) => a.parse(l).map((s) => s.t).join(''));
+    const el = document.createElement('div');
+    const rendered = lines.map((l) => {
+      el.textContent = '';
+      a.render(el, l);
+      return el.textContent;
+    });
+    return {shown, joined, rendered};
+  });
+}"""
+
+
+def test_log_lines_show_what_the_cli_shows(server: RunningServer, dashboard: Open) -> None:
+    """The page's view of log bytes (ansi.js) is the CLI's terminal view (domain.terminal):
+    the same text, SGR sequences aside, for every rule and for random mixes."""
+    from hodei.domain.terminal import neutralise
+
+    board = dashboard(server)
+    board.goto("")
+    board.page.wait_for_selector("#token")
+    items = samples()
+    got = board.eval(RENDER, [base64.b64encode(b).decode() for b in items])
+    sgr = re.compile(r"\x1b\[[0-9;:]{0,62}m")
+    for data, view in zip(items, got, strict=True):
+        expected = sgr.sub("", neutralise(data).decode()).split("\n")
+        assert view["shown"] == expected, data
+        assert view["joined"] == expected and view["rendered"] == expected, data
+    # Beyond the CLI: bidirectional overrides are shown as escapes, not applied.
+    bidi = board.eval(RENDER, [base64.b64encode("a\u202eb\u2066c".encode()).decode()])
+    assert bidi[0]["shown"] == ["a\\u202eb\\u2066c"]
+    clean(board)

@@ -93,10 +93,13 @@ function decodeLoose(b) {
   return out.join("");
 }
 
-/** Split decoded text into lines ("\n"; a CR before it is dropped: CR LF is a newline). */
+/**
+ * Split decoded text into lines at "\n" (the last piece: what follows the last newline). A CR
+ * just before a newline is dropped (CR LF is a newline); any other CR stays, to be shown.
+ */
 export function splitLines(text) {
   const lines = text.split("\n");
-  for (let i = 0; i < lines.length; i++) {
+  for (let i = 0; i < lines.length - 1; i++) {
     const line = lines[i];
     if (line.length && line.charCodeAt(line.length - 1) === 13) lines[i] = line.slice(0, -1);
   }

@@ -252,7 +252,14 @@ export class LogViewer {
     this.applyIndex(index);
     if (this.live) {
       const last = this.cps.length - 1;
-      const data = await this.fetchRaw(last);
+      let data;
+      try {
+        data = await this.fetchRaw(last);
+      } catch (err) {
+        this.setStatus(`the log cannot be shown: ${err.message}`);
+        this.el.dataset.state = "error";
+        return;
+      }
       if (this.destroyed) return;
       this.setOpenChunk(last, data);
     }
@@ -323,10 +330,9 @@ export class LogViewer {
     this.spacer.style.height = `${Math.min(total, MAX_PX)}px`;
     const digits = Math.max(3, String(this.lineCount).length);
     this.el.style.setProperty("--ln-width", `${digits + 1}ch`);
-    // As tall as the log, up to the stylesheet's height (62vh).
-    const cap = Math.max(240, window.innerHeight * 0.62);
-    const want = Math.min(cap, Math.max(120, this.lineCount * this.rowPx + 24));
-    if (Math.abs(this.scroller.getBoundingClientRect().height - want) >= 1) this.scroller.style.height = `${want}px`;
+    // As tall as the log, up to the stylesheet's max-height.
+    const want = `${Math.max(120, Math.min(this.lineCount * this.rowPx + 24, 4000))}px`;
+    if (this.scroller.style.height !== want) this.scroller.style.height = want;
     this.setTop(this.topLine, true);
   }
 
@@ -509,14 +515,15 @@ export class LogViewer {
 
   store(k, lines) {
     this.chunks.set(k, lines);
-    while (this.chunks.size > CACHE_CHUNKS) {
-      for (const key of this.chunks.keys()) {
-        if (key !== this.openChunk && !this.wanted(key)) {
-          this.chunks.delete(key);
-          break;
-        }
-      }
-      if (this.chunks.size > CACHE_CHUNKS) break; // everything cached is in view
+    this.trim();
+  }
+
+  /** Forget the chunks used least recently, but those in view and the live one. */
+  trim() {
+    if (this.chunks.size <= CACHE_CHUNKS) return;
+    for (const key of [...this.chunks.keys()]) {
+      if (this.chunks.size <= CACHE_CHUNKS) break;
+      if (key !== this.openChunk && !this.wanted(key)) this.chunks.delete(key);
     }
   }
 
@@ -542,9 +549,16 @@ export class LogViewer {
     const cut = data.lastIndexOf(NL) + 1;
     const lines = linesOf(data.subarray(0, cut));
     this.tailPartial = data.slice(cut);
-    if (this.tailPartial.length) lines.push(decode(this.tailPartial));
+    if (this.tailPartial.length) lines.push(this.partialText());
     this.chunks.set(k, lines);
     this.lineCount = this.cps[k][1] + lines.length;
+  }
+
+  /** The unfinished last line as shown (a very long one: its start only, until it ends). */
+  partialText() {
+    const p = this.tailPartial;
+    if (p.length <= BIG_CHUNK) return decode(p);
+    return `${decode(p.subarray(0, EDGE))} … [${fmtBytes(p.length - EDGE)} more of this line so far]`;
   }
 
   startStream() {
@@ -589,7 +603,7 @@ export class LogViewer {
     this.tailPartial = combined.slice(cut);
     this.size += data.length;
     const complete = lines.length;
-    if (this.tailPartial.length) lines.push(decode(this.tailPartial));
+    if (this.tailPartial.length) lines.push(this.partialText());
     this.lineCount = this.cps[k][1] + lines.length;
     const partialStart = this.size - this.tailPartial.length;
     if (partialStart - this.cps[k][0] >= SEAL && complete > 0) {
@@ -599,6 +613,7 @@ export class LogViewer {
       this.cps.push([partialStart, this.cps[k][1] + complete]);
       this.openChunk = this.cps.length - 1;
       this.chunks.set(this.openChunk, rest);
+      this.trim();
     }
     const atBottom = this.follow;
     this.layout();
