@@ -296,6 +296,11 @@ def test_a_viewer_sees_no_cancel_and_posts_need_the_csrf_token(
     seer.page.wait_for_selector(".log-viewer[data-state=ready]")
     assert seer.eval("document.querySelectorAll('[data-action]').length") == 0
     seer.screenshot("viewer")
+    # The workers page shows the worker running it; the audit trail is not a viewer's page.
+    seer.route("#/workers")
+    seer.page.wait_for_selector(f'.workers-table tr[data-state=busy] a[href="#/jobs/{job}"]')
+    seer.route("#/audit")
+    seer.page.wait_for_selector("main h1:text('Not found')")
 
     admin = dashboard(server)
     admin.sign_in(server.token)

@@ -18,6 +18,7 @@ const ICONS = {
   busy: "◑",
   draining: "◒",
   provisioning: "◔",
+  reconnecting: "◌",
   not_run: "○",
 };
 

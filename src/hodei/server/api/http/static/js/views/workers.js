@@ -38,18 +38,23 @@ export function mount(container) {
 
   function row(w) {
     const cap = w.capacity || {};
+    const res = w.reserved || {};
     const use = w.usage || {};
-    const memFraction = cap.memory_bytes ? (use.memory_bytes || 0) / cap.memory_bytes : 0;
+    const memTotal = use.memory_total_bytes || cap.memory_bytes || 0;
+    const memFraction = memTotal ? (use.memory_bytes || 0) / memTotal : 0;
+    const slots = `${res.slots ?? (w.running_jobs || []).length} of ${cap.slots ?? 0} slot${cap.slots === 1 ? "" : "s"}`;
+    const reserved = res.cpus || res.memory_bytes ? `reserved ${res.cpus || 0} CPU, ${bytes(res.memory_bytes || 0)}` : "";
+    const note = w.state === "reconnecting" && w.reconnect_by ? `lost ${ago(w.disconnected_at)}; waits until ${when(w.reconnect_by)}` : w.accepting === false && w.state !== "provisioning" ? "takes no new jobs" : "";
     return h(
       "tr",
       { dataset: { id: w.id, state: w.state } },
-      h("td", null, badge(w.state)),
+      h("td", null, badge(w.state), note ? h("div", { class: "muted small" }, note) : null),
       h("td", { class: "mono" }, visible(w.id), w.hostname ? h("div", { class: "muted small" }, visible(w.hostname)) : null, w.error ? h("div", { class: "note error small" }, visible(w.error)) : null),
       h("td", null, visible(w.provider)),
       h("td", { class: "small" }, pairs(w.labels) || "-"),
-      h("td", null, `${cap.cpus ?? 0} CPU, ${bytes(cap.memory_bytes || 0)}, ${cap.slots ?? 0} slot${cap.slots === 1 ? "" : "s"}`),
+      h("td", null, `${cap.cpus ?? 0} CPU, ${bytes(cap.memory_bytes || 0)}`, h("div", { class: "muted small" }, slots), reserved ? h("div", { class: "muted small" }, reserved) : null),
       h("td", null, meter((use.cpu_percent || 0) / 100, `${(use.cpu_percent || 0).toFixed(1)}%`)),
-      h("td", null, meter(memFraction, bytes(use.memory_bytes || 0))),
+      h("td", null, meter(memFraction, `${bytes(use.memory_bytes || 0)}${memTotal ? ` of ${bytes(memTotal)}` : ""}`)),
       h("td", { class: "mono small" }, (w.running_jobs || []).length
         ? (w.running_jobs || []).map((j) => h("div", null, h("a", { href: `#/jobs/${encodeURIComponent(j)}` }, visible(j))))
         : "-"),
