@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -303,6 +304,20 @@ def test_the_job_feed_keeps_up_with_a_batch_and_shows_why_jobs_wait(
     shown = client_view(server, seen[0]["id"])
     assert shown["reason"]  # the live "why pending"
     assert seen[0]["id"] == shown["id"]
+
+
+def test_the_job_feed_tells_changes_made_on_another_server(
+    postgres_dsn: str, server_factory: type, tmp_path: Path
+) -> None:
+    common = ("--database-url", postgres_dsn, "--max-workers", "0")
+    a = server_factory.start(*common, home=tmp_path / "a")
+    b = server_factory.start(*common, home=tmp_path / "b")
+    with job_events(b, name="elsewhere") as events, a.http() as client:
+        job = submit(client, name="made elsewhere")
+        submit(client, name="not this one")
+        client.post(f"/api/v1/jobs/{job['id']}/cancel")
+        seen = jobs_until(events, lambda s: s and s[-1]["state"] == "cancelled")
+    assert {j["id"] for j in seen} == {job["id"]} and seen[0]["state"] == "queued"
 
 
 # -- the workers view

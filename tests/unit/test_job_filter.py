@@ -38,7 +38,7 @@ def test_fold_changes_ascii_letters_only() -> None:
 
 
 def test_labels_from_query_pairs() -> None:
-    assert parse_labels(["a=1", "b=x=y", "c=", "a=1"]) == {"a": "1", "b": "x=y", "c": ""}
+    assert parse_labels(["a=1", "b=x=y", "c=", "a=1", ""]) == {"a": "1", "b": "x=y", "c": ""}
     for bad in (["novalue"], ["a=1", "a=2"]):
         with pytest.raises(ValidationError):
             parse_labels(bad)

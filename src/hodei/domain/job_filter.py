@@ -81,9 +81,12 @@ def check_pipeline(run_id: str | None) -> str | None:
 
 def parse_labels(pairs: Iterable[str]) -> dict[str, str]:
     """`key=value` strings (a repeated query parameter) to a map; ValidationError for one
-    without '=' or a key given twice with different values (no job could match)."""
+    without '=' or a key given twice with different values (no job could match). Empty
+    strings are skipped, as an empty `name` or `pipeline` is no filter."""
     out: dict[str, str] = {}
     for pair in pairs:
+        if not pair:
+            continue
         key, sep, value = pair.partition("=")
         if not sep:
             raise ValidationError(f"label filter {_shown(pair)} must be key=value")
