@@ -1,8 +1,9 @@
 // How values are shown: control characters made visible, times, durations and sizes.
 
-// C0 controls but tab and newline, DEL, C1 controls, and the bidirectional overrides and
-// isolates (which would reorder the text around them on screen).
+// C0 controls but tab, DEL, C1 controls, and the bidirectional overrides and isolates
+// (which would reorder the text around them on screen); LINE_CONTROLS keeps newlines too.
 const CONTROLS = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/g;
+const LINE_CONTROLS = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/g;
 
 export function escapeChar(ch) {
   const code = ch.codePointAt(0);
@@ -14,6 +15,12 @@ export function escapeChar(ch) {
 export function visible(value) {
   if (value === null || value === undefined) return "";
   return String(value).replace(CONTROLS, escapeChar);
+}
+
+/** The same, but newlines stay (a script shown as the lines it has). */
+export function visibleLines(value) {
+  if (value === null || value === undefined) return "";
+  return String(value).replace(LINE_CONTROLS, escapeChar);
 }
 
 export function parseTime(iso) {

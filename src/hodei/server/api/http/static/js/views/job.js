@@ -3,7 +3,7 @@
 
 import * as api from "../api.js";
 import { h, replace } from "../dom.js";
-import { bytes, jobSeconds, pairs, runOfJob, seconds, TERMINAL_STATES, visible, when } from "../format.js";
+import { bytes, jobSeconds, pairs, runOfJob, seconds, TERMINAL_STATES, visible, visibleLines, when } from "../format.js";
 import { LogViewer } from "../logview.js";
 import { actionButton, badge, details, errorNote, streamDot } from "./common.js";
 
@@ -70,7 +70,8 @@ export function mount(container, route, ctx) {
 
   function renderInfo() {
     const secs = jobSeconds(job);
-    const command = [job.command, ...(job.arguments || [])].map(visible).join(" ");
+    // A script keeps its lines; arguments are one line each.
+    const command = [visibleLines(job.command), ...(job.arguments || []).map(visible)].join(" ");
     durationEl = secs === null ? null : h("span", null, seconds(secs));
     replace(
       info,
