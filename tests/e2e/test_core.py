@@ -52,6 +52,9 @@ def test_jobs_show_workers_json(server: RunningServer) -> None:
     listed = json.loads(server.hodei("jobs", "-o", "json").stdout)
     assert set(listed) == {"items", "next"}
     assert job_id in [j["id"] for j in listed["items"]]
+    other = submit(server, "--name", "other", "--", "true")
+    named = json.loads(server.hodei("jobs", "--name", "JSON-C", "-o", "json").stdout)
+    assert [j["id"] for j in named["items"]] == [job_id] and other != job_id
     workers = json.loads(server.hodei("workers", "-o", "json").stdout)
     assert workers["items"] and workers["items"][0]["provider"] == "local"
     assert server.hodei("logs", job_id).stdout == b"hi\n"

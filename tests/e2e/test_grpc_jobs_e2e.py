@@ -180,6 +180,33 @@ def test_retry_of_a_running_job_is_a_failed_precondition(
     assert wait_state(stub, job.id, TERMINAL, timeout=15).state == "cancelled"
 
 
+def test_list_jobs_filters_by_name_and_labels(
+    stub: jobs_pb2_grpc.JobExecutionServiceStub,
+) -> None:
+    def named(name: str, **labels: str) -> str:
+        definition = jobs_pb2.JobDefinition(command="true", name=name, labels=labels)
+        request = jobs_pb2.QueueJobRequest(job_definition=definition, queued_by="grpc-e2e")
+        job: jobs_pb2.Job = stub.QueueJob(request, timeout=10).job
+        return job.id
+
+    build = named("Nightly build", team="core")  # no worker has the label: it waits, listed
+    named("nightly test")
+    named("release build")
+    by_name = stub.ListJobs(jobs_pb2.ListJobsRequest(name="NIGHTLY"), timeout=10)
+    assert sorted(j.name for j in by_name.items) == ["Nightly build", "nightly test"]
+    both = stub.ListJobs(jobs_pb2.ListJobsRequest(name="build", labels=["team=core"]), timeout=10)
+    assert [j.id for j in both.items] == [build]
+    for bad in (
+        jobs_pb2.ListJobsRequest(labels=["team"]),
+        jobs_pb2.ListJobsRequest(pipeline="not-a-run"),
+        jobs_pb2.ListJobsRequest(state="sleeping"),
+    ):
+        with pytest.raises(grpc.RpcError) as error:
+            stub.ListJobs(bad, timeout=10)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+    stub.CancelJob(ask(build), timeout=10)
+
+
 def test_unknown_job_ids_are_not_found(stub: jobs_pb2_grpc.JobExecutionServiceStub) -> None:
     for call in (stub.CancelJob, stub.RetryJob):
         error = refused(call, ask("no-such-job"))

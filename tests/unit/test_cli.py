@@ -190,6 +190,11 @@ def test_help_lists_every_command() -> None:
         (["submit"], "nothing to run"),
         (["worker-otp", "--ttl", "soon"], "--ttl"),
         (["jobs", "--state", "sleeping"], "--state"),
+        (["jobs", "--label", "os"], "--label"),
+        (["jobs", "--label", "bad key=x"], "--label"),
+        (["jobs", "--label", "os=linux", "--label", "os=mac"], "--label"),
+        (["jobs", "--pipeline", "not-a-run"], "--pipeline"),
+        (["jobs", "--name", "x" * 201], "--name"),
         (["jobs", "--server", "ftp://host"], "--server"),
         (["agent"], "OTP"),
         (["server", "--worker-idle", "never"], "--worker-idle"),
@@ -399,6 +404,20 @@ def test_jobs_json_is_the_server_json_verbatim(server: FakeServer) -> None:
     assert table.exit_code == 0
     assert "job-1" in table.stdout and "queued" in table.stdout
     assert "\x1b" not in table.stdout
+
+
+def test_jobs_filters_are_sent_as_query(server: FakeServer) -> None:
+    server.route("GET", "/api/v1/jobs", json_reply({"items": [], "next": None}))
+    run_id = "r" + "0123456789abcdef0"
+    result = run(
+        "jobs", "--server", server.url, "--name", "Build", "-l", "os=linux", "--label",
+        "arch=arm64", "--pipeline", run_id,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "no jobs" in result.stdout
+    path = server.requests[-1].path
+    for part in ("name=Build", "label=os%3Dlinux", "label=arch%3Darm64", f"pipeline={run_id}"):
+        assert part in path
 
 
 def test_show_human_view_lists_reason_safely(server: FakeServer) -> None:

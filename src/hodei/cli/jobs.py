@@ -277,15 +277,35 @@ def logs(
 @guarded
 def jobs(
     state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Only jobs whose name contains this (any case).")
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", "-l", help="Only jobs with label k=v (repeat: all of them)."),
+    ] = None,
+    pipeline: Annotated[
+        str | None, typer.Option(help="Only the step jobs of this pipeline run.")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many.")] = 50,
     output: OutputOpt = Output.table,
     server: ServerOpt = DEFAULT_URL,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first; only those meeting every filter given."""
     from hodei.cli_render import jobs_table
+    from hodei.domain.job_filter import check_labels, check_name, check_pipeline, parse_labels
     from hodei.domain.jobs import JobState
 
     params = list_params(limit, state, JobState)
+    # The server's own checks, here at the edge: a bad filter is an error before any request.
+    if name:
+        params["name"] = parse_opt(check_name, name, "--name")
+    if label:
+        parse_pairs(label, "--label", "KEY")
+        parse_opt(lambda _: check_labels(parse_labels(label)), "", "--label")
+        params["label"] = label
+    if pipeline:
+        params["pipeline"] = parse_opt(check_pipeline, pipeline, "--pipeline")
     items = get_items(server, "/api/v1/jobs", output, params)
     if items is not None:
         typer.echo(jobs_table(items) if items else "no jobs")

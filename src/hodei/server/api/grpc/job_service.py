@@ -10,6 +10,7 @@ import grpc
 from hodei._proto.hodei.v1 import jobs_pb2 as pb
 from hodei._proto.hodei.v1 import jobs_pb2_grpc
 from hodei.domain.access import Principal, Role
+from hodei.domain.job_filter import parse_labels
 from hodei.domain.jobs import Job, JobSpec, attempt_over
 from hodei.server.api.grpc.calls import Context, allow, call
 from hodei.server.api.views import attempt_to_proto, job_to_proto
@@ -93,9 +94,18 @@ class JobService(jobs_pb2_grpc.JobExecutionServiceServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "cursor must be a number")
             cursor = int(request.cursor)
         limit = min(max(request.limit or 100, 1), 1000)
-        items, nxt = await call(
-            context, lambda: self.api.list(request.state or None, limit, cursor)
-        )
+
+        async def page() -> tuple[list[Job], int | None]:
+            return await self.api.list(
+                request.state or None,
+                limit,
+                cursor,
+                name=request.name or None,
+                labels=parse_labels(request.labels),
+                pipeline=request.pipeline or None,
+            )
+
+        items, nxt = await call(context, page)
         return pb.ListJobsResponse(
             items=[self._proto(j) for j in items], next=str(nxt) if nxt else ""
         )
