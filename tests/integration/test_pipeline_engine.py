@@ -289,3 +289,19 @@ async def test_a_crash_between_claim_and_queue_is_made_good_once(rig: Rig, tmp_p
     rows2 = await rig.settle(run2.id, RunState.SUCCEEDED)
     assert rows2["a"].status is JobStatus.SUCCEEDED
     assert rig.executor.started.count(job_id) == 1
+
+
+async def test_cancel_asks_each_running_job_to_stop_once(rig: Rig) -> None:
+    """Every job's end makes a pass of the cancelled run: none asks the others again."""
+    source = "name: w\nsteps:\n" + "".join(f"  s{n}: {{run: 'echo hold{n}'}}\n" for n in range(5))
+    for n in range(5):
+        rig.executor.held[f"hold{n}"] = asyncio.Event()
+    run, _ = await rig.api.run(source, {})
+    for _ in range(200):
+        if len(rig.executor.started) == 5:
+            break
+        await asyncio.sleep(0.01)
+    await rig.api.cancel(run.id, "erin")
+    rows = await rig.settle(run.id, RunState.CANCELLED)
+    assert len(rig.cancelled) == 5 and len(set(rig.cancelled)) == 5, rig.cancelled
+    assert {row.status for row in rows.values()} == {JobStatus.FAILED}

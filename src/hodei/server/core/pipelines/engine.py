@@ -1,4 +1,5 @@
-"""The pipeline engine: starts runs, and advances each run when one of its steps' jobs ends.
+"""The pipeline engine: advances each run when one of its steps' jobs ends (the runs are
+started, cancelled, approved and retried by service.Pipelines, which then asks it to advance).
 
 Advancing a run is a pass over its stored rows: record the ends of its steps' jobs, ask the
 domain (hodei.domain.pipelines) what to skip and what may start, claim each step to start by
@@ -204,21 +205,13 @@ class PipelineEngine:
         settling, lost = await self._settle(dag, view, ended)
         view.expect(settling)
         if run.cancelled_by is not None:
-            updates = settling + await self._wind_down(run, view.rows)
+            updates = settling + await self._wind_down(run, view)
             starts: list[StepUpdate] = []
             specs: dict[str, JobSpec] = {}
         else:
             decided = view.tracker.plan(run.approved)
             now = self._clock()
-            skips = [
-                StepUpdate(
-                    skip.job_id,
-                    PENDING,
-                    view.rows[skip.job_id].generation,
-                    {"status": JobStatus.SKIPPED, "reason": skip.reason, "finished_at": now},
-                )
-                for skip in decided.skips
-            ]
+            skips = [_skipped(view.rows[skip.job_id], skip.reason, now) for skip in decided.skips]
             view.expect(skips)
             ready = [view.rows[job.id] for job in decided.ready]
             starts, specs = await self._start(run, dag, view, ready)
@@ -281,21 +274,19 @@ class PipelineEngine:
                 updates.append(StepUpdate(row.step_id, RUNNING, row.generation, changes))
         return updates, lost
 
-    async def _wind_down(self, run: PipelineRun, rows: Mapping[str, RunStep]) -> list[StepUpdate]:
+    async def _wind_down(self, run: PipelineRun, view: _View) -> list[StepUpdate]:
+        """A cancelled run: its pending steps are skipped, its running steps' jobs cancelled
+        (each once per view: every job's end makes a pass, which must not ask them all again)."""
         reason = f"the run was cancelled by {run.cancelled_by}"
         now = self._clock()
         skips = [
-            StepUpdate(
-                row.step_id,
-                PENDING,
-                row.generation,
-                {"status": JobStatus.SKIPPED, "reason": reason, "finished_at": now},
-            )
-            for row in rows.values()
+            _skipped(row, reason, now)
+            for row in view.rows.values()
             if row.status is JobStatus.PENDING
         ]
-        for row in rows.values():
-            if row.status is JobStatus.RUNNING and row.job_id:
+        for row in view.rows.values():
+            if row.status is JobStatus.RUNNING and row.job_id and row.job_id not in view.cancelled:
+                view.cancelled.add(row.job_id)
                 # It may have ended meanwhile, or not be queued yet: a later pass settles it.
                 with contextlib.suppress(ConflictError, NotFoundError):
                     await self._cancel_job(row.job_id)
@@ -423,6 +414,7 @@ class _View:
         self.tracker = Tracker(dag, {key: row.status for key, row in rows.items()})
         self.ancestry = Ancestry(dag)
         self.by_job = {row.job_id: row for row in rows.values() if row.job_id}
+        self.cancelled: set[str] = set()  # jobs this engine asked to stop (run cancelled)
 
     def expect(self, updates: Sequence[StepUpdate]) -> None:
         """The rows as they will be once `updates` apply (for deciding the rest of a pass;
@@ -437,6 +429,11 @@ class _View:
                     self.by_job[row.job_id] = row
                 changed.append((row.step_id, row.status))
         self.tracker.update(changed)
+
+
+def _skipped(row: RunStep, reason: str, now: float) -> StepUpdate:
+    changes: dict[str, object] = {"status": JobStatus.SKIPPED, "reason": reason, "finished_at": now}
+    return StepUpdate(row.step_id, PENDING, row.generation, changes)
 
 
 def _failed(

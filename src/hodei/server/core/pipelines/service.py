@@ -28,7 +28,9 @@ from hodei.ports import JobStore
 from hodei.server.core.pipelines.engine import PipelineEngine
 from hodei.server.security.audit import Auditor
 
-DONE = frozenset(
+# The statuses a retry resets: every one but running (a pending row is re-run too: a crash may
+# have left it between a retry's steps and its run).
+_RESETTABLE = frozenset(
     {
         JobStatus.SUCCEEDED,
         JobStatus.FAILED,
@@ -175,7 +177,7 @@ class Pipelines:
             raise ConflictError(f"run {run_id} succeeded: there is nothing to retry")
         generation = run.generation + 1
         updates = [
-            StepUpdate(job, DONE, rows[job].generation, {**_RESET, "generation": generation})
+            StepUpdate(job, _RESETTABLE, rows[job].generation, {**_RESET, "generation": generation})
             for job in plan.rerun
         ]
         # Steps first, then the run: a crash in between leaves a finished run whose retry
