@@ -167,3 +167,15 @@ def test_text_no_store_can_hold_and_huge_keys_get_short_clear_errors() -> None:
 def test_memory_must_be_whole_bytes() -> None:
     with pytest.raises(ValidationError, match="whole number of bytes"):
         validate_spec(JobSpec(command="true", memory_bytes=1.5))  # type: ignore[arg-type]
+
+
+def test_input_keys_round_trip_and_refuse_what_is_not_one() -> None:
+    from hodei.domain.jobs import input_key, parse_input_key
+
+    assert parse_input_key(input_key("r0194ab12cd34ef5678.3.0", 2)) == (
+        "r0194ab12cd34ef5678.3.0",
+        2,
+    )
+    for bad in ("job", "job/", "/1", "job/x", "a/b/1", "../x/1"):
+        with pytest.raises(ValueError):
+            parse_input_key(bad)

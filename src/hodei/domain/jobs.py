@@ -237,6 +237,19 @@ def _check_artifacts(spec: JobSpec) -> None:
             raise ValidationError(f"invalid input {shown(key)} (expected JOB_ID/ATTEMPT)")
 
 
+def input_key(job_id: str, attempt: int) -> str:
+    """The key naming an attempt's artifacts in a spec's `inputs`: "JOB_ID/ATTEMPT"."""
+    return f"{job_id}/{attempt}"
+
+
+def parse_input_key(key: str) -> tuple[str, int]:
+    """(job id, attempt) of an input key; ValueError for one that is not JOB_ID/ATTEMPT."""
+    if not _INPUT_RE.fullmatch(key):
+        raise ValueError(f"invalid input key {shown(key)}")
+    job_id, _, attempt = key.rpartition("/")
+    return job_id, int(attempt)
+
+
 def artifact_path_problem(path: object) -> str | None:
     """Why `path` cannot name an artifact (relative, inside the work directory), or None."""
     if not isinstance(path, str) or not path.strip():

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hodei._proto.hodei.v1 import worker_pb2 as pb
+from hodei.domain.jobs import parse_input_key
 from hodei.domain.work import Assignment
 from hodei.errors import HodeiError
 from hodei.ports import ArtifactStore, ArtifactUpload
@@ -123,11 +124,10 @@ def result_problem(store: ArtifactStore, result: pb.JobResult) -> str:
 
 def input_of(store: ArtifactStore | None, key: str) -> pb.ArtifactInput:
     """What the store has for an input key "JOB_ID/ATTEMPT" (an empty sha256: nothing)."""
-    job_id, _, attempt = key.rpartition("/")
     info = None
-    if store is not None and attempt.isdigit():
+    if store is not None:
         try:
-            info = store.info(job_id, int(attempt))
+            info = store.info(*parse_input_key(key))
         except ValueError:
             info = None
     if info is None:
@@ -176,9 +176,8 @@ class InputTransfer:
         return self.index >= len(self.inputs)
 
     def _read(self, store: ArtifactStore, key: str, size: int) -> bytes:
-        job_id, _, attempt = key.rpartition("/")
         try:
-            return store.read(job_id, int(attempt), self.offset, size)
+            return store.read(*parse_input_key(key), self.offset, size)
         except (ValueError, HodeiError) as exc:  # sent short: the agent sees it is not whole
             log.error("input artifact %s cannot be read: %s", key, exc)
             return b""

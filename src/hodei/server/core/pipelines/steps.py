@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from hodei.domain.jobs import Job, JobSpec, JobState
+from hodei.domain.jobs import Job, JobSpec, JobState, input_key, parse_input_key
 from hodei.domain.pipelines import (
     Dag,
     JobStatus,
@@ -95,7 +95,7 @@ def prepare(
     spec = replace(
         spec,
         artifacts=rendered.artifacts,
-        inputs=tuple(f"{row.job_id}/{row.attempt}" for row in inputs),
+        inputs=tuple(input_key(row.job_id or "", row.attempt) for row in inputs),
     )
     cache_key = None
     if rendered.cache_key is not None and not run.no_cache:
@@ -146,7 +146,6 @@ def missing_inputs(spec: JobSpec, artifacts: ArtifactStore) -> list[str]:
     """Inputs whose archive is gone (expired, deleted): the step cannot be given them."""
     missing = []
     for key in spec.inputs:
-        job_id, _, attempt = key.rpartition("/")
-        if artifacts.info(job_id, int(attempt)) is None:
+        if artifacts.info(*parse_input_key(key)) is None:
             missing.append(key)
     return missing
