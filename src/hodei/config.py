@@ -6,15 +6,19 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hodei.errors import ValidationError
+
+if TYPE_CHECKING:
+    from hodei.adapters.providers.kubernetes_spec import KubernetesOptions
 
 
 def default_home() -> Path:
     return Path(os.environ.get("HODEI_HOME") or Path.home() / ".hodei")
 
 
-PROVIDERS = ("local", "docker")
+PROVIDERS = ("local", "docker", "kubernetes")
 
 
 def parse_mount(spec: str) -> tuple[str, str, str]:
@@ -92,6 +96,24 @@ class ServerSettings:
     docker_privileged: bool = False
     docker_socket: bool = False  # mount the engine's socket into workers (root on the host)
     docker_mounts: tuple[str, ...] = ()  # host paths for workers: HOST:CONTAINER[:ro|rw]
+    # Kubernetes provider (docs/kubernetes.md): workers are pods in one namespace.
+    k8s_namespace: str = ""  # empty: the in-cluster namespace, else "default"
+    k8s_kubeconfig: str = ""  # empty: $KUBECONFIG or ~/.kube/config
+    k8s_context: str = ""
+    k8s_in_cluster: bool = False  # the service account of the server's own pod
+    k8s_server_url: str = ""  # gRPC address worker pods dial (empty: the server's own)
+    k8s_service_account: str = ""  # of worker pods (empty: the namespace's default)
+    k8s_automount_token: bool = False  # give worker pods their service account's token
+    k8s_image_pull_policy: str = "IfNotPresent"
+    k8s_image_pull_secrets: tuple[str, ...] = ()
+    k8s_node_selector: tuple[str, ...] = ()  # NODE_LABEL=VALUE, every worker pod
+    k8s_label_node_selector: tuple[str, ...] = ()  # WORKER_LABEL=NODE_LABEL
+    k8s_tolerations: tuple[str, ...] = ()  # KEY[=VALUE][:EFFECT]
+    k8s_labels: tuple[str, ...] = ()  # KEY=VALUE, extra pod labels
+    k8s_annotations: tuple[str, ...] = ()  # KEY=VALUE
+    k8s_cpu_per_slot: float = 0.0  # a pod's cpu when its job asks none, per slot
+    k8s_memory_per_slot: int = 0  # likewise, bytes
+    k8s_start_timeout_s: float = 50.0  # a pod whose agent does not run by then is deleted
 
     @property
     def database_kind(self) -> str:
@@ -133,6 +155,8 @@ class ServerSettings:
             raise ValidationError("docker network mode must not be empty")
         for mount in self.docker_mounts:
             parse_mount(mount)
+        if self.provider == "kubernetes":
+            self.kubernetes_options()
         if self.max_workers < 0 or self.worker_slots < 1:
             raise ValidationError("max workers must be >= 0 and worker slots >= 1")
         if not 0.05 <= self.heartbeat_interval_s <= 3600:
@@ -166,3 +190,43 @@ class ServerSettings:
                     )
         _ = self.database_kind
         return self
+
+    def kubernetes_options(self) -> KubernetesOptions:
+        """The Kubernetes provider's options (ValidationError for a malformed one)."""
+        from hodei.adapters.providers.kubernetes_spec import (
+            PULL_POLICIES,
+            KubernetesOptions,
+            parse_pair,
+            parse_toleration,
+        )
+
+        if self.k8s_image_pull_policy not in PULL_POLICIES:
+            raise ValidationError(
+                f"k8s image pull policy must be one of {', '.join(PULL_POLICIES)}"
+            )
+        if self.k8s_cpu_per_slot < 0 or self.k8s_memory_per_slot < 0:
+            raise ValidationError("k8s cpu and memory per slot must not be negative")
+        if not 1 <= self.k8s_start_timeout_s <= 3600:
+            raise ValidationError("k8s start timeout must be between 1s and 1h")
+        try:
+            return KubernetesOptions(
+                namespace=self.k8s_namespace,
+                image=self.worker_image,
+                server_url=self.k8s_server_url,
+                service_account=self.k8s_service_account,
+                automount_token=self.k8s_automount_token,
+                image_pull_policy=self.k8s_image_pull_policy,
+                image_pull_secrets=self.k8s_image_pull_secrets,
+                node_selector=tuple(parse_pair(p, "node selector") for p in self.k8s_node_selector),
+                label_node_selectors=tuple(
+                    parse_pair(p, "label node selector") for p in self.k8s_label_node_selector
+                ),
+                tolerations=tuple(parse_toleration(t) for t in self.k8s_tolerations),
+                labels=tuple(parse_pair(p, "pod label") for p in self.k8s_labels),
+                annotations=tuple(parse_pair(p, "pod annotation") for p in self.k8s_annotations),
+                cpu_per_slot=self.k8s_cpu_per_slot,
+                memory_per_slot=self.k8s_memory_per_slot,
+                start_timeout_s=self.k8s_start_timeout_s,
+            )
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None

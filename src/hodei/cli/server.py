@@ -66,6 +66,119 @@ def server(
             "unless :rw; none by default).",
         ),
     ] = None,
+    k8s_namespace: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_K8S_NAMESPACE",
+            help="Namespace of Kubernetes worker pods (default: the server's own in a "
+            "cluster, else default).",
+        ),
+    ] = "",
+    k8s_kubeconfig: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_K8S_KUBECONFIG", help="Kubeconfig file (default: $KUBECONFIG, ~/.kube)."
+        ),
+    ] = "",
+    k8s_context: Annotated[
+        str, typer.Option(envvar="HODEI_K8S_CONTEXT", help="Kubeconfig context to use.")
+    ] = "",
+    k8s_in_cluster: Annotated[
+        bool,
+        typer.Option(
+            "--k8s-in-cluster",
+            envvar="HODEI_K8S_IN_CLUSTER",
+            help="Use the service account of the server's own pod (no kubeconfig).",
+        ),
+    ] = False,
+    k8s_server_url: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_K8S_SERVER_URL",
+            help="gRPC address worker pods dial, e.g. hodei.hodei.svc:50051 (default: the "
+            "server's --grpc-addr).",
+        ),
+    ] = "",
+    k8s_service_account: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_K8S_SERVICE_ACCOUNT",
+            help="Service account of worker pods (default: the namespace's default).",
+        ),
+    ] = "",
+    k8s_automount_token: Annotated[
+        bool,
+        typer.Option(
+            "--k8s-automount-token",
+            envvar="HODEI_K8S_AUTOMOUNT_TOKEN",
+            help="Mount the service account's API token into worker pods (off: never).",
+        ),
+    ] = False,
+    k8s_image_pull_policy: Annotated[
+        str,
+        typer.Option(envvar="HODEI_K8S_IMAGE_PULL_POLICY", help="Always, IfNotPresent or Never."),
+    ] = "IfNotPresent",
+    k8s_image_pull_secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="HODEI_K8S_IMAGE_PULL_SECRETS",
+            help="Image pull Secret of worker pods (repeatable).",
+        ),
+    ] = None,
+    k8s_node_selector: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="HODEI_K8S_NODE_SELECTOR",
+            help="NODE_LABEL=VALUE every worker pod's node must carry (repeatable).",
+        ),
+    ] = None,
+    k8s_label_node_selector: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="HODEI_K8S_LABEL_NODE_SELECTORS",
+            help="WORKER_LABEL=NODE_LABEL: a worker labelled WORKER_LABEL=v runs on a node "
+            "with NODE_LABEL=v (repeatable).",
+        ),
+    ] = None,
+    k8s_toleration: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="HODEI_K8S_TOLERATIONS",
+            help="Toleration of worker pods, KEY[=VALUE][:EFFECT] (repeatable).",
+        ),
+    ] = None,
+    k8s_pod_label: Annotated[
+        list[str] | None,
+        typer.Option(envvar="HODEI_K8S_POD_LABELS", help="Extra label of worker pods, KEY=VALUE."),
+    ] = None,
+    k8s_pod_annotation: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="HODEI_K8S_POD_ANNOTATIONS", help="Annotation of worker pods, KEY=VALUE."
+        ),
+    ] = None,
+    k8s_cpu_per_slot: Annotated[
+        float,
+        typer.Option(
+            envvar="HODEI_K8S_CPU_PER_SLOT",
+            min=0,
+            help="CPU request and limit per slot of a pod whose job asks none (0: none).",
+        ),
+    ] = 0.0,
+    k8s_memory_per_slot: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_K8S_MEMORY_PER_SLOT",
+            help="Memory request and limit per slot of a pod whose job asks none (0: none).",
+        ),
+    ] = "0",
+    k8s_start_timeout: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_K8S_START_TIMEOUT",
+            help="A worker pod whose agent is not running by then is deleted (a failed start).",
+        ),
+    ] = "50s",
     home: HomeOpt = None,
     max_workers: Annotated[
         int, typer.Option(envvar="HODEI_MAX_WORKERS", min=0, help="Provisioned workers at most.")
@@ -211,6 +324,23 @@ def server(
         docker_privileged=docker_privileged,
         docker_socket=docker_socket,
         docker_mounts=tuple(docker_mount or ()),
+        k8s_namespace=k8s_namespace,
+        k8s_kubeconfig=k8s_kubeconfig,
+        k8s_context=k8s_context,
+        k8s_in_cluster=k8s_in_cluster,
+        k8s_server_url=k8s_server_url,
+        k8s_service_account=k8s_service_account,
+        k8s_automount_token=k8s_automount_token,
+        k8s_image_pull_policy=k8s_image_pull_policy,
+        k8s_image_pull_secrets=tuple(k8s_image_pull_secret or ()),
+        k8s_node_selector=tuple(k8s_node_selector or ()),
+        k8s_label_node_selector=tuple(k8s_label_node_selector or ()),
+        k8s_tolerations=tuple(k8s_toleration or ()),
+        k8s_labels=tuple(k8s_pod_label or ()),
+        k8s_annotations=tuple(k8s_pod_annotation or ()),
+        k8s_cpu_per_slot=k8s_cpu_per_slot,
+        k8s_memory_per_slot=parse_opt(parse_size, k8s_memory_per_slot, "--k8s-memory-per-slot"),
+        k8s_start_timeout_s=parse_opt(parse_duration, k8s_start_timeout, "--k8s-start-timeout"),
     )
     home = home_dir(home)
     if home:

@@ -109,6 +109,24 @@ def make_provider(
         )
         server_id = server_instance_id(settings.home)
         return DockerProvider(options, server_id, on_exit, grace_s=grace, on_adopt=on_adopt)
+    if settings.provider == "kubernetes":
+        # Imported here: the Kubernetes client (and aiohttp) load only for this provider.
+        from hodei.adapters.providers.kubernetes import KubernetesProvider
+        from hodei.adapters.providers.kubernetes_api import Connection, KubeApi
+
+        connection = Connection(
+            kubeconfig=settings.k8s_kubeconfig,
+            context=settings.k8s_context,
+            in_cluster=settings.k8s_in_cluster,
+        )
+        return KubernetesProvider(
+            settings.kubernetes_options(),
+            KubeApi(connection, settings.k8s_namespace),
+            server_instance_id(settings.home),
+            on_exit,
+            grace_s=grace,
+            on_adopt=on_adopt,
+        )
     raise HodeiError(f"unknown provider {settings.provider!r}")
 
 
@@ -185,9 +203,11 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
         settings.worker_slots,
         settings.worker_idle_s,
         settings.otp_ttl_s,
-        # Providers here start workers on this host: no worker can be bigger than it.
-        max_cpus=float(psutil.cpu_count() or 0),
-        max_memory=psutil.virtual_memory().total,
+        # Local and Docker workers run on this host: no worker can be bigger than it. A
+        # Kubernetes node's size is the scheduler's to judge (0: unknown; its refusal, in
+        # its own words, is the provider's start error).
+        max_cpus=0.0 if settings.provider == "kubernetes" else float(psutil.cpu_count() or 0),
+        max_memory=0 if settings.provider == "kubernetes" else psutil.virtual_memory().total,
         agent_env=tls.agent_env if tls is not None else None,
     )
     scheduler = Scheduler(
