@@ -2,7 +2,9 @@
 # Builds the worker image (hodei-worker:latest) without any image registry: the same image as
 # images/worker.Dockerfile, made from a Debian bookworm root file system (debootstrap, with
 # python3) and the project's own wheel plus its dependencies' wheels built on this host
-# (`pip wheel`), installed into /opt/hodei inside it, then `docker import`ed.
+# (`pip wheel`), installed into /opt/hodei inside it, then `docker import`ed. It also carries
+# the agent as a self-contained executable (scripts/build_agent_binary.sh) in /opt/hodei/agent,
+# which the Docker and Kubernetes providers inject into jobs' own images.
 #
 # The debootstrap tarball is cached in $HODEI_IMAGE_CACHE (default /var/cache/hodei-ci) and the
 # build is skipped when the image already carries the current wheels' hash (label
@@ -128,8 +130,8 @@ build_wheels() { # $1: directory for the project's wheel and its dependencies' w
 
 # A hash of what goes into the image: each wheel's name and the project's own file hashes
 # (its RECORD; the zip itself carries timestamps), this script and the root file system recipe.
-wheel_hash() { # $1: wheels directory
-  "$PYTHON" - "$1" "$0" "$SUITE $PACKAGES $ROOTFS_VERSION" <<'EOF'
+wheel_hash() { # $1: wheels directory, $2: the agent executable's directory
+  "$PYTHON" - "$1" "$0" "$SUITE $PACKAGES $ROOTFS_VERSION $2" <<'EOF'
 import hashlib, sys, zipfile
 from pathlib import Path
 
@@ -229,11 +231,13 @@ import_image() { # $1: root file system, $2: wheel hash
 main() {
   check_tools
   MIRROR=$(apt_mirror) # global, read by rootfs_tarball; fails here, before any work
-  local hash tarball old
+  local hash tarball old agent
   work=$(mktemp -d) # global: the EXIT trap runs after main has returned
   trap 'rm -rf "$work"' EXIT
   build_wheels "$work/wheels"
-  hash=$(wheel_hash "$work/wheels")
+  # Its cache key (a hash of the sources) is in its path, so the path goes into the hash.
+  agent=$(bash "$ROOT/scripts/build_agent_binary.sh")
+  hash=$(wheel_hash "$work/wheels" "$agent")
   if [ "$FORCE" = 0 ] && [ "$(image_hash)" = "$hash" ]; then
     say "$IMAGE is up to date (wheel hash $hash)"
     return 0
@@ -244,6 +248,7 @@ main() {
   tar -C "$work/rootfs" -xf "$tarball"
   add_user "$work/rootfs"
   install_hodei "$work/rootfs" "$work/wheels"
+  cp -a "$agent" "$work/rootfs/opt/hodei/agent"
   import_image "$work/rootfs" "$hash"
   # The previous build, now untagged, would only take space (kept if a container uses it).
   if [ -n "$old" ] && [ "$old" != "$(docker image inspect --format '{{.Id}}' "$IMAGE")" ]; then

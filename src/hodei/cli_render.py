@@ -214,6 +214,7 @@ FAILURE_WORDS = {
     "server_restart": "platform: server restarted",
     "server_lost": "platform: server gone",
     "store": "platform: store failed",
+    "agent": "platform: agent failed",
 }
 
 
@@ -257,7 +258,18 @@ def _command(command: object, arguments: object) -> str:
 
 
 def workers_table(items: Sequence[Mapping[str, Any]]) -> str:
-    headers = ("ID", "STATE", "HOST", "PROVIDER", "SLOTS", "CPU%", "MEMORY", "LABELS", "HEARTBEAT")
+    headers = (
+        "ID",
+        "STATE",
+        "HOST",
+        "PROVIDER",
+        "IMAGE",
+        "SLOTS",
+        "CPU%",
+        "MEMORY",
+        "LABELS",
+        "HEARTBEAT",
+    )
     rows = []
     for worker in items:
         capacity = worker.get("capacity") or {}
@@ -271,6 +283,7 @@ def workers_table(items: Sequence[Mapping[str, Any]]) -> str:
                 worker.get("state"),
                 dash(worker.get("hostname")),
                 dash(worker.get("provider")),
+                dash(worker.get("image")),
                 f"{len(running)}/{slots if slots is not None else '?'}",
                 f"{cpu:.0f}" if isinstance(cpu, int | float) else "-",
                 f"{size(usage.get('memory_bytes'))}/{size(capacity.get('memory_bytes'))}",

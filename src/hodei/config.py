@@ -96,6 +96,7 @@ class ServerSettings:
     docker_privileged: bool = False
     docker_socket: bool = False  # mount the engine's socket into workers (root on the host)
     docker_mounts: tuple[str, ...] = ()  # host paths for workers: HOST:CONTAINER[:ro|rw]
+    docker_job_user: str = ""  # user of containers started in a job's image (empty: its own)
     # Kubernetes provider (docs/kubernetes.md): workers are pods in one namespace.
     k8s_namespace: str = ""  # empty: the in-cluster namespace, else "default"
     k8s_kubeconfig: str = ""  # empty: $KUBECONFIG or ~/.kube/config

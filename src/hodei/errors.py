@@ -8,6 +8,7 @@
     │   └── ForbiddenError     a valid credential without the role for it (HTTP 403)
     ├── StoreError             the store failed (disk full, corrupt database) (HTTP 503)
     └── ProviderError          a worker provider failed: engine unreachable, image missing
+        └── ImageUnavailable   a job's image cannot be found or pulled
 
 Adapters convert third-party errors into these at the edge, so callers never see sqlite3,
 grpc or docker exceptions.
@@ -54,3 +55,12 @@ class StoreError(HodeiError):
 
 class ProviderError(HodeiError):
     status = 503
+
+
+class ImageUnavailable(ProviderError):
+    """A job's image is not on the engine and cannot be pulled: retrying will not help, so the
+    jobs that asked for it fail with the engine's reason."""
+
+    def __init__(self, image: str, message: str) -> None:
+        super().__init__(message)
+        self.image = image

@@ -18,6 +18,8 @@ from hodei.domain.attempts import Attempt
 from hodei.domain.cluster import ClusterEvent
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.domain.pipelines.runs import PipelineRun, RunState, RunStep, StepUpdate
+from hodei.domain.schedules.model import Fire, FireOutcome, Schedule
+from hodei.domain.templates import TemplateRecord
 from hodei.errors import ConflictError
 
 
@@ -220,6 +222,91 @@ class PipelineStore(Protocol):
         ...
 
 
+class ScheduleStore(Protocol):
+    """Schedules and their fires. A schedule changes by compare-and-swap on `version`; a fire
+    that starts something is inserted in the same transaction as the schedule's change that
+    claims it (claim_fires), so the next fire time and the fire are committed together."""
+
+    async def create_schedule(self, schedule: Schedule) -> Schedule:
+        """Insert a schedule; ConflictError if its id or name exists."""
+        ...
+
+    async def get_schedule(self, name: str) -> Schedule:
+        """By name; NotFoundError if there is none."""
+        ...
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Every schedule, by name."""
+        ...
+
+    async def update_schedule(
+        self, schedule_id: str, version: int, changes: Mapping[str, Any]
+    ) -> Schedule:
+        """Apply `changes` (Schedule fields but id, version and created_at) only if the stored
+        version is `version`, which becomes version + 1. ConflictError if it is not (naming the
+        stored version), NotFoundError when there is no such schedule."""
+        ...
+
+    async def claim_fires(
+        self, schedule_id: str, version: int, changes: Mapping[str, Any], fires: Sequence[Fire]
+    ) -> Schedule:
+        """update_schedule and the insert of `fires`, in one transaction: all or nothing.
+        ConflictError if the version moved or a fire's id exists."""
+        ...
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """The schedule and its fires; NotFoundError if there is none."""
+        ...
+
+    async def list_fires(
+        self, schedule_id: str, limit: int = 50, before: float | None = None
+    ) -> list[Fire]:
+        """The schedule's fires, newest `scheduled_at` first, below `before` if given."""
+        ...
+
+    async def active_fires(self) -> list[Fire]:
+        """Fires starting or started whose end is not recorded (`result` empty), oldest
+        first."""
+        ...
+
+    async def update_fire(
+        self,
+        fire_id: str,
+        outcomes: Collection[FireOutcome],
+        changes: Mapping[str, Any],
+        *,
+        unsettled: bool = False,
+    ) -> Fire:
+        """Apply `changes` (outcome, reason, job_id, run_id, result) only if the fire's outcome
+        is one of `outcomes` (and, with `unsettled`, its result is still empty). ConflictError
+        if not, NotFoundError for an unknown fire."""
+        ...
+
+
+class TemplateStore(Protocol):
+    """Job templates, every version kept."""
+
+    async def add_template(self, record: TemplateRecord) -> TemplateRecord:
+        """Insert one version; ConflictError if that (name, version) exists."""
+        ...
+
+    async def get_template(self, name: str, version: int | None = None) -> TemplateRecord:
+        """That version, or the newest; NotFoundError if there is none."""
+        ...
+
+    async def list_templates(self) -> list[TemplateRecord]:
+        """The newest version of each template, by name."""
+        ...
+
+    async def template_versions(self, name: str) -> list[TemplateRecord]:
+        """Every version of one template, newest first (empty if unknown)."""
+        ...
+
+    async def delete_template(self, name: str) -> None:
+        """Every version; NotFoundError if there is none."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ArtifactInfo:
     job_id: str
@@ -272,7 +359,15 @@ class ArtifactStore(Protocol):
 
 
 class JobStore(
-    StoreLifecycle, JobRecords, PipelineStore, TokenStore, AuditStore, SecretStore, Protocol
+    StoreLifecycle,
+    JobRecords,
+    PipelineStore,
+    ScheduleStore,
+    TemplateStore,
+    TokenStore,
+    AuditStore,
+    SecretStore,
+    Protocol,
 ):
     """The whole store. Every write is committed (group commit) before its await returns:
     SQLite and PostgreSQL keep it across restarts, the memory store for as long as it lives."""
@@ -310,10 +405,13 @@ class WorkerLaunch:
     cpu: float = 0.0  # the resources of the job it is started for (0 = no request); container
     memory_bytes: int = 0  # providers turn them into limits
     env: dict[str, str] = field(default_factory=dict)  # for the agent, e.g. its TLS settings
+    # The job's image to start the worker in, the agent injected (None: the worker image).
+    image: str | None = None
 
 
 class WorkerProvider(Protocol):
     name: str
+    runs_images: bool  # whether it can start a worker in a job's own image
 
     async def start(self) -> None:
         """Reconcile what a previous server run left behind: adopt its workers still running
@@ -327,7 +425,8 @@ class WorkerProvider(Protocol):
         ...
 
     async def provision(self, launch: WorkerLaunch) -> None:
-        """Start one worker; returns once it is launched (it registers on its own)."""
+        """Start one worker; returns once it is launched (it registers on its own). Raises
+        ProviderError, or ImageUnavailable when `launch.image` cannot be had at all."""
         ...
 
     async def terminate(self, worker_id: str) -> None: ...

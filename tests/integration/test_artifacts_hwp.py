@@ -171,7 +171,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         artifacts = CountingStore(tmp_path / "artifacts")
         otps = OtpRegistry()
         provider = LocalProvider(tmp_path / "run", lambda worker, code: None)
-        provisioner = Provisioner(provider, otps, world.registry, "", 0, 2, 30.0)
+        provisioner = Provisioner(provider, otps, world.registry, world.bus, "", 0, 2, 30.0)
         service = WorkerService(
             otps,
             ResumeTokens(b"k" * 32),

@@ -46,7 +46,7 @@ def test_discarded_and_requeued_jobs_leave_stale_entries_that_are_skipped() -> N
     queue.discard("a")
     assert "a" not in queue and queue.reason("a") is None
     queue.push(job("a", 7))  # queued again: a new seq, the old entry is stale
-    assert queue.fitting(lambda labels: True) == 3  # stale entries are counted
+    assert queue.fitting(lambda labels, image: True) == 3  # stale entries are counted
     assert [j.id for j in queue.waiting_jobs([shape_of(first.spec)])] == ["b", "a"]
     assert drain(queue) == ["b", "a"]
 
@@ -60,8 +60,8 @@ def test_a_rejected_shape_keeps_its_reason_until_a_job_of_it_is_placed() -> None
     queue.reject(shape_of(gpu.spec), "unschedulable: no gpu", True)
     queue.reject(shape_of(cpu.spec), "waiting for a worker", False)
     assert queue.reason("c") == ("unschedulable: no gpu", True)
-    assert queue.fitting(lambda labels: True) == 1  # the unschedulable shape does not count
-    assert queue.fitting(lambda labels: "gpu" in labels) == 0
+    assert queue.fitting(lambda labels, image: True) == 1  # the unschedulable shape does not count
+    assert queue.fitting(lambda labels, image: "gpu" in labels) == 0
     assert queue.take(shape_of(cpu.spec)) is None  # placed: its shape is empty
     assert queue.reason("a") is None
     heads = queue.heads()  # the empty shape is forgotten with its reason

@@ -165,13 +165,13 @@ def test_placement_unschedulable_and_provider_agree(spec: JobSpec, reason: str) 
     assert limits.ceiling(spec) == reason
     never = unschedulable(spec, [idle], limits.ceiling)
     assert never == f"unschedulable: 1 worker(s): {reason}; provider: {reason}"
-    assert limits.fits(spec.labels) is (labels_fit(spec.labels, limits.labels) is None)
+    assert limits.fits(spec.labels, None) is (labels_fit(spec.labels, limits.labels) is None)
 
 
 def test_provider_ceiling() -> None:
     limits = provider({"os": "linux"}, max_cpus=4, max_memory=8 << 30)
     assert limits.ceiling(JobSpec(command="x", cpu=4, memory_bytes=8 << 30)) is None
-    assert limits.fits({"os": "linux"}) and not limits.fits({"os": "mac"})
+    assert limits.fits({"os": "linux"}, None) and not limits.fits({"os": "mac"}, None)
     assert provider().ceiling(JobSpec(command="x", cpu=512)) is None  # limits unknown
     limits.max_workers = 0
     assert limits.ceiling(JobSpec(command="x")) == "provisioning is off (max workers 0)"

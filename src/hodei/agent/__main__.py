@@ -39,8 +39,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ca, enroll_url = os.environ.get("HODEI_CA", ""), os.environ.get("HODEI_ENROLL_URL", "")
     ca_pem = os.environ.get("HODEI_CA_PEM", "")  # containers get the CA itself, not a path
+    image = os.environ.get("HODEI_WORKER_IMAGE", "")  # a provider started it in a job's image
     try:
-        return run_agent(server, otp, labels, slots, ca=ca, enroll_url=enroll_url, ca_pem=ca_pem)
+        return run_agent(
+            server, otp, labels, slots, ca=ca, enroll_url=enroll_url, ca_pem=ca_pem, image=image
+        )
     except OSError as exc:
         print(f"error: cannot start the agent: {exc}", file=sys.stderr)
         return 1

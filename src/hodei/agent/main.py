@@ -29,6 +29,7 @@ def run_agent(
     ca: str = "",
     enroll_url: str = "",
     ca_pem: str = "",
+    image: str = "",
 ) -> int:
     """Run the agent until it stops; return the process exit code (0, 1 or 3). With `ca` (and
     `enroll_url`) it enrolls for a client certificate and connects with mTLS."""
@@ -41,7 +42,7 @@ def run_agent(
         tls = AgentTls.from_file(ca, enroll_url)
     elif ca_pem:
         tls = AgentTls.from_pem(ca_pem.encode(), enroll_url)
-    session = AgentSession(server_url, otp, labels, slots, cancel_grace_s, tls=tls)
+    session = AgentSession(server_url, otp, labels, slots, cancel_grace_s, tls=tls, image=image)
     long_lived_from_here()  # its modules: no pause of the job's log path to walk them again
     try:
         import uvloop

@@ -21,9 +21,10 @@ import atexit
 import contextlib
 import logging
 import subprocess
-import sys
 import threading
 from typing import IO, TYPE_CHECKING
+
+from hodei.agent.frozen import python_command
 
 if TYPE_CHECKING:
     from hodei.agent.containment import Jail
@@ -126,7 +127,7 @@ class JobReaper:
                 atexit.register(self.close)
                 try:
                     self._proc = subprocess.Popen(
-                        [sys.executable, "-I", "-S", "-c", SCRIPT],
+                        python_command(SCRIPT),
                         stdin=subprocess.PIPE,
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,

@@ -42,6 +42,7 @@ from typing import Any, Protocol, TypeAlias
 import psutil
 
 from hodei.agent.containment import Containment, Jail, SubreaperContainment, choose
+from hodei.agent.frozen import job_environment
 from hodei.agent.reaper import JobReaper
 from hodei.domain.job_output import JobOutput
 from hodei.domain.jobs import JobSpec
@@ -135,7 +136,7 @@ def build_argv(assign: Assignment, workdir: str) -> list[str]:
 
 def job_env(assign: Assignment, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The job's environment: the agent's minus every HODEI_* (its credentials and config)."""
-    source = os.environ if base is None else base
+    source = job_environment(os.environ) if base is None else base
     env = {k: v for k, v in source.items() if not k.startswith("HODEI_")}
     env.update(assign.env)
     env.update(assign.secrets)

@@ -40,7 +40,7 @@ from hodei.agent.runner import Executor, JobOutcome, run_job
 from hodei.agent.tls import AgentTls, keep_renewed
 from hodei.agent.wire import assignment_from_wire, inputs_from_wire, result_to_wire
 from hodei.domain.masking import mask_all
-from hodei.domain.work import NOT_RUN, Assignment
+from hodei.domain.work import AGENT_FAILED, NOT_RUN, Assignment
 from hodei.errors import AuthError, HodeiError
 
 log = logging.getLogger("hodei.agent")
@@ -101,8 +101,10 @@ class AgentSession:
         handle_signals: bool = True,
         executor: Executor = run_job,
         tls: AgentTls | None = None,
+        image: str = "",
     ) -> None:
         self.target = grpc_target(server_url)
+        self._image = image  # the job image it was started in, told to the server
         self._tls = tls  # mTLS: enroll with the OTP first, then connect with a certificate
         self._channel: grpc.aio.Channel | None = None
         self._channel_generation = -1  # the certificate generation the channel presents
@@ -283,6 +285,7 @@ class AgentSession:
                 pid=os.getpid(),
                 session_id=self.session_id,
                 running=running,
+                image=self._image,
             )
         )
 
@@ -479,7 +482,7 @@ class AgentSession:
         except Exception as exc:  # a bug here must still give the server a result
             log.exception("job %s failed in the agent", a.job_id)
             error = mask_all(f"agent error: {exc!r}".encode(), a.secrets.values())
-            outcome = JobOutcome(exit_code=NOT_RUN, error=error.decode("utf-8", "replace"))
+            outcome = JobOutcome(exit_code=AGENT_FAILED, error=error.decode("utf-8", "replace"))
             outputs, archive = b"", None
         finally:
             self._jobs.pop(key, None)

@@ -144,6 +144,12 @@ def submit(
         ),
     ] = False,
     priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="Container image to run in (default: the worker image).", show_default=False
+        ),
+    ] = None,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="Env var K=V.")] = None,
     secret: Annotated[
         list[str] | None, typer.Option(help="Secret NAME, seen by the job as env var NAME.")
@@ -190,6 +196,8 @@ def submit(
         body["infra_retries"] = infra_retries
     if no_infra_retry:
         body["no_infra_retry"] = True
+    if image is not None:
+        body["image"] = image
     # The server's own rules, here at the edge: a bad flag is an error before any request.
     check_sendable("", body)  # first: the spec's size checks encode its text as UTF-8
     validate_spec(
@@ -207,6 +215,7 @@ def submit(
             infra_retries=infra_retries,
             no_infra_retry=no_infra_retry,
             priority=priority,
+            image=image,
         )
     )
     if job_id is not None:

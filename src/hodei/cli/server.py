@@ -42,6 +42,15 @@ def server(
             help="gRPC address Docker workers dial (default: the server's --grpc-addr).",
         ),
     ] = "",
+    docker_job_user: Annotated[
+        str,
+        typer.Option(
+            "--docker-job-user",
+            envvar="HODEI_DOCKER_JOB_USER",
+            help="User (UID[:GID] or name) that workers in a job's image run as "
+            "(default: the image's own user).",
+        ),
+    ] = "",
     docker_privileged: Annotated[
         bool,
         typer.Option(
@@ -322,6 +331,7 @@ def server(
         docker_network=docker_network,
         docker_server_url=docker_server_url,
         docker_privileged=docker_privileged,
+        docker_job_user=docker_job_user,
         docker_socket=docker_socket,
         docker_mounts=tuple(docker_mount or ()),
         k8s_namespace=k8s_namespace,

@@ -36,6 +36,7 @@ class Failure(StrEnum):
     SERVER_RESTART = "server_restart"  # the server restarted and its worker did not come back
     SERVER_LOST = "server_lost"  # the server holding its worker stopped answering
     STORE = "store"  # the store could not record its dispatch
+    AGENT = "agent"  # its worker's agent failed while running it (not the job's doing)
 
     @property
     def platform(self) -> bool:

@@ -26,6 +26,15 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 STEP_JOB_ID = re.compile(r"^(r[0-9a-f]{17})\.(\d{1,6})\.(\d{1,6})$")
 _INPUT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}/\d{1,9}$")
 MAX_ARTIFACT_PATHS = 100
+MAX_IMAGE = 255
+_IMAGE_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_RE = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"(?::[0-9]{1,5})?/)?"  # a registry host: only when a path component follows
+    rf"{_IMAGE_COMPONENT}(?:/{_IMAGE_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@sha256:[0-9a-f]{64})?"
+)
 MAX_INPUTS = 1024
 _IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -147,6 +156,9 @@ class JobSpec:
     # before it starts (a pipeline step's inputs from the steps it needs).
     artifacts: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()
+    # The container image to run in (None: the provider's own worker image), with the agent
+    # injected into it. Workers are keyed by it: a job lands only on a worker of its image.
+    image: str | None = None
 
     @property
     def is_script(self) -> bool:
@@ -237,6 +249,19 @@ def _check_artifacts(spec: JobSpec) -> None:
             raise ValidationError(f"invalid input {shown(key)} (expected JOB_ID/ATTEMPT)")
 
 
+def check_image(image: object) -> str:
+    """An image reference as Docker and Kubernetes take it ([HOST[:PORT]/]NAME[:TAG][@DIGEST]),
+    else ValidationError saying what a reference looks like."""
+    if not isinstance(image, str) or not image:
+        raise ValidationError("image must not be empty")
+    if len(image) > MAX_IMAGE or not _IMAGE_RE.fullmatch(image):
+        raise ValidationError(
+            f"invalid image {shown(image)}: expected [HOST[:PORT]/]NAME[:TAG][@sha256:DIGEST], "
+            "NAME in lower case (e.g. node:20, registry.local:5000/team/build@sha256:...)"
+        )
+    return image
+
+
 def input_key(job_id: str, attempt: int) -> str:
     """The key naming an attempt's artifacts in a spec's `inputs`: "JOB_ID/ATTEMPT"."""
     return f"{job_id}/{attempt}"
@@ -284,6 +309,8 @@ def _validate_spec(spec: JobSpec) -> JobSpec:
         if not _KEY_RE.fullmatch(name):
             raise ValidationError(f"invalid secret name {shown(name)}")
     _check_artifacts(spec)
+    if spec.image is not None:
+        check_image(spec.image)
     if not 0 <= spec.cpu <= 1024:
         raise ValidationError("cpu must be between 0 and 1024 cores")
     if isinstance(spec.memory_bytes, bool) or not isinstance(spec.memory_bytes, int):

@@ -2,8 +2,10 @@
 
 What "fits" means is written once, as small predicates that return None when a requirement
 holds and else the reason a user sees: `labels_fit`, `slots_free`, `cpu_fits`, `memory_fits`.
-They are composed three ways: `reject_reason` (can this worker take the job now?),
-`never_fits` (could it even when idle?) and `size_fits`, which the provisioner also uses to
+The image a job asks for is a key, not a size: `image_fits` holds only for a worker of that
+very image (None: the provider's own worker image, or no container at all). They are composed
+three ways: `reject_reason` (can this worker take the job now?), `never_fits` (could it even
+when idle?) and `size_fits`, which the provisioner also uses to
 judge the largest worker it can make, so a refusal reads the same wherever it comes from.
 
 `place(job, workers)` filters with `reject_reason` and scores the survivors (least-loaded by
@@ -37,6 +39,7 @@ class WorkerView:
     reserved_cpu: float = 0.0
     reserved_memory: int = 0
     accepting: bool = True  # False while draining or shutting down
+    image: str | None = None  # the container image it runs in (None: the worker image)
 
     @property
     def free_slots(self) -> int:
@@ -83,6 +86,15 @@ def labels_fit(required: dict[str, str], offered: dict[str, str]) -> str | None:
     return None
 
 
+def image_fits(wanted: str | None, offered: str | None) -> str | None:
+    """Whether a worker running `offered` takes a job that asks for `wanted` (None: the
+    provider's worker image): only the very same image does."""
+    if wanted == offered:
+        return None
+    has = f"image {offered}" if offered is not None else "the worker image"
+    return f"runs {has}, not {wanted if wanted is not None else 'the worker image'}"
+
+
 def slots_free(worker: WorkerView) -> str | None:
     """Whether `worker` takes another job now (accepting, with a free slot)."""
     if not worker.accepting:
@@ -123,7 +135,8 @@ def size_fits(spec: JobSpec, labels: dict[str, str], cpus: float, memory_bytes: 
 def reject_reason(spec: JobSpec, worker: WorkerView) -> str | None:
     """Why `worker` cannot take `spec` now, or None when it can."""
     return (
-        labels_fit(spec.labels, worker.labels)
+        image_fits(spec.image, worker.image)
+        or labels_fit(spec.labels, worker.labels)
         or slots_free(worker)
         or cpu_fits(spec, worker.cpus, worker.reserved_cpu)
         or memory_fits(spec, worker.memory_bytes, worker.reserved_memory)
@@ -131,8 +144,10 @@ def reject_reason(spec: JobSpec, worker: WorkerView) -> str | None:
 
 
 def never_fits(spec: JobSpec, worker: WorkerView) -> str | None:
-    """Why `worker` could not take `spec` even when idle (labels, total capacity)."""
-    return size_fits(spec, worker.labels, worker.cpus, worker.memory_bytes)
+    """Why `worker` could not take `spec` even when idle (image, labels, total capacity)."""
+    return image_fits(spec.image, worker.image) or size_fits(
+        spec, worker.labels, worker.cpus, worker.memory_bytes
+    )
 
 
 def place(

@@ -16,6 +16,10 @@ from typing import Protocol
 from hodei.domain.jobs import Job
 
 NOT_RUN = -1  # a result's exit code for an attempt the agent never started (its error says why)
+# The agent itself failed while running the attempt (a fault of the worker, not of the job):
+# settled as a platform fault, so it is tried again within infra_retries and then fails, rather
+# than being queued again for ever as NOT_RUN would.
+AGENT_FAILED = -2
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,13 @@ from hodei.errors import HodeiError
 from hodei.home import server_instance_id
 from hodei.ports import ArtifactStore, Cluster, JobStore, WorkerProvider
 from hodei.server.core.background import Background
-from hodei.server.core.bus import EventBus, JobChanged, WorkerConnected, WorkerExited
+from hodei.server.core.bus import (
+    EventBus,
+    ImageUnavailable,
+    JobChanged,
+    WorkerConnected,
+    WorkerExited,
+)
 from hodei.server.core.cluster import ClusterLink
 from hodei.server.core.control import JobControl
 from hodei.server.core.dispatch import Dispatcher
@@ -106,6 +112,7 @@ def make_provider(
             privileged=settings.docker_privileged,
             docker_socket=settings.docker_socket,
             mounts=tuple(parse_mount(m) for m in settings.docker_mounts),
+            job_user=settings.docker_job_user,
         )
         server_id = server_instance_id(settings.home)
         return DockerProvider(options, server_id, on_exit, grace_s=grace, on_adopt=on_adopt)
@@ -198,6 +205,7 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
         provider,
         otps,
         registry,
+        bus,
         agent_url,
         settings.max_workers,
         settings.worker_slots,
@@ -228,6 +236,7 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
     metrics.gauge("hodei_jobs_queued", "Jobs waiting for a worker", lambda: scheduler.queued_count)
     metrics.gauge("hodei_workers_connected", "Connected workers", lambda: len(registry))
     bus.subscribe(JobChanged, scheduler.on_job_changed)
+    bus.subscribe(ImageUnavailable, scheduler.on_image_unavailable)
     bus.subscribe(JobChanged, lambda e: hub.job_changed(e.job))
     bus.subscribe(JobChanged, metrics.on_job_changed)
     bus.subscribe(JobChanged, engine.on_job_changed)

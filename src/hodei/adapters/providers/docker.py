@@ -33,6 +33,7 @@ import requests
 from docker import errors as derr
 from docker.types import LogConfig
 
+from hodei.adapters.providers.docker_images import AgentVolume, job_image_spec, pull_job_image
 from hodei.adapters.providers.local import AdoptHandler, ExitHandler
 from hodei.errors import ProviderError
 from hodei.ports import WorkerLaunch
@@ -64,6 +65,7 @@ class DockerOptions:
     mounts: tuple[tuple[str, str, str], ...] = ()  # (host path, container path, "ro" | "rw")
     entrypoint: tuple[str, ...] = AGENT_ENTRYPOINT
     stop_grace_s: float = 10.0  # SIGTERM to the agent, then SIGKILL
+    job_user: str = ""  # the user containers of job images run as (empty: the image's own)
 
 
 def engine_address() -> str:
@@ -136,6 +138,7 @@ class _Worker:
 
 class DockerProvider:
     name = "docker"
+    runs_images = True  # a job image gets the agent executable injected
 
     def __init__(
         self,
@@ -162,6 +165,7 @@ class DockerProvider:
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: EventWatcher | None = None
         self._closing = False
+        self._agent_volume = AgentVolume(options.image)  # for workers in a job's image
 
     @property
     def ours(self) -> dict[str, list[str]]:
@@ -282,11 +286,18 @@ class DockerProvider:
 
     def _create(self, launch: WorkerLaunch) -> str:
         spec = container_spec(self.options, self.server_id, launch)
-        with converted(f"cannot create a worker container from {self.options.image}"):
+        image = launch.image or self.options.image
+        with converted(f"cannot create a worker container from {image}"):
+            if launch.image is not None:
+                volume = self._agent_volume.ensure(self._client)
+                spec = job_image_spec(spec, launch.image, volume, self.options.job_user)
             try:
                 return str(self._client.containers.create(**spec).id)
             except derr.ImageNotFound:
-                self._pull()
+                if launch.image is not None:
+                    pull_job_image(self._client, launch.image)
+                else:
+                    self._pull()
                 return str(self._client.containers.create(**spec).id)
 
     def _pull(self) -> None:
@@ -301,7 +312,7 @@ class DockerProvider:
             ) from None
 
     def _start(self, container_id: str) -> None:
-        with converted(f"cannot start a worker container from {self.options.image}"):
+        with converted(f"cannot start worker container {container_id[:12]}"):
             self._client.containers.get(container_id).start()
 
     # ---- exits -------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ class _Worker:
 
 class KubernetesProvider:
     name = "kubernetes"
+    runs_images = False  # until the agent executable is injected by an init container
 
     def __init__(
         self,

@@ -51,6 +51,7 @@ class _Adopted:
 
 class LocalProvider:
     name = "local"
+    runs_images = False  # its agents run on this host, in no image
 
     def __init__(
         self,

@@ -125,11 +125,8 @@ def _default_cache_key(
 
 
 def job_spec(job: StepJob, rendered: RenderedStep, *, queued_by: str = "") -> JobSpec:
-    """The `JobSpec` that runs `job`, validated (ValidationError if rendering made it too big).
-
-    The step's image is not part of a job spec (workers run on the server's worker image);
-    it stays on `RenderedStep.image` for the engine.
-    """
+    """The `JobSpec` that runs `job`, validated (ValidationError if rendering made it too big
+    or its image is not an image reference)."""
     step = job.step
     name = f"{job.pipeline}/{job.id}"
     spec = JobSpec(
@@ -145,8 +142,12 @@ def job_spec(job: StepJob, rendered: RenderedStep, *, queued_by: str = "") -> Jo
         max_retries=step.retries,
         priority=step.priority,
         queued_by=queued_by,
+        image=rendered.image or None,
     )
-    return validate_spec(spec)
+    try:
+        return validate_spec(spec)
+    except ValidationError as exc:
+        raise ValidationError(f"step {step.name!r}: {exc.message}") from None
 
 
 def parse_outputs(text: str, declared: tuple[str, ...]) -> dict[str, str]:

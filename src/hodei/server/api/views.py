@@ -46,6 +46,7 @@ def job_to_dict(job: Job, reason: str | None = None) -> dict[str, Any]:
         "max_retries": spec.max_retries,
         "infra_retries": spec.infra_retries,
         "no_infra_retry": spec.no_infra_retry,
+        "image": spec.image,  # null: the provider's worker image
         "retries_used": job.retries_used,  # requeues after the job's own failures
         "infra_retries_used": job.infra_retries_used,  # requeues after platform faults
         "reason": reason if reason is not None else job.reason,
@@ -66,7 +67,7 @@ def attempt_to_dict(attempt: Attempt) -> dict[str, Any]:
         "finished_at": iso(attempt.finished_at),
         "reason": attempt.reason,
         # Why it did not succeed: "job" (its own doing), "not_run", or a platform fault
-        # ("worker_lost", "server_restart", "server_lost", "store"); null while it runs.
+        # ("worker_lost", "server_restart", "server_lost", "store", "agent"); null while it runs.
         "failure": attempt.failure.value if attempt.failure else None,
     }
 
@@ -109,6 +110,7 @@ def job_to_proto(job: Job, reason: str | None = None) -> jobs_pb2.Job:
         max_retries=spec.max_retries,
         infra_retries=spec.infra_retries or 0,
         no_infra_retry=spec.no_infra_retry,
+        image=spec.image or "",
         retries_used=job.retries_used,
         infra_retries_used=job.infra_retries_used,
     )
@@ -134,6 +136,7 @@ def worker_to_dict(session: WorkerSession) -> dict[str, Any]:
         "hostname": session.hostname,
         "provider": session.provider,
         "labels": view.labels,
+        "image": view.image,  # the job image it runs in; null: the worker image
         "capacity": {"cpus": view.cpus, "memory_bytes": view.memory_bytes, "slots": view.slots},
         # What the scheduler counts as taken: the jobs held, and the resources they asked.
         "reserved": {
@@ -155,13 +158,16 @@ def worker_to_dict(session: WorkerSession) -> dict[str, Any]:
     }
 
 
-def launching_to_dict(worker_id: str, provider: str, error: str = "") -> dict[str, Any]:
+def launching_to_dict(
+    worker_id: str, provider: str, error: str = "", image: str | None = None
+) -> dict[str, Any]:
     return {
         "id": worker_id,
         "state": "provisioning",
         "hostname": "",
         "provider": provider,
         "labels": {},
+        "image": image,
         "accepting": False,
         "capacity": {"cpus": 0, "memory_bytes": 0, "slots": 0},
         "reserved": {"cpus": 0, "memory_bytes": 0, "slots": 0},

@@ -48,6 +48,15 @@ class WorkerExited:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageUnavailable:
+    """The provider cannot get `image` (not on the engine, and pulling it failed): the jobs
+    waiting for it fail with `reason` instead of waiting for a worker that will never come."""
+
+    image: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class CancelElsewhere:
     """A job was cancelled whose worker is not connected to this server (maybe to another)."""
 

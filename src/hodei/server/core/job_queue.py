@@ -13,13 +13,13 @@ from collections.abc import Callable
 from hodei.domain.jobs import Job, JobSpec
 
 # What placement looks at in a spec: one rejection in a pass stands for the whole shape.
-Shape = tuple[tuple[tuple[str, str], ...], float, int]
+Shape = tuple[tuple[tuple[str, str], ...], float, int, str]  # labels, cpu, memory, image
 Entry = tuple[float, int, str]  # (rank, seq, job id): heap order
 Head = tuple[Entry, Shape]  # a shape's head entry, in the heap of heads a pass walks
 
 
 def shape_of(spec: JobSpec) -> Shape:
-    return (tuple(sorted(spec.labels.items())), spec.cpu, spec.memory_bytes)
+    return (tuple(sorted(spec.labels.items())), spec.cpu, spec.memory_bytes, spec.image or "")
 
 
 def queue_rank(job: Job, aging_s: float) -> float:
@@ -99,14 +99,18 @@ class JobQueue:
             return None
         return self._why.get(shape_of(job.spec), ("", False))
 
-    def fitting(self, fits: Callable[[dict[str, str]], bool]) -> int:
+    def fitting(self, fits: Callable[[dict[str, str], str | None], bool]) -> int:
         """Queued jobs (stale heap entries included) that are not unschedulable and whose
-        labels `fits` accepts."""
+        labels and image `fits` accepts."""
         return sum(
             len(heap)
             for shape, heap in self._shapes.items()
-            if not self._why.get(shape, ("", False))[1] and fits(dict(shape[0]))
+            if not self._why.get(shape, ("", False))[1] and fits(dict(shape[0]), shape[3] or None)
         )
+
+    def with_image(self, image: str) -> list[Job]:
+        """The queued jobs that asked for `image`."""
+        return [job for job in self._queued.values() if job.spec.image == image]
 
     def waiting_jobs(self, shapes: list[Shape]) -> list[Job]:
         """The queued jobs of `shapes`, highest rank first."""

@@ -1,5 +1,10 @@
 """Provisioning: asks the provider for workers when jobs wait for capacity, stops idle ones
-after a grace period, and tracks launches that never registered."""
+after a grace period, and tracks launches that never registered.
+
+Workers are keyed by image: a job that names one waits for a worker started in that image
+(the provider injects the agent into it), and the workers being started are counted per
+image. An image the provider cannot get at all fails the jobs waiting for it (an
+`ImageUnavailable` event, which the scheduler acts on) without backing off the others."""
 
 from __future__ import annotations
 
@@ -12,8 +17,11 @@ from dataclasses import dataclass, field
 
 from hodei.domain.jobs import Job, JobSpec
 from hodei.domain.scheduling import labels_fit, size_fits
+from hodei.errors import ImageUnavailable
 from hodei.ports import WorkerLaunch, WorkerProvider
 from hodei.server.core.background import Background
+from hodei.server.core.bus import EventBus
+from hodei.server.core.bus import ImageUnavailable as ImageUnavailableEvent
 from hodei.server.core.workers import WorkerRegistry
 from hodei.server.security.otp import OtpRegistry
 
@@ -25,6 +33,7 @@ REGISTER_DEADLINE_S = 60.0  # a launched worker that has not registered by then 
 @dataclass(slots=True)
 class Launch:
     worker_id: str
+    image: str | None = None
     started: float = field(default_factory=time.monotonic)
 
 
@@ -34,6 +43,7 @@ class Provisioner:
         provider: WorkerProvider,
         otps: OtpRegistry,
         registry: WorkerRegistry,
+        bus: EventBus,
         server_url: str,
         max_workers: int,
         slots: int,
@@ -47,6 +57,7 @@ class Provisioner:
         self.provider = provider
         self.otps = otps
         self.registry = registry
+        self.bus = bus
         self.server_url = server_url
         self.max_workers = max_workers
         self.slots = slots
@@ -69,6 +80,8 @@ class Provisioner:
         """Why no worker this provider can start would ever take `spec`; None when one would."""
         if self.max_workers <= 0:
             return "provisioning is off (max workers 0)"
+        if spec.image is not None and not self.provider.runs_images:
+            return f"the {self.provider.name} provider runs no container images"
         # Judged as a connected worker of the largest size it can make, so both read alike.
         return size_fits(spec, self.labels, self.max_cpus, self.max_memory)
 
@@ -78,8 +91,10 @@ class Provisioner:
         the cap reached (the usual state under load), it never lists the waiting jobs."""
         return self.max_workers > len(self.owned) and time.monotonic() >= self._backoff_until
 
-    def fits(self, labels: dict[str, str]) -> bool:
-        """Whether workers of this provider carry `labels`."""
+    def fits(self, labels: dict[str, str], image: str | None) -> bool:
+        """Whether this provider can start workers that carry `labels` and run `image`."""
+        if image is not None and not self.provider.runs_images:
+            return False
         return labels_fit(labels, self.labels) is None
 
     def note(self, fitting: int) -> str | None:
@@ -97,23 +112,30 @@ class Provisioner:
 
     def demand(self, waiting: list[Job]) -> str | None:
         """Called by the scheduler with the jobs no current worker can take now."""
-        fits = [j for j in waiting if self.fits(j.spec.labels)]
-        if not fits:
+        by_image: dict[str | None, list[Job]] = {}
+        for job in waiting:
+            if self.fits(job.spec.labels, job.spec.image):
+                by_image.setdefault(job.spec.image, []).append(job)
+        if not by_image:
             return None
-        why_not = self.note(len(fits))
+        why_not = self.note(sum(len(jobs) for jobs in by_image.values()))
         if why_not is not None:
             return why_not
-        wanted = math.ceil(len(fits) / self.slots) - len(self.launching)
         room = self.max_workers - len(self.owned)
-        # Each new worker is sized for the next waiting jobs, highest priority first.
-        for job in fits[len(self.launching) * self.slots :][:: self.slots][: min(wanted, room)]:
-            self._launch(job)
+        for image, jobs in by_image.items():  # highest ranked first (dicts keep that order)
+            starting = sum(1 for launch in self.launching.values() if launch.image == image)
+            wanted = min(math.ceil(len(jobs) / self.slots) - starting, room)
+            # Each new worker is sized for the next waiting jobs of its image.
+            for job in jobs[starting * self.slots :][:: self.slots][: max(wanted, 0)]:
+                self._launch(job)
+                room -= 1
         return "a worker is starting"
 
     def _launch(self, job: Job) -> None:
         worker_id = f"{self.provider.name}-{secrets.token_hex(4)}"
-        otp = self.otps.issue(worker_id, self.otp_ttl_s, self.labels)
-        self.launching[worker_id] = Launch(worker_id)
+        image = job.spec.image
+        otp = self.otps.issue(worker_id, self.otp_ttl_s, self.labels, image=image)
+        self.launching[worker_id] = Launch(worker_id, image)
         self.owned.add(worker_id)
         launch = WorkerLaunch(
             worker_id,
@@ -124,12 +146,20 @@ class Provisioner:
             cpu=job.spec.cpu,
             memory_bytes=job.spec.memory_bytes,
             env=dict(self.agent_env),
+            image=image,
         )
         self._background.spawn(self._provision(launch))
 
     async def _provision(self, launch: WorkerLaunch) -> None:
         try:
             await self.provider.provision(launch)
+        except ImageUnavailable as exc:
+            # Not the provider's trouble: other images still start, with no backoff.
+            log.error("worker %s: %s", launch.worker_id, exc.message)
+            self.launching.pop(launch.worker_id, None)
+            self.owned.discard(launch.worker_id)
+            self.otps.revoke_worker(launch.worker_id)
+            self.bus.publish(ImageUnavailableEvent(exc.image, exc.message))
         except Exception as exc:
             log.error("provider %s failed to start a worker: %s", self.provider.name, exc)
             self._failed(launch.worker_id, f"start failed: {exc}")

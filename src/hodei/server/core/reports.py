@@ -23,7 +23,7 @@ from typing import Any
 from hodei.domain.attempts import AttemptState, Failure
 from hodei.domain.jobs import Job, JobState
 from hodei.domain.scheduling import release
-from hodei.domain.work import NOT_RUN, LogReport, ResultReport, StartReport
+from hodei.domain.work import AGENT_FAILED, NOT_RUN, LogReport, ResultReport, StartReport
 from hodei.errors import ConflictError, HodeiError
 from hodei.server.core.background import Background
 from hodei.server.core.loghub import LogHub
@@ -150,6 +150,10 @@ class Reports:
     async def _apply_result(self, held: HeldJob, result: ResultReport) -> None:
         if result.exit_code == NOT_RUN and not held.cancel_sent:
             await self._requeue_unrun(held, result.error)
+        elif result.exit_code == AGENT_FAILED:
+            why = f"the agent of worker {held.job.worker_id} failed to run it: {result.error}"
+            target = JobState.CANCELLED if held.cancel_sent else JobState.FAILED
+            await self._settle(held, target, None, why, Failure.AGENT)
         else:
             reason = describe(result, held.cancel_sent)
             if self.hub.last_seq(held.job_id, held.attempt) < result.last_sequence:

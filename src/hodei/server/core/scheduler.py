@@ -10,14 +10,16 @@ report on their jobs is handled by reports.Reports; user actions by control.JobC
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 from typing import Protocol
 
 from hodei.domain.jobs import Job, JobSpec, JobState
 from hodei.domain.scheduling import Placement, Policy, place, reserve, unschedulable
+from hodei.errors import ConflictError
 from hodei.server.core.background import Background
-from hodei.server.core.bus import JobChanged
+from hodei.server.core.bus import ImageUnavailable, JobChanged
 from hodei.server.core.dispatch import Dispatcher
 from hodei.server.core.job_queue import JobQueue, Shape
 from hodei.server.core.orchestrator import Orchestrator
@@ -49,8 +51,8 @@ class Capacity(Protocol):
         """What demand() would say about `fitting` waiting jobs, without starting anything."""
         ...
 
-    def fits(self, labels: dict[str, str]) -> bool:
-        """Whether its workers carry `labels`."""
+    def fits(self, labels: dict[str, str], image: str | None) -> bool:
+        """Whether it can start workers that carry `labels` and run `image`."""
         ...
 
 
@@ -69,7 +71,7 @@ class NoCapacity:
     def note(self, fitting: int) -> str | None:
         return None
 
-    def fits(self, labels: dict[str, str]) -> bool:
+    def fits(self, labels: dict[str, str], image: str | None) -> bool:
         return True
 
 
@@ -110,6 +112,16 @@ class Scheduler:
             self.queue.discard(job.id)
             if (timer := self._delayed.pop(job.id, None)) is not None:
                 timer.cancel()
+
+    def on_image_unavailable(self, event: ImageUnavailable) -> None:
+        """No worker can ever start in `event.image`: its queued jobs fail with the reason."""
+        for job in self.queue.with_image(event.image):
+            self.background.spawn(self._fail_unrunnable(job, event.reason))
+
+    async def _fail_unrunnable(self, job: Job, reason: str) -> None:
+        # A conflict: cancelled, or placed on a worker of that image after all, meanwhile.
+        with contextlib.suppress(ConflictError):
+            await self.orch.finish(job, JobState.FAILED, None, reason)
 
     def admit(self, job: Job) -> None:
         """Queue a queued job, or wait out its retry backoff first (`not_before` is stored with

@@ -18,6 +18,7 @@ class _Grant:
     worker_id: str
     expires_at: float
     labels: dict[str, str] = field(default_factory=dict)
+    image: str | None = None  # the job image the worker is started in (None: the worker image)
 
 
 def _digest(otp: str) -> bytes:
@@ -28,6 +29,7 @@ def _digest(otp: str) -> bytes:
 class Redeemed:
     worker_id: str
     labels: dict[str, str]
+    image: str | None = None
 
 
 # Failed redemptions allowed per source (client host) in a sliding window; past that every
@@ -61,10 +63,18 @@ class OtpRegistry:
         self._failures: dict[str, deque[float]] = {}
         self._now = time.time
 
-    def issue(self, worker_id: str, ttl_s: float, labels: dict[str, str] | None = None) -> str:
+    def issue(
+        self,
+        worker_id: str,
+        ttl_s: float,
+        labels: dict[str, str] | None = None,
+        *,
+        image: str | None = None,
+    ) -> str:
         self._purge()
         otp = "hwp_" + secrets.token_urlsafe(32)
-        self._grants[_digest(otp)] = _Grant(worker_id, self._now() + ttl_s, dict(labels or {}))
+        expires = self._now() + ttl_s
+        self._grants[_digest(otp)] = _Grant(worker_id, expires, dict(labels or {}), image)
         return otp
 
     def redeem(self, otp: str, source: str = "") -> Redeemed:
@@ -104,7 +114,7 @@ class OtpRegistry:
             raise AuthError("invalid, expired or already used worker token")
         if grant.expires_at < self._now():
             raise AuthError("invalid, expired or already used worker token")
-        return Redeemed(grant.worker_id, grant.labels)
+        return Redeemed(grant.worker_id, grant.labels, grant.image)
 
     def revoke_worker(self, worker_id: str) -> None:
         for key in [k for k, g in self._grants.items() if g.worker_id == worker_id]:

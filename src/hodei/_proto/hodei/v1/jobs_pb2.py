@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from hodei._proto.hodei.v1 import common_pb2 as hodei_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13hodei/v1/jobs.proto\x12\x08hodei.v1\x1a\x15hodei/v1/common.proto\"\xfe\x03\n\rJobDefinition\x12\x1f\n\x06job_id\x18\x01 \x01(\x0b\x32\x0f.hodei.v1.JobId\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x03(\t\x12=\n\x0b\x65nvironment\x18\x05 \x03(\x0b\x32(.hodei.v1.JobDefinition.EnvironmentEntry\x12,\n\tresources\x18\x06 \x01(\x0b\x32\x19.hodei.v1.ResourceRequest\x12\x33\n\x06labels\x18\x07 \x03(\x0b\x32#.hodei.v1.JobDefinition.LabelsEntry\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\r\x12\x10\n\x08priority\x18\t \x01(\x05\x12\x13\n\x0bmax_retries\x18\n \x01(\r\x12\x0f\n\x07secrets\x18\x0b \x03(\t\x12\x1a\n\rinfra_retries\x18\x0c \x01(\rH\x00\x88\x01\x01\x12\x16\n\x0eno_infra_retry\x18\r \x01(\x08\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x10\n\x0e_infra_retries\"n\n\x0fQueueJobRequest\x12/\n\x0ejob_definition\x18\x01 \x01(\x0b\x32\x17.hodei.v1.JobDefinition\x12\x11\n\tqueued_by\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"a\n\x10QueueJobResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x1a\n\x03job\x18\x03 \x01(\x0b\x32\r.hodei.v1.Job\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\"0\n\rGetJobRequest\x12\x1f\n\x06job_id\x18\x01 \x01(\x0b\x32\x0f.hodei.v1.JobId\"u\n\tJobStatus\x12\x1f\n\x06job_id\x18\x01 \x01(\x0b\x32\x0f.hodei.v1.JobId\x12\r\n\x05state\x18\x02 \x01(\t\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x15\n\rhas_exit_code\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xa8\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\x15\n\rhas_exit_code\x18\x05 \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12)\n\x06labels\x18\x07 \x03(\x0b\x32\x19.hodei.v1.Job.LabelsEntry\x12\x10\n\x08priority\x18\x08 \x01(\x05\x12\x11\n\tworker_id\x18\t \x01(\t\x12\x12\n\ncreated_at\x18\n \x01(\t\x12\x12\n\nstarted_at\x18\x0b \x01(\t\x12\x13\n\x0b\x66inished_at\x18\x0c \x01(\t\x12\x0f\n\x07\x63ommand\x18\r \x01(\t\x12\x11\n\targuments\x18\x0e \x03(\t\x12\x0e\n\x06reason\x18\x0f \x01(\t\x12\x11\n\tqueued_by\x18\x10 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x11 \x01(\t\x12*\n\x0f\x61ttempt_history\x18\x12 \x03(\x0b\x32\x11.hodei.v1.Attempt\x12\x13\n\x0bmax_retries\x18\x13 \x01(\r\x12\x15\n\rinfra_retries\x18\x14 \x01(\r\x12\x16\n\x0eno_infra_retry\x18\x15 \x01(\x08\x12\x14\n\x0cretries_used\x18\x16 \x01(\r\x12\x1a\n\x12infra_retries_used\x18\x17 \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc4\x01\n\x07\x41ttempt\x12\x0e\n\x06number\x18\x01 \x01(\r\x12\r\n\x05state\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\x15\n\rhas_exit_code\x18\x05 \x01(\x08\x12\x13\n\x0b\x61ssigned_at\x18\x06 \x01(\t\x12\x12\n\nstarted_at\x18\x07 \x01(\t\x12\x13\n\x0b\x66inished_at\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x0f\n\x07\x66\x61ilure\x18\n \x01(\t\"o\n\x0fListJobsRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12\x10\n\x08pipeline\x18\x06 \x01(\t\">\n\x10ListJobsResponse\x12\x1c\n\x05items\x18\x01 \x03(\x0b\x32\r.hodei.v1.Job\x12\x0c\n\x04next\x18\x02 \x01(\t\"q\n\x14SubscribeLogsRequest\x12\x1f\n\x06job_id\x18\x01 \x01(\x0b\x32\x0f.hodei.v1.JobId\x12\x14\n\x0csince_offset\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\x12\n\ntail_bytes\x18\x04 \x01(\r\"W\n\x08LogEvent\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x08\x12\r\n\x05state\x18\x04 \x01(\t\x12\x11\n\texit_code\x18\x05 \x01(\x05\x32\xbb\x03\n\x13JobExecutionService\x12\x41\n\x08QueueJob\x12\x19.hodei.v1.QueueJobRequest\x1a\x1a.hodei.v1.QueueJobResponse\x12\x30\n\x06GetJob\x12\x17.hodei.v1.GetJobRequest\x1a\r.hodei.v1.Job\x12<\n\x0cGetJobStatus\x12\x17.hodei.v1.GetJobRequest\x1a\x13.hodei.v1.JobStatus\x12\x41\n\x08ListJobs\x12\x19.hodei.v1.ListJobsRequest\x1a\x1a.hodei.v1.ListJobsResponse\x12\x33\n\tCancelJob\x12\x17.hodei.v1.GetJobRequest\x1a\r.hodei.v1.Job\x12\x32\n\x08RetryJob\x12\x17.hodei.v1.GetJobRequest\x1a\r.hodei.v1.Job\x12\x45\n\rSubscribeLogs\x12\x1e.hodei.v1.SubscribeLogsRequest\x1a\x12.hodei.v1.LogEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13hodei/v1/jobs.proto\x12\x08hodei.v1\x1a\x15hodei/v1/common.proto\"\x8d\x04\n\rJobDefinition\x12\x1f\n\x06job_id\x18\x01 \x01(\x0b\x32\x0f.hodei.v1.JobId\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x03(\t\x12=\n\x0b\x65nvironment\x18\x05 \x03(\x0b\x32(.hodei.v1.JobDefinition.EnvironmentEntry\x12,\n\tresources\x18\x06 \x01(\x0b\x32\x19.hodei.v1.ResourceRequest\x12\x33\n\x06labels\x18\x07 \x03(\x0b\x32#.hodei.v1.JobDefinition.LabelsEntry\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\r\x12\x10\n\x08priority\x18\t \x01(\x05\x12\x13\n\x0bmax_retries\x18\n \x01(\r\x12\x0f\n\x07secrets\x18\x0b \x03(\t\x12\x1a\n\rinfra_retries\x18\x0c \x01(\rH\x00\x88\x01\x01\x12\x16\n\x0eno_infra_retry\x18\r \x01(\x08\x12\r\n\x05image\x18\x0e \x01(\t\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x10\n\x0e_infra_retries\"n\n\x0fQueueJobRequest\x12/\n\x0ejob_definition\x18\x01 \x01(\x0b\x32\x17.hodei.v1.JobDefinition\x12\x11\n\tqueued_by\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"a\n\x10QueueJobResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x1a\n\x03job\x18\x03 \x01(\x0b\x32\r.hodei.v1.Job\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\"0\n\rGetJobRequest\x12\x1f\n\x06job_id\x18\x01 \x01(\x0b\x32\x0f.hodei.v1.JobId\"u\n\tJobStatus\x12\x1f\n\x06job_id\x18\x01 \x01(\x0b\x32\x0f.hodei.v1.JobId\x12\r\n\x05state\x18\x02 \x01(\t\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x15\n\rhas_exit_code\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xb7\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\x15\n\rhas_exit_code\x18\x05 \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12)\n\x06labels\x18\x07 \x03(\x0b\x32\x19.hodei.v1.Job.LabelsEntry\x12\x10\n\x08priority\x18\x08 \x01(\x05\x12\x11\n\tworker_id\x18\t \x01(\t\x12\x12\n\ncreated_at\x18\n \x01(\t\x12\x12\n\nstarted_at\x18\x0b \x01(\t\x12\x13\n\x0b\x66inished_at\x18\x0c \x01(\t\x12\x0f\n\x07\x63ommand\x18\r \x01(\t\x12\x11\n\targuments\x18\x0e \x03(\t\x12\x0e\n\x06reason\x18\x0f \x01(\t\x12\x11\n\tqueued_by\x18\x10 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x11 \x01(\t\x12*\n\x0f\x61ttempt_history\x18\x12 \x03(\x0b\x32\x11.hodei.v1.Attempt\x12\x13\n\x0bmax_retries\x18\x13 \x01(\r\x12\x15\n\rinfra_retries\x18\x14 \x01(\r\x12\x16\n\x0eno_infra_retry\x18\x15 \x01(\x08\x12\x14\n\x0cretries_used\x18\x16 \x01(\r\x12\x1a\n\x12infra_retries_used\x18\x17 \x01(\r\x12\r\n\x05image\x18\x18 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc4\x01\n\x07\x41ttempt\x12\x0e\n\x06number\x18\x01 \x01(\r\x12\r\n\x05state\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\x15\n\rhas_exit_code\x18\x05 \x01(\x08\x12\x13\n\x0b\x61ssigned_at\x18\x06 \x01(\t\x12\x12\n\nstarted_at\x18\x07 \x01(\t\x12\x13\n\x0b\x66inished_at\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x0f\n\x07\x66\x61ilure\x18\n \x01(\t\"o\n\x0fListJobsRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12\x10\n\x08pipeline\x18\x06 \x01(\t\">\n\x10ListJobsResponse\x12\x1c\n\x05items\x18\x01 \x03(\x0b\x32\r.hodei.v1.Job\x12\x0c\n\x04next\x18\x02 \x01(\t\"q\n\x14SubscribeLogsRequest\x12\x1f\n\x06job_id\x18\x01 \x01(\x0b\x32\x0f.hodei.v1.JobId\x12\x14\n\x0csince_offset\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\x12\n\ntail_bytes\x18\x04 \x01(\r\"W\n\x08LogEvent\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x08\x12\r\n\x05state\x18\x04 \x01(\t\x12\x11\n\texit_code\x18\x05 \x01(\x05\x32\xbb\x03\n\x13JobExecutionService\x12\x41\n\x08QueueJob\x12\x19.hodei.v1.QueueJobRequest\x1a\x1a.hodei.v1.QueueJobResponse\x12\x30\n\x06GetJob\x12\x17.hodei.v1.GetJobRequest\x1a\r.hodei.v1.Job\x12<\n\x0cGetJobStatus\x12\x17.hodei.v1.GetJobRequest\x1a\x13.hodei.v1.JobStatus\x12\x41\n\x08ListJobs\x12\x19.hodei.v1.ListJobsRequest\x1a\x1a.hodei.v1.ListJobsResponse\x12\x33\n\tCancelJob\x12\x17.hodei.v1.GetJobRequest\x1a\r.hodei.v1.Job\x12\x32\n\x08RetryJob\x12\x17.hodei.v1.GetJobRequest\x1a\r.hodei.v1.Job\x12\x45\n\rSubscribeLogs\x12\x1e.hodei.v1.SubscribeLogsRequest\x1a\x12.hodei.v1.LogEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,33 +39,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB_LABELSENTRY']._loaded_options = None
   _globals['_JOB_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_JOBDEFINITION']._serialized_start=57
-  _globals['_JOBDEFINITION']._serialized_end=567
-  _globals['_JOBDEFINITION_ENVIRONMENTENTRY']._serialized_start=452
-  _globals['_JOBDEFINITION_ENVIRONMENTENTRY']._serialized_end=502
-  _globals['_JOBDEFINITION_LABELSENTRY']._serialized_start=504
-  _globals['_JOBDEFINITION_LABELSENTRY']._serialized_end=549
-  _globals['_QUEUEJOBREQUEST']._serialized_start=569
-  _globals['_QUEUEJOBREQUEST']._serialized_end=679
-  _globals['_QUEUEJOBRESPONSE']._serialized_start=681
-  _globals['_QUEUEJOBRESPONSE']._serialized_end=778
-  _globals['_GETJOBREQUEST']._serialized_start=780
-  _globals['_GETJOBREQUEST']._serialized_end=828
-  _globals['_JOBSTATUS']._serialized_start=830
-  _globals['_JOBSTATUS']._serialized_end=947
-  _globals['_JOB']._serialized_start=950
-  _globals['_JOB']._serialized_end=1502
-  _globals['_JOB_LABELSENTRY']._serialized_start=504
-  _globals['_JOB_LABELSENTRY']._serialized_end=549
-  _globals['_ATTEMPT']._serialized_start=1505
-  _globals['_ATTEMPT']._serialized_end=1701
-  _globals['_LISTJOBSREQUEST']._serialized_start=1703
-  _globals['_LISTJOBSREQUEST']._serialized_end=1814
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1816
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1878
-  _globals['_SUBSCRIBELOGSREQUEST']._serialized_start=1880
-  _globals['_SUBSCRIBELOGSREQUEST']._serialized_end=1993
-  _globals['_LOGEVENT']._serialized_start=1995
-  _globals['_LOGEVENT']._serialized_end=2082
-  _globals['_JOBEXECUTIONSERVICE']._serialized_start=2085
-  _globals['_JOBEXECUTIONSERVICE']._serialized_end=2528
+  _globals['_JOBDEFINITION']._serialized_end=582
+  _globals['_JOBDEFINITION_ENVIRONMENTENTRY']._serialized_start=467
+  _globals['_JOBDEFINITION_ENVIRONMENTENTRY']._serialized_end=517
+  _globals['_JOBDEFINITION_LABELSENTRY']._serialized_start=519
+  _globals['_JOBDEFINITION_LABELSENTRY']._serialized_end=564
+  _globals['_QUEUEJOBREQUEST']._serialized_start=584
+  _globals['_QUEUEJOBREQUEST']._serialized_end=694
+  _globals['_QUEUEJOBRESPONSE']._serialized_start=696
+  _globals['_QUEUEJOBRESPONSE']._serialized_end=793
+  _globals['_GETJOBREQUEST']._serialized_start=795
+  _globals['_GETJOBREQUEST']._serialized_end=843
+  _globals['_JOBSTATUS']._serialized_start=845
+  _globals['_JOBSTATUS']._serialized_end=962
+  _globals['_JOB']._serialized_start=965
+  _globals['_JOB']._serialized_end=1532
+  _globals['_JOB_LABELSENTRY']._serialized_start=519
+  _globals['_JOB_LABELSENTRY']._serialized_end=564
+  _globals['_ATTEMPT']._serialized_start=1535
+  _globals['_ATTEMPT']._serialized_end=1731
+  _globals['_LISTJOBSREQUEST']._serialized_start=1733
+  _globals['_LISTJOBSREQUEST']._serialized_end=1844
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1846
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1908
+  _globals['_SUBSCRIBELOGSREQUEST']._serialized_start=1910
+  _globals['_SUBSCRIBELOGSREQUEST']._serialized_end=2023
+  _globals['_LOGEVENT']._serialized_start=2025
+  _globals['_LOGEVENT']._serialized_end=2112
+  _globals['_JOBEXECUTIONSERVICE']._serialized_start=2115
+  _globals['_JOBEXECUTIONSERVICE']._serialized_end=2558
 # @@protoc_insertion_point(module_scope)

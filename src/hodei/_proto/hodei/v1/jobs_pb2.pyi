@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JobDefinition(_message.Message):
-    __slots__ = ("job_id", "name", "command", "arguments", "environment", "resources", "labels", "timeout_seconds", "priority", "max_retries", "secrets", "infra_retries", "no_infra_retry")
+    __slots__ = ("job_id", "name", "command", "arguments", "environment", "resources", "labels", "timeout_seconds", "priority", "max_retries", "secrets", "infra_retries", "no_infra_retry", "image")
     class EnvironmentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class JobDefinition(_message.Message):
     SECRETS_FIELD_NUMBER: _ClassVar[int]
     INFRA_RETRIES_FIELD_NUMBER: _ClassVar[int]
     NO_INFRA_RETRY_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
     job_id: _common_pb2.JobId
     name: str
     command: str
@@ -49,7 +50,8 @@ class JobDefinition(_message.Message):
     secrets: _containers.RepeatedScalarFieldContainer[str]
     infra_retries: int
     no_infra_retry: bool
-    def __init__(self, job_id: _Optional[_Union[_common_pb2.JobId, _Mapping]] = ..., name: _Optional[str] = ..., command: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., timeout_seconds: _Optional[int] = ..., priority: _Optional[int] = ..., max_retries: _Optional[int] = ..., secrets: _Optional[_Iterable[str]] = ..., infra_retries: _Optional[int] = ..., no_infra_retry: _Optional[bool] = ...) -> None: ...
+    image: str
+    def __init__(self, job_id: _Optional[_Union[_common_pb2.JobId, _Mapping]] = ..., name: _Optional[str] = ..., command: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., timeout_seconds: _Optional[int] = ..., priority: _Optional[int] = ..., max_retries: _Optional[int] = ..., secrets: _Optional[_Iterable[str]] = ..., infra_retries: _Optional[int] = ..., no_infra_retry: _Optional[bool] = ..., image: _Optional[str] = ...) -> None: ...
 
 class QueueJobRequest(_message.Message):
     __slots__ = ("job_definition", "queued_by", "idempotency_key")
@@ -94,7 +96,7 @@ class JobStatus(_message.Message):
     def __init__(self, job_id: _Optional[_Union[_common_pb2.JobId, _Mapping]] = ..., state: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "name", "state", "exit_code", "has_exit_code", "attempts", "labels", "priority", "worker_id", "created_at", "started_at", "finished_at", "command", "arguments", "reason", "queued_by", "idempotency_key", "attempt_history", "max_retries", "infra_retries", "no_infra_retry", "retries_used", "infra_retries_used")
+    __slots__ = ("id", "name", "state", "exit_code", "has_exit_code", "attempts", "labels", "priority", "worker_id", "created_at", "started_at", "finished_at", "command", "arguments", "reason", "queued_by", "idempotency_key", "attempt_history", "max_retries", "infra_retries", "no_infra_retry", "retries_used", "infra_retries_used", "image")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +127,7 @@ class Job(_message.Message):
     NO_INFRA_RETRY_FIELD_NUMBER: _ClassVar[int]
     RETRIES_USED_FIELD_NUMBER: _ClassVar[int]
     INFRA_RETRIES_USED_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     state: str
@@ -148,7 +151,8 @@ class Job(_message.Message):
     no_infra_retry: bool
     retries_used: int
     infra_retries_used: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., attempts: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., worker_id: _Optional[str] = ..., created_at: _Optional[str] = ..., started_at: _Optional[str] = ..., finished_at: _Optional[str] = ..., command: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., queued_by: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., attempt_history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., max_retries: _Optional[int] = ..., infra_retries: _Optional[int] = ..., no_infra_retry: _Optional[bool] = ..., retries_used: _Optional[int] = ..., infra_retries_used: _Optional[int] = ...) -> None: ...
+    image: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., attempts: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., worker_id: _Optional[str] = ..., created_at: _Optional[str] = ..., started_at: _Optional[str] = ..., finished_at: _Optional[str] = ..., command: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., queued_by: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., attempt_history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., max_retries: _Optional[int] = ..., infra_retries: _Optional[int] = ..., no_infra_retry: _Optional[bool] = ..., retries_used: _Optional[int] = ..., infra_retries_used: _Optional[int] = ..., image: _Optional[str] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("number", "state", "worker_id", "exit_code", "has_exit_code", "assigned_at", "started_at", "finished_at", "reason", "failure")

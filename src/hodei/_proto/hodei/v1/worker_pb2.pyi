@@ -41,7 +41,7 @@ class AgentMessage(_message.Message):
     def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., logs: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ..., updates: _Optional[_Iterable[_Union[JobStatusUpdate, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[JobResult, _Mapping]]] = ..., artifacts: _Optional[_Iterable[_Union[ArtifactChunk, _Mapping]]] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("otp", "hostname", "labels", "capacity", "agent_version", "pid", "session_id", "running", "resume_token")
+    __slots__ = ("otp", "hostname", "labels", "capacity", "agent_version", "pid", "session_id", "running", "resume_token", "image")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class Register(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
     otp: str
     hostname: str
     labels: _containers.ScalarMap[str, str]
@@ -67,7 +68,8 @@ class Register(_message.Message):
     session_id: str
     running: _containers.RepeatedCompositeFieldContainer[RunningJob]
     resume_token: str
-    def __init__(self, otp: _Optional[str] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., agent_version: _Optional[str] = ..., pid: _Optional[int] = ..., session_id: _Optional[str] = ..., running: _Optional[_Iterable[_Union[RunningJob, _Mapping]]] = ..., resume_token: _Optional[str] = ...) -> None: ...
+    image: str
+    def __init__(self, otp: _Optional[str] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., agent_version: _Optional[str] = ..., pid: _Optional[int] = ..., session_id: _Optional[str] = ..., running: _Optional[_Iterable[_Union[RunningJob, _Mapping]]] = ..., resume_token: _Optional[str] = ..., image: _Optional[str] = ...) -> None: ...
 
 class RunningJob(_message.Message):
     __slots__ = ("job_id", "attempt")

@@ -36,6 +36,7 @@ def spec_from_definition(d: pb.JobDefinition, queued_by: str) -> JobSpec:
         infra_retries=d.infra_retries if d.HasField("infra_retries") else None,
         no_infra_retry=d.no_infra_retry,
         priority=d.priority,
+        image=d.image or None,
         queued_by=queued_by,
     )
 

@@ -138,7 +138,9 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             await self._refuse(context, exc.message)
         if len(reg.labels) > MAX_LABELS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "too many labels")
-        session = self._new_session(reg, grant.worker_id, secrets.token_hex(8), grant.labels)
+        session = self._new_session(
+            reg, grant.worker_id, secrets.token_hex(8), grant.labels, grant.image
+        )
         old = self.registry.get(session.id)
         if old is not None:
             old.close()
@@ -187,7 +189,12 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         """Hook: AuthError when the connection may not act as `worker_id` (mtls_worker)."""
 
     def _new_session(
-        self, reg: pb.Register, worker_id: str, session_id: str, grant_labels: dict[str, str]
+        self,
+        reg: pb.Register,
+        worker_id: str,
+        session_id: str,
+        grant_labels: dict[str, str],
+        grant_image: str | None = None,
     ) -> WorkerSession:
         cap = reg.capacity
         view = WorkerView(
@@ -196,6 +203,9 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
             slots=max(1, min(cap.slots or 1, 1024)),
             cpus=cap.cpus,
             memory_bytes=cap.memory_bytes,
+            # The grant's image wins; an agent that resumes (no grant) or that an operator
+            # started in an image of their own says which.
+            image=grant_image or reg.image[:255] or None,
         )
         provider = (
             self.provisioner.provider.name if worker_id in self.provisioner.owned else "static"

@@ -44,6 +44,8 @@ class SubmitRequest(BaseModel):
     infra_retries: int | None = Field(None, ge=0, le=100)
     no_infra_retry: bool = False
     priority: int = Field(0, ge=-1_000_000, le=1_000_000)
+    # The container image to run in (absent: the provider's worker image).
+    image: str | None = Field(None, max_length=255)
     id: str | None = Field(None, max_length=64)
     queued_by: str = Field("", max_length=200)
     idempotency_key: str | None = Field(None, max_length=200)
@@ -66,6 +68,7 @@ class SubmitRequest(BaseModel):
             no_infra_retry=self.no_infra_retry,
             priority=self.priority,
             queued_by=queued_by(self.queued_by),
+            image=self.image,
         )
 
 

@@ -25,7 +25,10 @@ class OtpRequest(BaseModel):
 async def workers(services: Services) -> dict[str, Any]:
     provisioner = services.provisioner
     items = [worker_to_dict(s) for s in services.registry.sessions()]
-    items += [launching_to_dict(w, provisioner.provider.name) for w in provisioner.launching]
+    items += [
+        launching_to_dict(w, provisioner.provider.name, image=launch.image)
+        for w, launch in provisioner.launching.items()
+    ]
     return {"items": items, "next": None, "provisioning_error": provisioner.last_error}
 
 
