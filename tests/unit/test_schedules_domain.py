@@ -32,7 +32,7 @@ MADRID = "Europe/Madrid"
 
 
 def at(tz: str, *parts: int, fold: int = 0) -> float:
-    return datetime(*parts, tzinfo=ZoneInfo(tz), fold=fold).timestamp()  # type: ignore[misc]
+    return datetime(*parts, tzinfo=ZoneInfo(tz), fold=fold).timestamp()  # type: ignore[arg-type,misc]
 
 
 def wall(tz: str, instant: float) -> str:

@@ -22,6 +22,7 @@ from hodei.adapters.store.common import (
     state_values,
     transition_conflict,
 )
+from hodei.adapters.store.memory_schedules import MemorySchedules
 from hodei.adapters.store.pipeline_rows import (
     changed_run,
     changed_step,
@@ -78,10 +79,11 @@ def _newest_first(
     return newest_page(found, limit, _same)
 
 
-class MemoryJobStore:
+class MemoryJobStore(MemorySchedules):
     """JobStore in this process's memory. `await open()` before use, `await close()` when done."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._open = False
         self._closed = False
         self._jobs: list[Job] = []  # by seq: the job with seq n is at n - 1

@@ -156,6 +156,60 @@ _V8 = (
     # list_jobs(pipeline=RUN): the run's jobs by id prefix (RUN.), in any database collation.
     "CREATE INDEX jobs_id_prefix ON jobs (id text_pattern_ops)",
 )
+_V9 = (
+    """CREATE TABLE schedules (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        cron TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        spec TEXT,
+        source TEXT NOT NULL,
+        params TEXT NOT NULL,
+        overlap TEXT NOT NULL,
+        catch_up TEXT NOT NULL,
+        catch_up_limit INTEGER NOT NULL,
+        starting_deadline_s DOUBLE PRECISION NOT NULL,
+        pause_after INTEGER NOT NULL,
+        paused INTEGER NOT NULL,
+        pause_reason TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        next_fire DOUBLE PRECISION,
+        created_at DOUBLE PRECISION NOT NULL,
+        created_by TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        version INTEGER NOT NULL
+    )""",
+    """CREATE TABLE schedule_fires (
+        id TEXT PRIMARY KEY,
+        schedule_id TEXT NOT NULL,
+        scheduled_at DOUBLE PRECISION NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        decided_at DOUBLE PRECISION NOT NULL,
+        job_id TEXT,
+        run_id TEXT,
+        covers INTEGER NOT NULL,
+        manual INTEGER NOT NULL,
+        template_version INTEGER NOT NULL,
+        replace_previous INTEGER NOT NULL,
+        result TEXT NOT NULL
+    )""",
+    # list_fires pages a schedule's fires newest first; active_fires reads the few active ones.
+    "CREATE INDEX schedule_fires_order ON schedule_fires (schedule_id, scheduled_at)",
+    "CREATE INDEX schedule_fires_active ON schedule_fires (scheduled_at) "
+    "WHERE outcome IN ('starting', 'started') AND result = ''",
+    """CREATE TABLE templates (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        description TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        created_by TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    )""",
+)
 # The schema, step by step: a database at version N gets steps N+1.. applied on open. Released
 # steps are never edited; a change is a new step at the end.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -167,6 +221,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("retries spent by the job and by the platform, attempt failure kinds", _V6),
     Migration("pipeline runs and their steps", _V7),
     Migration("jobs found by pipeline run", _V8),
+    Migration("schedules, their fires and job templates", _V9),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -52,6 +52,7 @@ from hodei.adapters.store.pg_common import (
     retryable,
 )
 from hodei.adapters.store.pg_pipelines import PostgresPipelines
+from hodei.adapters.store.pg_schedules import PostgresSchedules
 from hodei.adapters.store.pg_schema import (
     KEY_OWNERS,
     MIGRATION_LOCK,
@@ -82,7 +83,7 @@ _KEY_AT = INSERT_FIELDS.index("idempotency_key")  # in a create's parameters
 _SELECT_AUDIT = f"SELECT {', '.join(AUDIT_FIELDS)} FROM audit"
 
 
-class PostgresJobStore(PostgresPipelines):
+class PostgresJobStore(PostgresPipelines, PostgresSchedules):
     """JobStore on a PostgreSQL database. `await open()` before use, `await close()` when done.
 
     `dsn` is a postgresql:// (or postgres://) URL as libpq reads it; other query parameters are

@@ -42,6 +42,7 @@ from hodei.adapters.store.common import (
 )
 from hodei.adapters.store.sqlite_common import RETURNING, marks, page_query
 from hodei.adapters.store.sqlite_pipelines import SqlitePipelines
+from hodei.adapters.store.sqlite_schedules import SqliteSchedules
 from hodei.adapters.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from hodei.adapters.store.sqlite_writer import MAX_BATCH, SqliteWriter
 from hodei.domain.access import AuditEntry, TokenRecord
@@ -122,7 +123,7 @@ def jobs_page_query(wanted: JobFilter, cursor: int | None, limit: int) -> tuple[
     return page_query(select, _job_conditions(wanted), cursor, limit)
 
 
-class SqliteJobStore(SqlitePipelines):
+class SqliteJobStore(SqlitePipelines, SqliteSchedules):
     """JobStore on one SQLite file. `await open()` before use, `await close()` when done."""
 
     def __init__(

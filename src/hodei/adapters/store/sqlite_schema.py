@@ -124,6 +124,60 @@ _V6 = (
     "(cache_key, finished_at DESC, run_id DESC, step_id DESC) "
     "WHERE status = 'succeeded' AND cached_from IS NULL",
 )
+_V7 = (
+    """CREATE TABLE schedules (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        cron TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        spec TEXT,
+        source TEXT NOT NULL,
+        params TEXT NOT NULL,
+        overlap TEXT NOT NULL,
+        catch_up TEXT NOT NULL,
+        catch_up_limit INTEGER NOT NULL,
+        starting_deadline_s REAL NOT NULL,
+        pause_after INTEGER NOT NULL,
+        paused INTEGER NOT NULL,
+        pause_reason TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        next_fire REAL,
+        created_at REAL NOT NULL,
+        created_by TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        version INTEGER NOT NULL
+    )""",
+    """CREATE TABLE schedule_fires (
+        id TEXT PRIMARY KEY,
+        schedule_id TEXT NOT NULL,
+        scheduled_at REAL NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        decided_at REAL NOT NULL,
+        job_id TEXT,
+        run_id TEXT,
+        covers INTEGER NOT NULL,
+        manual INTEGER NOT NULL,
+        template_version INTEGER NOT NULL,
+        replace_previous INTEGER NOT NULL,
+        result TEXT NOT NULL
+    )""",
+    # list_fires pages a schedule's fires newest first; active_fires reads the few active ones.
+    "CREATE INDEX schedule_fires_order ON schedule_fires (schedule_id, scheduled_at)",
+    "CREATE INDEX schedule_fires_active ON schedule_fires (scheduled_at) "
+    "WHERE outcome IN ('starting', 'started') AND result = ''",
+    """CREATE TABLE templates (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        description TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        created_by TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    )""",
+)
 # The schema, step by step: a database at version N gets steps N+1.. applied on open.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("jobs, secrets and queue indexes", _V1),
@@ -132,6 +186,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("retry backoff kept with the job", ("ALTER TABLE jobs ADD COLUMN not_before REAL",)),
     Migration("retries spent by the job and by the platform, attempt failure kinds", _V5),
     Migration("pipeline runs and their steps", _V6),
+    Migration("schedules, their fires and job templates", _V7),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
