@@ -78,10 +78,12 @@ class Pipelines:
         filename: str = "pipeline.yaml",
         queued_by: str = "",
         no_cache: bool = False,
+        run_id: str | None = None,
     ) -> tuple[PipelineRun, list[RunStep]]:
         """Check the file and its params, store the run with every step pending, and start
         the steps that need nothing. PipelineError / ValidationError before anything is
-        stored."""
+        stored. `run_id`: the id a caller derived (a schedule's fire), so that a second try
+        is refused by the store (ConflictError) instead of starting a second run."""
         pipeline = parse_pipeline(source, limits=self.limits, filename=filename)
         values = resolve_params(pipeline, params)
         names = {name for step in pipeline.steps.values() for name in step.secrets}
@@ -90,7 +92,7 @@ class Pipelines:
             raise ValidationError("unknown secret(s): " + ", ".join(missing))
         dag = build_dag(pipeline)
         run = PipelineRun(
-            id=new_run_id(),
+            id=run_id or new_run_id(),
             name=pipeline.name,
             source=source,
             filename=filename,
