@@ -81,6 +81,8 @@ class ServerSettings:
     max_output_bytes: int = 100 * 1024 * 1024  # per job attempt; past it the log is truncated
     artifact_max_bytes: int = 256 * 1024 * 1024  # one attempt's artifact archive at most
     artifact_retention_s: float = 7 * 86400.0  # archives and outputs are kept this long
+    # A schedule may not fire more often than this (its shortest gap between two fires).
+    schedule_min_interval_s: float = 60.0
     demo: bool = False
     # No API tokens: every request acts as an admin. Only on loopback addresses.
     dev: bool = False
@@ -180,6 +182,8 @@ class ServerSettings:
             raise ValidationError("artifact max bytes must be between 1K and 1T")
         if not 60 <= self.artifact_retention_s <= 3660 * 86400:
             raise ValidationError("artifact retention must be between 1 minute and 10 years")
+        if not 60 <= self.schedule_min_interval_s <= 366 * 86400:
+            raise ValidationError("schedule minimum interval must be between 1 minute and 1 year")
         if not 1 <= self.cert_lifetime_s <= 366 * 86400:
             raise ValidationError("certificate lifetime must be between 1s and 366 days")
         if self.dev:

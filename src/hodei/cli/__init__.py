@@ -17,6 +17,7 @@ from hodei.cli.common import app
 # isort: off
 from hodei.cli import server, agent, jobs, pipelines, artifacts, workers  # noqa: F401
 from hodei.cli import secrets, tokens, pki, audit, dashboard  # noqa: F401
+from hodei.cli import schedules, templates  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]

@@ -261,6 +261,13 @@ def server(
             help="How long artifact archives and outputs are kept.",
         ),
     ] = "7d",
+    schedule_min_interval: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_SCHEDULE_MIN_INTERVAL",
+            help="Refuse schedules that would fire more often than this.",
+        ),
+    ] = "1m",
     demo: Annotated[
         bool, typer.Option("--demo", help="Submit a demo job and print its log live.")
     ] = False,
@@ -323,6 +330,9 @@ def server(
         max_output_bytes=parse_opt(parse_size, max_output, "--max-output"),
         artifact_max_bytes=parse_opt(parse_size, artifact_max_bytes, "--artifact-max-bytes"),
         artifact_retention_s=parse_opt(parse_duration, artifact_retention, "--artifact-retention"),
+        schedule_min_interval_s=parse_opt(
+            parse_duration, schedule_min_interval, "--schedule-min-interval"
+        ),
         demo=demo,
         dev=dev,
         log_dir_path=log_dir,

@@ -42,7 +42,8 @@ PUBLIC = frozenset(
 _STATIC = "/static/"
 _JOB_ACTION = re.compile(
     r"^/api/v1/(jobs(/batch|/[^/]+/(cancel|retry))?"
-    r"|pipelines(/validate|/[^/]+/(cancel|retry|approve))?)$"
+    r"|pipelines(/validate|/[^/]+/(cancel|retry|approve))?"
+    r"|templates/[^/]+/run)$"
 )
 _ADMIN_READS = ("/api/v1/secrets", "/api/v1/tokens", "/api/v1/audit", "/api/v1/pki")
 _DOCS = ("/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect")

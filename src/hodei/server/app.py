@@ -185,6 +185,8 @@ def http_services(s: Services, started: float) -> HttpServices:
         started_at=started,
         authority=s.authority,
         pipelines=s.pipelines,
+        schedules=s.schedules,
+        templates=s.templates,
         bus=s.bus,
         artifacts=s.artifacts,
         links=s.links,
@@ -264,6 +266,8 @@ async def start_core(
     stack.push_async_callback(s.scheduler.stop)
     await s.engine.resume()  # runs a stop left mid-way go on
     s.background.spawn(s.engine.keep_up(PIPELINE_UPKEEP_S, s.settings.artifact_retention_s))
+    await s.timer.resume()  # fires a crash left starting, then what came due while down
+    s.background.spawn(s.timer.run())
 
 
 async def _access_lines(s: Services, settings: ServerSettings, http_port: int) -> str:

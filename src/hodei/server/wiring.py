@@ -38,6 +38,7 @@ from hodei.server.core.metrics import Metrics
 from hodei.server.core.orchestrator import Orchestrator
 from hodei.server.core.passes import PassSignal
 from hodei.server.core.pipelines import PipelineEngine, Pipelines
+from hodei.server.core.schedules import Launcher, Schedules, ScheduleTimer, Templates
 from hodei.server.core.provisioning import Provisioner
 from hodei.server.core.recovery import Recovery
 from hodei.server.core.reports import Reports
@@ -90,6 +91,9 @@ class Services:
     artifacts: ArtifactStore
     engine: PipelineEngine
     pipelines: Pipelines
+    timer: ScheduleTimer
+    schedules: Schedules
+    templates: Templates
     links: SignInLinks
 
 
@@ -231,6 +235,9 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
     control = JobControl(orch, store, registry, bus, settings.cancel_grace_s)
     engine = PipelineEngine(store, orch, control.cancel, artifacts, bus, background)
     pipelines = Pipelines(store, engine, auditor)
+    launcher = Launcher(orch, pipelines)
+    timer = ScheduleTimer(store, launcher, control.cancel, pipelines.cancel, auditor)
+    schedules = Schedules(store, timer, auditor, min_interval_s=settings.schedule_min_interval_s)
     recovery = Recovery(registry, reports, control, store, passes, settings.worker_grace_s, cluster)
     metrics = Metrics()
     metrics.gauge("hodei_jobs_queued", "Jobs waiting for a worker", lambda: scheduler.queued_count)
@@ -240,6 +247,7 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
     bus.subscribe(JobChanged, lambda e: hub.job_changed(e.job))
     bus.subscribe(JobChanged, metrics.on_job_changed)
     bus.subscribe(JobChanged, engine.on_job_changed)
+    bus.subscribe(JobChanged, timer.on_job_changed)
     bus.subscribe(WorkerExited, lambda e: provisioner.exited(e.worker_id, e.code))
     bus.subscribe(WorkerExited, lambda e: recovery.process_exited(e.worker_id))
     bus.subscribe(WorkerConnected, lambda e: provider.connected(e.worker_id))
@@ -279,5 +287,8 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
         artifacts=artifacts,
         engine=engine,
         pipelines=pipelines,
+        timer=timer,
+        schedules=schedules,
+        templates=Templates(store, launcher, auditor),
         links=SignInLinks(),
     )

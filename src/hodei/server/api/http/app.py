@@ -14,8 +14,10 @@ from hodei.server.api.http import (
     logs,
     pipelines,
     pki,
+    schedules,
     secrets,
     session,
+    templates,
     tokens,
     workers,
 )
@@ -36,6 +38,8 @@ ROUTERS = (
     audit,
     pipelines,
     artifacts,
+    schedules,
+    templates,
     session,
     dashboard,
 )

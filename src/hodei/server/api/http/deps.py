@@ -14,6 +14,7 @@ from hodei.server.core.bus import EventBus
 from hodei.server.core.metrics import Metrics
 from hodei.server.core.pipelines import Pipelines
 from hodei.server.core.provisioning import Provisioner
+from hodei.server.core.schedules import Schedules, Templates
 from hodei.server.core.service import JobsApi
 from hodei.server.core.workers import WorkerRegistry
 from hodei.server.security.api_auth import ApiAuth, AuthStore
@@ -41,6 +42,8 @@ class HttpServices:
     metrics: Metrics
     started_at: float  # time.time() when the server started (uptime in /healthz)
     pipelines: Pipelines
+    schedules: Schedules
+    templates: Templates
     bus: EventBus  # what the SSE stream of a run listens to
     artifacts: ArtifactStore
     links: SignInLinks  # one-time sign-in links of the dashboard

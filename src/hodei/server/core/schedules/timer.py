@@ -178,6 +178,7 @@ class ScheduleTimer:
                 s = await self.store.get_schedule(s.name)
                 continue
             await self.auditor.record(by, "schedule.run_now", s.name, fire.id)
+            await self._audit_fires(s, [fire])
             return await self._start(fire, s)
         raise ConflictError(f"schedule {s.name} keeps changing; try again")
 
