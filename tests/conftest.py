@@ -9,18 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-
-def require_service(name: str, available: bool, why: str) -> None:
-    """Skip (loudly) when a system service is missing; fail instead under
-    HODEI_REQUIRE_SERVICES=1, which CI sets after installing and starting the services."""
-    if available:
-        return
-    message = f"{name} is not available: {why}"
-    if os.environ.get("HODEI_REQUIRE_SERVICES") == "1":
-        pytest.fail(message + " (HODEI_REQUIRE_SERVICES=1)")
-    pytest.skip(message)
-
+from services import require_service
 
 TEST_DATABASE_URL = "postgresql://hodei:hodei@127.0.0.1:5432/hodei_test"
 

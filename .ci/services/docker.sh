@@ -4,8 +4,8 @@
 # answers, with --bridge=none --iptables=false (no docker0 bridge, no firewall rules: worker
 # containers use host networking and the tests talk to loopback only), waits until it answers
 # (bounded), builds the worker image offline (scripts/build_worker_image.sh, its debootstrap
-# root file system cached in /var/cache/hodei-ci; skipped when the image is current) and exports
-# HODEI_TEST_WORKER_IMAGE.
+# root file system cached in /var/cache/hodei-ci; skipped when the image is current), the small
+# job images of the tests (scripts/build_test_images.sh) and exports HODEI_TEST_WORKER_IMAGE.
 # A step that fails is reported and the run goes on: with HODEI_REQUIRE_SERVICES=1 the tests
 # that need Docker then fail with the reason, and every other test still runs.
 
@@ -68,6 +68,8 @@ hodei_docker_setup() {
   local started=$SECONDS
   bash scripts/build_worker_image.sh "$HODEI_TEST_WORKER_IMAGE" || return 1
   echo "worker image $HODEI_TEST_WORKER_IMAGE ready in $((SECONDS - started))s"
+  # Small images without Python for the tests of jobs in their own image.
+  bash scripts/build_test_images.sh || return 1
 }
 
 export HODEI_TEST_WORKER_IMAGE="${HODEI_TEST_WORKER_IMAGE:-hodei-worker:latest}"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hodei.agent_bundle import bundle_problem
 from hodei.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ class ServerSettings:
     docker_privileged: bool = False
     docker_socket: bool = False  # mount the engine's socket into workers (root on the host)
     docker_mounts: tuple[str, ...] = ()  # host paths for workers: HOST:CONTAINER[:ro|rw]
+    local_agent: str = ""  # local workers run this agent executable directory (empty: Python)
     docker_job_user: str = ""  # user of containers started in a job's image (empty: its own)
     # Kubernetes provider (docs/kubernetes.md): workers are pods in one namespace.
     k8s_namespace: str = ""  # empty: the in-cluster namespace, else "default"
@@ -154,6 +156,8 @@ class ServerSettings:
                 f"unknown or unavailable provider {self.provider!r} "
                 f"(available: {', '.join(PROVIDERS)})"
             )
+        if self.local_agent and (problem := bundle_problem(self.local_agent)) is not None:
+            raise ValidationError(f"--local-agent: {problem}")
         if not self.docker_network.strip():
             raise ValidationError("docker network mode must not be empty")
         for mount in self.docker_mounts:

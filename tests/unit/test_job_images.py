@@ -127,13 +127,13 @@ def test_a_provider_without_images_says_so_and_is_not_asked() -> None:
     fake = FakeProvider(runs_images=False)
     prov = provisioner(fake, bus)
     spec = JobSpec(command="x", image="node:20")
-    assert prov.ceiling(spec) == "the fake provider runs no container images"
+    assert prov.ceiling(spec) == "image node:20: the fake provider runs no container images"
     assert not prov.fits({}, "node:20") and prov.fits({}, None)
     assert prov.demand(jobs("node:20")) is None
     never = unschedulable(spec, [WorkerView("w", {}, slots=1)], prov.ceiling)
     assert never == (
         "unschedulable: 1 worker(s): runs the worker image, not node:20; "
-        "provider: the fake provider runs no container images"
+        "provider: image node:20: the fake provider runs no container images"
     )
 
 

@@ -260,6 +260,23 @@ steps:
     assert spec.labels == {"os": "linux"} and spec.env == {"A": "b"}
 
 
+def test_a_steps_image_is_its_jobs_image_rendered_and_checked() -> None:
+    text = (
+        "name: x\nparams: {v: {default: '20'}}\nsteps:\n"
+        "  a: {run: npm test, image: 'node:${{ params.v }}'}\n  b: {run: make}\n"
+        "  c: {run: x, image: 'Not An Image'}\n"
+    )
+    pipeline = parse_pipeline(text)
+    dag = build_dag(pipeline)
+    params = {"v": "20"}
+    assert job_spec(dag.jobs["a"][0], render_step(pipeline, dag.jobs["a"][0], params)).image == (
+        "node:20"
+    )
+    assert job_spec(dag.jobs["b"][0], render_step(pipeline, dag.jobs["b"][0], params)).image is None
+    with pytest.raises(ValidationError, match="step 'c': invalid image 'Not An Image'"):
+        job_spec(dag.jobs["c"][0], render_step(pipeline, dag.jobs["c"][0], params))
+
+
 def test_job_spec_refuses_what_rendering_made_too_big() -> None:
     text = (
         "name: x\nsteps:\n  a: {run: echo, outputs: [v]}\n"

@@ -16,7 +16,8 @@ import os
 import sys
 from collections.abc import Mapping
 
-LOADER = os.path.join("glibc", "ld-linux-x86-64.so.2")  # relative to the executable's dir
+from hodei.agent_bundle import LOADER
+
 REAPER_FLAG = "--hodei-reaper"
 # The bootloader's own variables: meaningless (and misleading) in a job's environment.
 _BOOTLOADER_PREFIX = "_PYI_"

@@ -42,6 +42,15 @@ def server(
             help="gRPC address Docker workers dial (default: the server's --grpc-addr).",
         ),
     ] = "",
+    local_agent: Annotated[
+        str,
+        typer.Option(
+            "--local-agent",
+            envvar="HODEI_LOCAL_AGENT",
+            help="Local workers run the agent executable in this directory "
+            "(scripts/build_agent_binary.sh) instead of this Python.",
+        ),
+    ] = "",
     docker_job_user: Annotated[
         str,
         typer.Option(
@@ -342,6 +351,7 @@ def server(
         docker_server_url=docker_server_url,
         docker_privileged=docker_privileged,
         docker_job_user=docker_job_user,
+        local_agent=local_agent,
         docker_socket=docker_socket,
         docker_mounts=tuple(docker_mount or ()),
         k8s_namespace=k8s_namespace,

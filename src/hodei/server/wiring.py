@@ -17,6 +17,7 @@ from hodei.adapters.artifacts.files import FileArtifactStore
 from hodei.adapters.logs.files import FileLogStore
 from hodei.adapters.providers.local import AdoptHandler, ExitHandler, LocalProvider
 from hodei.adapters.store.sqlite import SqliteJobStore
+from hodei.agent_bundle import command_in
 from hodei.config import ServerSettings, parse_mount
 from hodei.domain.scheduling import Policy
 from hodei.errors import HodeiError
@@ -38,11 +39,11 @@ from hodei.server.core.metrics import Metrics
 from hodei.server.core.orchestrator import Orchestrator
 from hodei.server.core.passes import PassSignal
 from hodei.server.core.pipelines import PipelineEngine, Pipelines
-from hodei.server.core.schedules import Launcher, Schedules, ScheduleTimer, Templates
 from hodei.server.core.provisioning import Provisioner
 from hodei.server.core.recovery import Recovery
 from hodei.server.core.reports import Reports
 from hodei.server.core.scheduler import Scheduler
+from hodei.server.core.schedules import Launcher, Schedules, ScheduleTimer, Templates
 from hodei.server.core.service import JobsApi
 from hodei.server.core.workers import WorkerRegistry
 from hodei.server.security.api_auth import ApiAuth
@@ -104,7 +105,10 @@ def make_provider(
     `on_adopt(worker_id)` for each worker of an earlier run it keeps at start)."""
     grace = settings.worker_grace_s
     if settings.provider == "local":
-        return LocalProvider(settings.home / "run", on_exit, grace_s=grace, on_adopt=on_adopt)
+        agent = command_in(settings.local_agent) if settings.local_agent else ()
+        return LocalProvider(
+            settings.home / "run", on_exit, grace_s=grace, on_adopt=on_adopt, agent_command=agent
+        )
     if settings.provider == "docker":
         # Imported here: the Docker SDK (and requests) cost start-up time other providers skip.
         from hodei.adapters.providers.docker import DockerOptions, DockerProvider
@@ -221,6 +225,7 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
         max_cpus=0.0 if settings.provider == "kubernetes" else float(psutil.cpu_count() or 0),
         max_memory=0 if settings.provider == "kubernetes" else psutil.virtual_memory().total,
         agent_env=tls.agent_env if tls is not None else None,
+        passes=passes,
     )
     scheduler = Scheduler(
         orch,

@@ -18,6 +18,7 @@ from typing import Any
 
 from docker import errors as derr
 
+from hodei.agent_bundle import command_in
 from hodei.errors import ImageUnavailable, ProviderError
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 WORKER_AGENT_DIR = "/opt/hodei/agent"  # in the worker image
 AGENT_DIR = "/.hodei/agent"  # in a job's container, read-only
 TMP_DIR = "/.hodei/tmp"  # in a job's container: writable by any user, exec allowed
-AGENT_COMMAND = (f"{AGENT_DIR}/glibc/ld-linux-x86-64.so.2", f"{AGENT_DIR}/hodei-agent")
+AGENT_COMMAND = command_in(AGENT_DIR)
 LABEL_IMAGE = "io.hodei.image"
 LABEL_AGENT_VOLUME = "io.hodei.agent-volume"
 _COMPLETE = ".complete"  # written last: a volume without it is filled again

@@ -61,8 +61,12 @@ class LocalProvider:
         *,
         grace_s: float = 30.0,
         on_adopt: AdoptHandler | None = None,
+        agent_command: tuple[str, ...] = (),
     ) -> None:
         self._run_dir = run_dir
+        # The bare agent module, not the CLI: it connects ~140 ms sooner (see agent.__main__);
+        # or the agent executable (hodei.agent_bundle), which needs no Python.
+        self._agent_command = agent_command or (sys.executable, "-m", "hodei.agent")
         self._on_exit = on_exit
         self._on_adopt = on_adopt
         self._stop_grace_s = stop_grace_s
@@ -171,8 +175,7 @@ class LocalProvider:
         env.pop("HODEI_PARENT_PID", None)
         # Without TLS settings from the server, none inherited from its environment either.
         env.update({"HODEI_CA": "", "HODEI_CA_PEM": "", "HODEI_ENROLL_URL": "", **launch.env})
-        # The bare agent module, not the CLI: it connects ~140 ms sooner (see agent.__main__).
-        args = [sys.executable, "-m", "hodei.agent", "--slots", str(launch.slots)]
+        args = [*self._agent_command, "--slots", str(launch.slots)]
         for key, value in launch.labels.items():
             args += ["--label", f"{key}={value}"]
         # The agent's own log goes to a file of its own, not the server's stderr: an agent

@@ -41,6 +41,9 @@ class JobQueue:
     def __len__(self) -> int:
         return len(self._queued)
 
+    def get(self, job_id: str) -> Job | None:
+        return self._queued.get(job_id)
+
     def __contains__(self, job_id: str) -> bool:
         return job_id in self._queued
 

@@ -22,6 +22,7 @@ from hodei.ports import WorkerLaunch, WorkerProvider
 from hodei.server.core.background import Background
 from hodei.server.core.bus import EventBus
 from hodei.server.core.bus import ImageUnavailable as ImageUnavailableEvent
+from hodei.server.core.passes import PassSignal
 from hodei.server.core.workers import WorkerRegistry
 from hodei.server.security.otp import OtpRegistry
 
@@ -53,6 +54,7 @@ class Provisioner:
         max_cpus: float = 0.0,
         max_memory: int = 0,
         agent_env: dict[str, str] | None = None,
+        passes: PassSignal | None = None,
     ) -> None:
         self.provider = provider
         self.otps = otps
@@ -75,13 +77,17 @@ class Provisioner:
         self._reaper: asyncio.Task[None] | None = None
         self._backoff_until = 0.0
         self._failures = 0
+        # Kicked when a start fails (the waiting jobs' reason then says why) and when its
+        # backoff ends (they are provisioned again): nothing else would pass for them.
+        self.passes = passes
+        self._retry: asyncio.TimerHandle | None = None
 
     def ceiling(self, spec: JobSpec) -> str | None:
         """Why no worker this provider can start would ever take `spec`; None when one would."""
         if self.max_workers <= 0:
             return "provisioning is off (max workers 0)"
         if spec.image is not None and not self.provider.runs_images:
-            return f"the {self.provider.name} provider runs no container images"
+            return f"image {spec.image}: the {self.provider.name} provider runs no container images"
         # Judged as a connected worker of the largest size it can make, so both read alike.
         return size_fits(spec, self.labels, self.max_cpus, self.max_memory)
 
@@ -170,7 +176,13 @@ class Provisioner:
         self.otps.revoke_worker(worker_id)
         self.last_error = error
         self._failures += 1
-        self._backoff_until = time.monotonic() + min(30.0, 0.5 * 2 ** min(self._failures, 6))
+        delay = min(30.0, 0.5 * 2 ** min(self._failures, 6))
+        self._backoff_until = time.monotonic() + delay
+        if self.passes is not None:
+            self.passes.kick()
+            if self._retry is not None:
+                self._retry.cancel()
+            self._retry = asyncio.get_running_loop().call_later(delay, self.passes.kick)
 
     # ---- lifecycle events -------------------------------------------------------------------
     def registered(self, worker_id: str) -> None:
@@ -218,5 +230,7 @@ class Provisioner:
     async def stop(self) -> None:
         if self._reaper:
             self._reaper.cancel()
+        if self._retry is not None:
+            self._retry.cancel()
         await self._background.stop()
         await self.provider.stop()

@@ -149,6 +149,12 @@ class Scheduler:
         why, never = known
         if never:
             return why
+        if not why and (job := self.queue.get(job_id)) is not None:
+            # No pass has looked at it (no free slot anywhere): one that no worker there is,
+            # and none the provider could start, would ever take says so now, not "waiting".
+            hopeless = unschedulable(job.spec, self.registry.views(), self.capacity.ceiling)
+            if hopeless:
+                return hopeless
         note = None
         if self._starved:
             capacity = self.capacity
