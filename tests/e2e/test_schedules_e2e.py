@@ -111,3 +111,42 @@ def test_every_minute_on_two_servers_fires_once_and_forbid_skips(
         jobs = http.get("/api/v1/jobs", params={"limit": 100}).json()["items"]
         assert [j["id"] for j in jobs] == [fires[0]["job_id"]]  # one job, on either server
         http.post(f"/api/v1/jobs/{fires[0]['job_id']}/cancel")
+
+
+def test_grpc_schedule_service(server: RunningServer) -> None:
+    import grpc
+
+    from hodei._proto.hodei.v1 import schedules_pb2 as pb
+    from hodei._proto.hodei.v1 import schedules_pb2_grpc
+
+    with server.grpc_channel() as channel:
+        stub = schedules_pb2_grpc.ScheduleServiceStub(channel)
+        made = stub.CreateTemplate(pb.CreateTemplateRequest(name="g", source=TEMPLATE))
+        assert (made.name, made.version, made.kind) == ("g", 1, "job")
+        ran = stub.RunTemplate(pb.RunTemplateRequest(name="g", params={"value": "; reboot"}))
+        assert ran.version == 1 and ran.job_id
+        assert server.wait_state(ran.job_id, {"succeeded"})["state"] == "succeeded"
+        with pytest.raises(grpc.RpcError) as err:
+            stub.RunTemplate(pb.RunTemplateRequest(name="g"))
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "missing required parameter value" in (err.value.details() or "")
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CreateSchedule(pb.CreateScheduleRequest(name="x", cron="* 25 * * *", template="g"))
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "invalid hour field '25'" in (err.value.details() or "")
+        request = pb.CreateScheduleRequest(
+            name="gs", cron="@daily", timezone="Europe/Madrid", template="g",
+            params={"value": "v"}, overlap="forbid",
+        )  # fmt: skip
+        s = stub.CreateSchedule(request)
+        assert (s.kind, s.target, s.overlap, len(s.upcoming)) == ("template", "g", "forbid", 5)
+        fire = stub.RunScheduleNow(pb.ScheduleRequest(name="gs"))
+        assert fire.manual and fire.job_id and fire.template_version == 1
+        paused = stub.PauseSchedule(pb.PauseScheduleRequest(name="gs", reason="why"))
+        assert paused.paused and paused.pause_reason == "why" and not paused.upcoming
+        names = [x.name for x in stub.ListSchedules(pb.ListSchedulesRequest()).items]
+        assert "gs" in names
+        stub.DeleteSchedule(pb.ScheduleRequest(name="gs"))
+        with pytest.raises(grpc.RpcError) as err:
+            stub.GetSchedule(pb.ScheduleRequest(name="gs"))
+        assert err.value.code() is grpc.StatusCode.NOT_FOUND

@@ -30,6 +30,8 @@ from hodei._proto.hodei.v1 import (
     jobs_pb2_grpc,
     pipelines_pb2,
     pipelines_pb2_grpc,
+    schedules_pb2,
+    schedules_pb2_grpc,
     worker_pb2,
     worker_pb2_grpc,
 )
@@ -39,6 +41,7 @@ from hodei.gc_tuning import long_lived_from_here
 from hodei.server.api.grpc.guard import MalformedGuard
 from hodei.server.api.grpc.job_service import JobService
 from hodei.server.api.grpc.pipeline_service import PipelineService
+from hodei.server.api.grpc.schedule_service import ScheduleService
 from hodei.server.api.grpc.worker_service import WorkerService
 from hodei.server.api.http.app import create_http_app
 from hodei.server.api.http.dashboard import SecurityHeaders
@@ -162,10 +165,14 @@ def add_grpc_services(server: grpc.aio.Server, s: Services) -> None:
     pipelines_pb2_grpc.add_PipelineServiceServicer_to_server(
         PipelineService(s.pipelines, s.auth), server
     )
+    schedules_pb2_grpc.add_ScheduleServiceServicer_to_server(
+        ScheduleService(s.schedules, s.templates, s.auth), server
+    )
     names = (
         worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
         jobs_pb2.DESCRIPTOR.services_by_name["JobExecutionService"].full_name,
         pipelines_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name,
+        schedules_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(names, server)
