@@ -1,6 +1,6 @@
 // The dashboard's shell: the session (who is signed in, the CSRF token), the navigation, and
-// hash routing to the pages (#/jobs, #/jobs/ID, #/pipelines, #/pipelines/RUN, #/workers,
-// #/audit). Each page is a module whose mount(container, route, ctx) returns a function that
+// hash routing to the pages (#/jobs, #/jobs/ID, #/pipelines, #/pipelines/RUN, #/schedules,
+// #/workers, #/audit). Each page is a module whose mount(container, route, ctx) returns a function that
 // tears it down (closes its event streams).
 
 import * as api from "./api.js";
@@ -12,6 +12,7 @@ import * as job from "./views/job.js";
 import * as pipelines from "./views/pipelines.js";
 import * as pipeline from "./views/pipeline.js";
 import * as workers from "./views/workers.js";
+import * as schedules from "./views/schedules.js";
 import * as audit from "./views/audit.js";
 
 const app = document.getElementById("app");
@@ -57,6 +58,7 @@ export function parseHash(hash = location.hash) {
 const NAV = [
   ["jobs", "Jobs", "viewer"],
   ["pipelines", "Pipelines", "viewer"],
+  ["schedules", "Schedules", "viewer"],
   ["workers", "Workers", "viewer"],
   ["audit", "Audit", "admin"],
 ];
@@ -125,6 +127,7 @@ function route() {
   if (page === "jobs") view = id ? job : jobs;
   else if (page === "pipelines") view = id ? pipeline : pipelines;
   else if (page === "workers") view = workers;
+  else if (page === "schedules") view = schedules;
   else if (page === "audit") view = ctx.can("admin") ? audit : null;
   for (const link of app.querySelectorAll(".nav-link")) {
     if (link.dataset.nav === page) link.setAttribute("aria-current", "page");

@@ -20,6 +20,10 @@ const ICONS = {
   provisioning: "◔",
   reconnecting: "◌",
   not_run: "○",
+  active: "◷",
+  paused: "‖",
+  started: "▶",
+  starting: "◔",
 };
 
 export function badge(state) {
