@@ -170,7 +170,7 @@ def pod_manifest(
 ) -> dict[str, Any]:
     """The pod of one worker. One function builds it, so that a later init container (one
     that copies the agent into an emptyDir for jobs in other images) has one place to go."""
-    image = getattr(launch, "image", None) or options.image
+    image = launch.image or options.image
     labels = {**dict(options.labels), **identity_labels(server_id, launch.worker_id)}
     spec: dict[str, Any] = {
         "restartPolicy": "Never",

@@ -145,6 +145,11 @@ class Reports:
             return
         self._stored(session)
         session.channel.ack_result(result.job_id, result.attempt, True)
+        if result.exit_code == NOT_RUN and not held.cancel_sent:
+            # The agent refused the job unasked: it is shutting down (a SIGTERM, say, as a
+            # pod's deletion sends). Place nothing more on it, or the job would bounce back
+            # to it, attempt after attempt, until it is gone.
+            session.view.accepting = False
         self._freed(session, held)
 
     async def _apply_result(self, held: HeldJob, result: ResultReport) -> None:
