@@ -29,6 +29,8 @@ from jobs_code import FIREHOSE, TICKER, firehose_digest
 from procs import Child, Procs, rss_mb
 from stats import rate, summary_ms
 
+from hodei.agent_bundle import command_in
+
 READY = re.compile(r"hodei server ready: http://([\d.]+):(\d+) grpc (\S+) .*\(([\d.]+)s\)")
 BENCH_DIR = Path(__file__).resolve().parent
 TRUE_JOB = b'{"command": "true"}'
@@ -540,20 +542,44 @@ async def log_latency_under_load(
     return result
 
 
+def agent_argv(
+    cli: bool = False, executable: str = "", image: str = "", grpc: str = ""
+) -> list[str]:
+    """How W5 starts an agent: `python -m hodei.agent` as local workers are started; with
+    `cli` the `hodei agent` command; with `executable` the agent executable directory (on this
+    host, or with `image` inside a container of that image, as the Docker provider injects it:
+    read-only, host networking, the OTP in the environment)."""
+    if image:
+        return [
+            "docker", "run", "--rm", "--network", "host", "-e", "HODEI_TOKEN",
+            "-e", f"HODEI_SERVER_URL={grpc}", "-e", "TMPDIR=/.hodei/tmp",
+            "--tmpfs", "/.hodei/tmp:rw,exec,mode=1777",
+            "-v", f"{executable}:/.hodei/agent:ro", image, *command_in("/.hodei/agent"),
+            "--slots", "1",
+        ]  # fmt: skip
+    if executable:
+        return [*command_in(executable), "--slots", "1"]
+    if cli:
+        return [sys.executable, "-m", "hodei", "agent", "--slots", "1"]
+    return [sys.executable, "-m", "hodei.agent", "--slots", "1"]
+
+
 async def agent_connect(
-    procs: Procs, server: HodeiServer, repeats: int, limit_s: float, cli: bool = False
+    procs: Procs,
+    server: HodeiServer,
+    repeats: int,
+    limit_s: float,
+    cli: bool = False,
+    executable: str = "",
+    image: str = "",
 ) -> dict[str, Any]:
-    """W5: spawn a real agent -> visible in GET /api/v1/workers. By default as local workers
-    are started (`python -m hodei.agent`); with `cli`, through the `hodei agent` command (what
-    a person starts for a static worker: the CLI's imports add to it)."""
+    """W5: spawn a real agent (see agent_argv) -> visible in GET /api/v1/workers."""
     times: list[float] = []
     rss: list[float] = []
     for _ in range(repeats):
         grant = await server.otp()
         env = {**os.environ, "HODEI_TOKEN": grant["otp"], "HODEI_SERVER_URL": server.grpc}
-        argv = [sys.executable, "-m", "hodei.agent", "--slots", "1"]
-        if cli:
-            argv = [sys.executable, "-m", "hodei", "agent", "--slots", "1"]
+        argv = agent_argv(cli, executable, image, server.grpc)
         child = procs.spawn("hodei agent", argv, env=env)
         deadline = time.monotonic() + limit_s
         try:
@@ -563,7 +589,8 @@ async def agent_connect(
                 await asyncio.sleep(0.005)
             times.append(time.monotonic() - child.spawned_at)
             await asyncio.sleep(1.0)  # settle, then measure its idle footprint
-            rss.append(rss_mb(child.pid))
+            if not image:  # in a container the child is the docker client, not the agent
+                rss.append(rss_mb(child.pid))
         finally:
             procs.stop(child)
     return {"connect_ms": summary_ms(times), "idle_rss_mb": max(rss) if rss else math.nan}

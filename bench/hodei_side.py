@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
+import subprocess
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ import hodei_bench as hb
 import profiling
 from procs import Child, Procs, rss_mb
 from report import brief
+
+REPO = Path(__file__).resolve().parent.parent
 
 PROFILE_DIR = Path(__file__).resolve().parent / "results" / "profiles"
 W2_BATCH = 500  # jobs per request in the batched W2 (POST /api/v1/jobs/batch)
@@ -216,6 +219,50 @@ async def _w4(cfg: Any, server: hb.HodeiServer) -> dict[str, Any]:
     return w4
 
 
+def _agent_bundle() -> tuple[str, float, str]:
+    """(directory, size in MB, error) of the agent executable, built or taken from the cache."""
+    built = subprocess.run(
+        ["bash", str(REPO / "scripts" / "build_agent_binary.sh")],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    if built.returncode != 0:
+        return "", 0.0, built.stderr.strip()[-300:]
+    bundle = built.stdout.strip()
+    size = sum(p.stat().st_size for p in Path(bundle).rglob("*") if p.is_file())
+    return bundle, round(size / 1e6, 1), ""
+
+
+def _has_image(image: str) -> bool:
+    inspect = ["docker", "image", "inspect", image]
+    return subprocess.run(inspect, capture_output=True, timeout=30, check=False).returncode == 0
+
+
+async def _agent_executable(ctx: _Run, server: hb.HodeiServer, w5: dict[str, Any]) -> None:
+    """W5: the agent as one executable directory (scripts/build_agent_binary.sh): its size,
+    and spawn -> registered on this host and inside a busybox-only image (Docker)."""
+    bundle, size_mb, error = await asyncio.to_thread(_agent_bundle)
+    if error:
+        log(f"W5 hodei: no agent executable ({error})")
+        return
+    w5["agent_executable_mb"] = size_mb
+    run = await hb.guarded(
+        "W5 executable", hb.agent_connect(ctx.procs, server, 3, 30, executable=bundle)
+    )
+    w5["agent_connect_executable_ms"] = run.get("connect_ms", {})
+    w5["agent_executable_idle_rss_mb"] = run.get("idle_rss_mb", float("nan"))
+    log(f"W5 hodei: agent executable ({size_mb} MB) connect {brief(run)}")
+    image = "hodei-test-busybox:1"  # scripts/build_test_images.sh
+    if not await asyncio.to_thread(_has_image, image):
+        log(f"W5 hodei: no {image} on a Docker engine: in-image start not measured")
+        return
+    boxed = await hb.guarded(
+        "W5 in image",
+        hb.agent_connect(ctx.procs, server, 3, 60, executable=bundle, image=image),
+    )
+    w5["agent_connect_in_image_ms"] = boxed.get("connect_ms", {})
+    log(f"W5 hodei: agent executable in {image} (docker run -> registered) {brief(boxed)}")
+
+
 async def _server_b(ctx: _Run) -> None:
     cfg, procs, tmp, results = ctx.cfg, ctx.procs, ctx.tmp, ctx.results
     w5 = results["W5"]["hodei"]
@@ -232,6 +279,7 @@ async def _server_b(ctx: _Run) -> None:
         cli = await hb.guarded("W5 cli", hb.agent_connect(procs, server, 3, 30, cli=True))
         w5["agent_connect_cli_ms"] = cli.get("connect_ms", {})
         log(f"W5 hodei: agent connect through the `hodei agent` CLI {brief(cli)}")
+        await _agent_executable(ctx, server, w5)
         agents = await hb.start_noop_agents(
             procs, server, cfg.workers, cfg.w2_slots, 30, trace_dir=trace_dir
         )

@@ -123,18 +123,25 @@ def test_the_same_jobs_give_the_same_results_in_every_image(
     assert ours(engine, home) == []
 
 
-def test_an_image_that_cannot_be_pulled_fails_its_job_with_the_engines_reason(
+def test_a_missing_image_fails_its_job_with_the_engines_reason_and_bash_is_not_assumed(
     server_factory: type, home: Path, engine: Any, images: dict[str, str]
 ) -> None:
     server = start(server_factory, home, "--max-workers", "2")
     missing = f"hodei-test-missing-{uuid.uuid4().hex[:8]}:1"
     job_id = submit(server, "--image", missing, "--", "true")
     plain = submit(server, "--image", "hodei-test-busybox:1", "--", "echo", "still fine")
+    script = home.parent / "needs-bash.sh"
+    script.write_text("#!/bin/bash\necho never\n")
+    needs_bash = submit(server, "--image", "hodei-test-busybox:1", "--script", str(script))
     failed = server.wait_state(job_id, {"failed", "succeeded"}, timeout=120)
     assert failed["state"] == "failed" and failed["attempts"] == 0
     assert f"image {missing} is not on the Docker engine and cannot be pulled" in failed["reason"]
     # Another image is not held back by that failure.
     assert server.wait_state(plain, {"succeeded", "failed"}, timeout=120)["state"] == "succeeded"
+    # A script that asks for bash in an image without it: a clear error, not a mystery.
+    refused = server.wait_state(needs_bash, {"succeeded", "failed"}, timeout=120)
+    assert refused["state"] == "failed" and refused["exit_code"] == 127
+    assert "interpreter of the script's #! line is not on this worker" in refused["reason"]
     time.sleep(1)  # nothing retries it: no container of the missing image appears
     assert not [c for c in ours(engine, home) if c.attrs["Config"]["Image"] == missing]
 

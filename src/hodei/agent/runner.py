@@ -626,5 +626,12 @@ def _prepare(assign: Assignment, workdir: str, job_path: str) -> tuple[list[str]
     elif assign.command.startswith("#!"):
         interpreter = assign.command[2:].partition("\n")[0].split()
         if interpreter:
-            _check_executable(interpreter[0], job_path)
+            try:
+                _check_executable(interpreter[0], job_path)
+            except FileNotFoundError as exc:  # e.g. #!/bin/bash in an image with only sh
+                exc.strerror = (
+                    "the interpreter of the script's #! line is not on this worker "
+                    "(its image may lack it; a script without #! runs under bash or sh)"
+                )
+                raise
     return build_argv(assign, workdir), cwd
