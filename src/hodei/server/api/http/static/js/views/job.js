@@ -82,6 +82,7 @@ export function mount(container, route, ctx) {
         ["Reason", job.reason],
         ["Retry at", job.retry_at ? when(job.retry_at) : ""],
         ["Worker", job.worker_id],
+        ["Image", job.image ? h("span", { class: "mono" }, visible(job.image)) : "the worker image"],
         ["Command", h("code", { class: "command" }, command)],
         ["Labels", pairs(job.labels)],
         ["Priority", String(job.priority ?? 0)],

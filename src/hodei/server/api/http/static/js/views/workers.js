@@ -31,7 +31,7 @@ export function mount(container) {
       h("div", { class: "page-head" }, h("h1", null, "Workers"), h("div", { class: "actions" }, updated, h("button", { type: "button", class: "btn small", onclick: () => load() }, "Refresh"))),
       problem,
       h("div", { class: "table-wrap" }, h("table", { class: "list workers-table", "aria-label": "Workers" },
-        h("thead", null, h("tr", null, ["State", "Worker", "Provider", "Labels", "Capacity", "CPU", "Memory", "Jobs", "Heartbeat"].map((c) => h("th", { scope: "col" }, c)))),
+        h("thead", null, h("tr", null, ["State", "Worker", "Provider / image", "Labels", "Capacity", "CPU", "Memory", "Jobs", "Heartbeat"].map((c) => h("th", { scope: "col" }, c)))),
         tbody)),
     ),
   );
@@ -50,7 +50,7 @@ export function mount(container) {
       { dataset: { id: w.id, state: w.state } },
       h("td", null, badge(w.state), note ? h("div", { class: "muted small" }, note) : null),
       h("td", { class: "mono" }, visible(w.id), w.hostname ? h("div", { class: "muted small" }, visible(w.hostname)) : null, w.error ? h("div", { class: "note error small" }, visible(w.error)) : null),
-      h("td", null, visible(w.provider)),
+      h("td", null, visible(w.provider), w.image ? h("div", { class: "muted small mono" }, visible(w.image)) : null),
       h("td", { class: "small" }, pairs(w.labels) || "-"),
       h("td", null, `${cap.cpus ?? 0} CPU, ${bytes(cap.memory_bytes || 0)}`, h("div", { class: "muted small" }, slots), reserved ? h("div", { class: "muted small" }, reserved) : null),
       h("td", null, meter((use.cpu_percent || 0) / 100, `${(use.cpu_percent || 0).toFixed(1)}%`)),
