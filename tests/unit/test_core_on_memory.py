@@ -345,14 +345,17 @@ async def test_an_attempt_not_run_is_queued_again_without_spending_a_retry(
     await world.reports.on_result(session, result(a1, NOT_RUN, error="agent is shutting down"))
     ack = (await next_with(session, "result_acks")).result_acks
     assert [(x.job_id, x.accepted) for x in ack] == [(job.id, True)]
-    a2 = await committed(world, session)  # queued again at once (no backoff), not failed
+    # A worker that refused a job unasked is shutting down: it is given nothing more.
+    assert not session.view.accepting
+    other = world.worker("w2")
+    a2 = await committed(world, other)  # queued again at once (no backoff), not failed
     assert (a2.job_id, a2.attempt) == (job.id, 2)
     first, second = await world.store.list_attempts(job.id)
     assert (first.number, first.state, first.worker_id) == (1, AttemptState.NOT_RUN, "w1")
     assert first.reason == "not run by its worker: agent is shutting down"
     assert first.exit_code is None
     assert (second.number, second.state) == (2, AttemptState.ASSIGNED)
-    await world.reports.on_result(session, result(a2, 0))
+    await world.reports.on_result(other, result(a2, 0))
     assert (await world.job(job.id)).state is JobState.SUCCEEDED
 
 

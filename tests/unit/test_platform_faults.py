@@ -111,11 +111,12 @@ async def test_an_attempt_never_run_spends_neither_bound(world: World) -> None:
     again = await world.job(job.id)
     assert again.state in (JobState.QUEUED, JobState.ASSIGNED)
     assert (again.retries_used, again.infra_retries_used) == (0, 0)
-    a2 = await committed(world, w1)
-    retried = await finish(world, w1, a2, code=1)  # the first real run: one retry left
+    w2 = world.worker("w2")  # w1 refused a job unasked (it is stopping): it gets no more
+    a2 = await committed(world, w2)
+    retried = await finish(world, w2, a2, code=1)  # the first real run: one retry left
     assert retried.state is JobState.QUEUED and retried.retries_used == 1
-    a3 = await committed(world, w1)
-    final = await finish(world, w1, a3, code=1)  # the second real run: none left
+    a3 = await committed(world, w2)
+    final = await finish(world, w2, a3, code=1)  # the second real run: none left
     assert final.state is JobState.FAILED and final.attempts == 3
     assert await failures(world, job.id) == [
         (AttemptState.NOT_RUN, Failure.NOT_RUN),
