@@ -112,7 +112,7 @@ class ServerSettings:
     k8s_image_pull_policy: str = "IfNotPresent"
     k8s_image_pull_secrets: tuple[str, ...] = ()
     k8s_node_selector: tuple[str, ...] = ()  # NODE_LABEL=VALUE, every worker pod
-    k8s_label_node_selector: tuple[str, ...] = ()  # WORKER_LABEL=NODE_LABEL
+    k8s_label_node_selector: tuple[str, ...] = ()  # JOB_LABEL=NODE_LABEL
     k8s_tolerations: tuple[str, ...] = ()  # KEY[=VALUE][:EFFECT]
     k8s_labels: tuple[str, ...] = ()  # KEY=VALUE, extra pod labels
     k8s_annotations: tuple[str, ...] = ()  # KEY=VALUE
@@ -199,6 +199,13 @@ class ServerSettings:
                     )
         _ = self.database_kind
         return self
+
+    @property
+    def k8s_label_keys(self) -> tuple[str, ...]:
+        """The job label keys a Kubernetes worker is placed by (--k8s-label-node-selector)."""
+        if self.provider != "kubernetes":
+            return ()
+        return tuple(key for key, _ in self.kubernetes_options().label_node_selectors)
 
     def kubernetes_options(self) -> KubernetesOptions:
         """The Kubernetes provider's options (ValidationError for a malformed one)."""

@@ -8,6 +8,7 @@ engine, so each worker's agent really connects and runs its jobs.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -197,6 +198,50 @@ def test_a_job_bigger_than_any_node_is_unschedulable_in_the_schedulers_words(
     with server.http() as client:
         assert client.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
     wait_for("no pod left", lambda: nothing_left(space, home), 30)
+
+
+def test_a_job_label_becomes_a_node_selector_named_when_no_node_matches(
+    server_factory: type, home: Path, space: Space
+) -> None:
+    server = start(
+        server_factory, home, space, "--k8s-label-node-selector", "gpu=hodei.test/accelerator"
+    )
+    with server.http() as client:
+        job_id = post(client, "true", labels={"gpu": "1"})
+    error = wait_for("the provisioning error", lambda: provisioning_error(server), 60)
+    assert "didn't match" in error, error  # 1.20: "didn't match Pod's node affinity"
+    assert "hodei.test/accelerator=1" in error  # named: no node carries it
+    with server.http() as client:
+        assert client.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
+    # Once the node has the label, such a job runs on a worker labelled gpu=1, on that node.
+    with space.cluster.client() as client:
+        patch = {"metadata": {"labels": {"hodei.test/accelerator": "1"}}}
+        answer = client.patch(
+            f"/api/v1/nodes/{space.node}",
+            content=json.dumps(patch),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert answer.status_code == 200, answer.text
+    try:
+        with server.http() as client:
+            job_id = post(client, "echo on the gpu node", labels={"gpu": "1"})
+        running = server.wait_state(job_id, {"running", "succeeded"}, timeout=90)
+        done = server.wait_state(job_id, {"succeeded", "failed"}, timeout=60)
+        assert done["state"] == "succeeded", done
+        with server.http() as client:
+            [worker] = [
+                w for w in client.get("/api/v1/workers").json()["items"]
+                if w["id"] == running["worker_id"]
+            ]  # fmt: skip
+        assert worker["labels"] == {"gpu": "1"}
+    finally:
+        with space.cluster.client() as client:
+            patch = {"metadata": {"labels": {"hodei.test/accelerator": None}}}
+            client.patch(
+                f"/api/v1/nodes/{space.node}",
+                content=json.dumps(patch),
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
 
 
 def test_an_unknown_image_fails_with_the_pull_reason_and_backs_off(

@@ -139,6 +139,7 @@ def provider(
     made = Provisioner.__new__(Provisioner)
     made.max_workers = 1
     made.labels = dict(labels or {})
+    made.label_keys = frozenset()
     made.max_cpus = max_cpus
     made.max_memory = max_memory
     return made

@@ -154,8 +154,8 @@ def server(
         list[str] | None,
         typer.Option(
             envvar="HODEI_K8S_LABEL_NODE_SELECTORS",
-            help="WORKER_LABEL=NODE_LABEL: a worker labelled WORKER_LABEL=v runs on a node "
-            "with NODE_LABEL=v (repeatable).",
+            help="JOB_LABEL=NODE_LABEL: a job labelled JOB_LABEL=v gets a worker of its own, "
+            "labelled so, on a node with NODE_LABEL=v (repeatable).",
         ),
     ] = None,
     k8s_toleration: Annotated[

@@ -226,6 +226,8 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
         max_memory=0 if settings.provider == "kubernetes" else psutil.virtual_memory().total,
         agent_env=tls.agent_env if tls is not None else None,
         passes=passes,
+        # Kubernetes: job labels mapped to node selectors give their worker those labels.
+        label_keys=settings.k8s_label_keys,
     )
     scheduler = Scheduler(
         orch,

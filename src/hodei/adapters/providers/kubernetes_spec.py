@@ -75,8 +75,8 @@ class KubernetesOptions:
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: tuple[str, ...] = ()
     node_selector: tuple[tuple[str, str], ...] = ()  # node label -> value, for every pod
-    # worker label key -> node label key: a worker started with label k=v gets the node
-    # selector node_label=v
+    # label key -> node label key: a worker started with label k=v (the provisioner gives a
+    # job's label k=v to the worker it starts for it) gets the node selector node_label=v
     label_node_selectors: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[Toleration, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()  # extra pod labels

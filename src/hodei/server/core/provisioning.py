@@ -13,6 +13,7 @@ import logging
 import math
 import secrets
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from hodei.domain.jobs import Job, JobSpec
@@ -36,6 +37,7 @@ class Launch:
     worker_id: str
     image: str | None = None
     started: float = field(default_factory=time.monotonic)
+    taken: tuple[tuple[str, str], ...] = ()  # the job labels it was started with
 
 
 class Provisioner:
@@ -55,6 +57,7 @@ class Provisioner:
         max_memory: int = 0,
         agent_env: dict[str, str] | None = None,
         passes: PassSignal | None = None,
+        label_keys: Collection[str] = (),
     ) -> None:
         self.provider = provider
         self.otps = otps
@@ -80,6 +83,9 @@ class Provisioner:
         # Kicked when a start fails (the waiting jobs' reason then says why) and when its
         # backoff ends (they are provisioned again): nothing else would pass for them.
         self.passes = passes
+        # Job label keys the provider places a worker by (Kubernetes: a node selector): a job
+        # with such a label gets a worker started with it.
+        self.label_keys = frozenset(label_keys)
         self._retry: asyncio.TimerHandle | None = None
 
     def ceiling(self, spec: JobSpec) -> str | None:
@@ -89,7 +95,8 @@ class Provisioner:
         if spec.image is not None and not self.provider.runs_images:
             return f"image {spec.image}: the {self.provider.name} provider runs no container images"
         # Judged as a connected worker of the largest size it can make, so both read alike.
-        return size_fits(spec, self.labels, self.max_cpus, self.max_memory)
+        labels = self.worker_labels(spec.labels)
+        return size_fits(spec, labels, self.max_cpus, self.max_memory)
 
     # ---- demand -----------------------------------------------------------------------------
     def can_grow(self) -> bool:
@@ -101,7 +108,18 @@ class Provisioner:
         """Whether this provider can start workers that carry `labels` and run `image`."""
         if image is not None and not self.provider.runs_images:
             return False
-        return labels_fit(labels, self.labels) is None
+        return labels_fit(labels, self.worker_labels(labels)) is None
+
+    def worker_labels(self, job_labels: dict[str, str]) -> dict[str, str]:
+        """The labels of a worker started for a job with `job_labels`: the provider's own,
+        plus the job's of the keys it places workers by."""
+        if not self.label_keys:
+            return self.labels
+        taken = {k: v for k, v in job_labels.items() if k in self.label_keys}
+        return {**self.labels, **taken} if taken else self.labels
+
+    def _taken(self, job_labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted((k, v) for k, v in job_labels.items() if k in self.label_keys))
 
     def note(self, fitting: int) -> str | None:
         """What demand() would say about `fitting` waiting jobs, without starting anything."""
@@ -118,18 +136,20 @@ class Provisioner:
 
     def demand(self, waiting: list[Job]) -> str | None:
         """Called by the scheduler with the jobs no current worker can take now."""
-        by_image: dict[str | None, list[Job]] = {}
+        # Keyed by image and by the job labels a worker is placed by: each needs workers of its own.
+        by_image: dict[tuple[str | None, tuple[tuple[str, str], ...]], list[Job]] = {}
         for job in waiting:
             if self.fits(job.spec.labels, job.spec.image):
-                by_image.setdefault(job.spec.image, []).append(job)
+                key = (job.spec.image, self._taken(job.spec.labels))
+                by_image.setdefault(key, []).append(job)
         if not by_image:
             return None
         why_not = self.note(sum(len(jobs) for jobs in by_image.values()))
         if why_not is not None:
             return why_not
         room = self.max_workers - len(self.owned)
-        for image, jobs in by_image.items():  # highest ranked first (dicts keep that order)
-            starting = sum(1 for launch in self.launching.values() if launch.image == image)
+        for key, jobs in by_image.items():  # highest ranked first (dicts keep that order)
+            starting = sum(1 for s in self.launching.values() if (s.image, s.taken) == key)
             wanted = min(math.ceil(len(jobs) / self.slots) - starting, room)
             # Each new worker is sized for the next waiting jobs of its image.
             for job in jobs[starting * self.slots :][:: self.slots][: max(wanted, 0)]:
@@ -140,14 +160,15 @@ class Provisioner:
     def _launch(self, job: Job) -> None:
         worker_id = f"{self.provider.name}-{secrets.token_hex(4)}"
         image = job.spec.image
-        otp = self.otps.issue(worker_id, self.otp_ttl_s, self.labels, image=image)
-        self.launching[worker_id] = Launch(worker_id, image)
+        labels = self.worker_labels(job.spec.labels)
+        otp = self.otps.issue(worker_id, self.otp_ttl_s, labels, image=image)
+        self.launching[worker_id] = Launch(worker_id, image, taken=self._taken(job.spec.labels))
         self.owned.add(worker_id)
         launch = WorkerLaunch(
             worker_id,
             otp,
             self.server_url,
-            dict(self.labels),
+            dict(labels),
             self.slots,
             cpu=job.spec.cpu,
             memory_bytes=job.spec.memory_bytes,
