@@ -16,7 +16,7 @@ import pytest
 from hodei._proto.hodei.v1 import worker_pb2, worker_pb2_grpc
 from hodei.agent.runner import JobOutcome
 from hodei.agent.session import AgentSession, grpc_target
-from hodei.domain.work import NOT_RUN, Assignment
+from hodei.domain.work import AGENT_FAILED, Assignment
 
 GOOD_OTP = "good-otp"
 
@@ -129,7 +129,7 @@ async def test_runs_a_job_and_reports_logs_and_result() -> None:
     assert servicer.heartbeats >= 1
 
 
-async def test_executor_gets_an_assignment_and_its_failure_is_a_masked_not_run_result() -> None:
+async def test_executor_gets_an_assignment_and_its_failure_is_a_masked_agent_failure() -> None:
     seen: list[Assignment] = []
 
     async def broken(assign: Assignment, *_: object, **__: object) -> JobOutcome:
@@ -149,7 +149,7 @@ async def test_executor_gets_an_assignment_and_its_failure_is_a_masked_not_run_r
     assert code == 0
     assert [(a.job_id, a.secrets, a.timeout_s) for a in seen] == [("j1", {"TOKEN": "s3cr3t"}, 1.5)]
     (result,) = servicer.results
-    assert result.exit_code == NOT_RUN
+    assert result.exit_code == AGENT_FAILED  # the agent's fault: a bounded platform fault
     assert "bug near ***" in result.error and "s3cr3t" not in result.error
 
 
