@@ -14,7 +14,7 @@ from hodei._proto.hodei.v1 import worker_pb2 as pb
 from hodei.adapters.store.memory import MemoryJobStore
 from hodei.domain.attempts import AttemptState, Failure
 from hodei.domain.jobs import Job, JobSpec, JobState, validate_spec
-from hodei.domain.work import NOT_RUN
+from hodei.domain.work import AGENT_FAILED, NOT_RUN
 from hodei.errors import StoreError, ValidationError
 from hodei.server.core.workers import WorkerSession
 
@@ -122,6 +122,29 @@ async def test_an_attempt_never_run_spends_neither_bound(world: World) -> None:
         (AttemptState.NOT_RUN, Failure.NOT_RUN),
         (AttemptState.FAILED, Failure.JOB),
         (AttemptState.FAILED, Failure.JOB),
+    ]
+
+
+async def test_an_agent_that_fails_running_a_job_is_a_bounded_platform_fault(world: World) -> None:
+    """An agent that breaks while running an attempt (say it finds no writable temp dir in the
+    job's image) reports AGENT_FAILED: queued again within infra_retries, then failed with the
+    agent's reason; once it was NOT_RUN, queued again for ever (428 attempts in a minute)."""
+    job = await world.submit("true", max_retries=3, infra_retries=1)
+    w1 = world.worker("w1")
+    broken = "agent error: FileNotFoundError(2, 'No usable temporary directory found')"
+    for number in (1, 2):
+        a = await committed(world, w1)
+        assert a.attempt == number
+        report = pb.JobResult(
+            job_id=job.id, attempt=a.attempt, exit_code=AGENT_FAILED, error=broken
+        )
+        await world.reports.on_result(w1, report)
+    final = await world.until(job.id, JobState.FAILED)
+    assert final.attempts == 2 and final.retries_used == 0 and final.infra_retries_used == 1
+    assert "failed to run it" in final.reason and "No usable temporary directory" in final.reason
+    assert await failures(world, job.id) == [
+        (AttemptState.FAILED, Failure.AGENT),
+        (AttemptState.FAILED, Failure.AGENT),
     ]
 
 
