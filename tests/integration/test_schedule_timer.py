@@ -314,3 +314,13 @@ async def test_minimum_interval(rig: Rig) -> None:
     await strict.create(ScheduleRequest("a", "*/5 * * * *", spec=JobSpec("true")), "")
     with pytest.raises(ConflictError, match="already exists"):
         await strict.create(ScheduleRequest("a", "*/5 * * * *", spec=JobSpec("true")), "")
+
+
+async def test_the_loop_stops_when_cancelled_right_after_a_poke(rig: Rig) -> None:
+    loop = asyncio.create_task(rig.timer.run())
+    for _ in range(3):
+        await asyncio.sleep(0)  # the loop is waiting for its next fire or a poke
+    rig.timer.poke()
+    loop.cancel()  # the server stopping at that moment must still stop the loop
+    done, _ = await asyncio.wait({loop}, timeout=10)
+    assert done == {loop} and loop.cancelled()

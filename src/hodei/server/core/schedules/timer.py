@@ -94,8 +94,11 @@ class ScheduleTimer:
             except HodeiError as exc:  # the store failing: try again at the next wake
                 log.warning("schedules: %s", exc)
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for may swallow a cancel (the server
+            # stopping) that comes together with a poke, and the loop would go on.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.seconds_to_next())
+                async with asyncio.timeout(self.seconds_to_next()):
+                    await self._wake.wait()
 
     async def tick(self) -> None:
         """Fire every due schedule, settle ended runs, restart stale starting fires."""
