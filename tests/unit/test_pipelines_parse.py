@@ -423,3 +423,14 @@ def test_ten_thousand_steps() -> None:
 def test_issue_ordering() -> None:
     assert sorted([Issue(2, 1, "b"), Issue(1, 5, "a")])[0] == Issue(1, 5, "a")
     assert str(Issue(3, 4, "bad")) == "3:4: bad"
+
+
+def test_a_literal_image_is_checked_where_it_is_written() -> None:
+    text = "name: x\nsteps:\n  a:\n    run: make\n    image: Node:20\n"
+    line, column, message = only(text)
+    assert (line, column) == (5, 12)
+    assert message.startswith("image of step 'a': invalid image 'Node:20'")
+    # One with an expression can only be checked once it is rendered (at the step's start).
+    rendered_later = "image: 'node:${{ matrix.v }}', matrix: {v: [20]}"
+    pipeline, found = check_pipeline(f"name: x\nsteps:\n  a: {{run: make, {rendered_later}}}\n")
+    assert pipeline is not None and not found

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hodei.domain.jobs import JobSpec, parse_duration, parse_size, shown, validate_spec
+from hodei.domain.jobs import (
+    JobSpec,
+    check_image,
+    parse_duration,
+    parse_size,
+    shown,
+    validate_spec,
+)
 from hodei.domain.pipelines.matrix import read_matrix
 from hodei.domain.pipelines.model import Cache, StepSpec, When
 from hodei.domain.pipelines.values import (
@@ -126,7 +133,13 @@ def _read_step(r: ValueReader, draft: Draft, node: Node) -> None:
             name for name, _ in r.names(value("secrets"), f"secrets of {what}", ENV_KEY, 64)
         )
     if "image" in found:
-        f["image"] = r.template(value("image"), f"image of {what}", draft, "step")
+        image = r.template(value("image"), f"image of {what}", draft, "step")
+        if image is not None and "${{" not in image:  # a literal: checked now, not at its run
+            try:
+                check_image(image)
+            except ValidationError as exc:
+                r.err(value("image"), f"image of {what}: {exc.message}")
+        f["image"] = image
     _read_resources(r, found, what, f)
     if "artifacts" in found:
         f["artifacts"] = _read_artifacts(r, value("artifacts"), what, draft)
