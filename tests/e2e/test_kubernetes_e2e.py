@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
 import pytest
 import yaml
@@ -60,8 +61,6 @@ def cluster() -> Cluster:
 
 @pytest.fixture(scope="module")
 def node(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import docker
-
     try:
         engine = docker.from_env(timeout=30)
         engine.images.get(WORKER_IMAGE)
@@ -236,10 +235,10 @@ def test_a_job_label_becomes_a_node_selector_named_when_no_node_matches(
         assert worker["labels"] == {"gpu": "1"}
     finally:
         with space.cluster.client() as client:
-            patch = {"metadata": {"labels": {"hodei.test/accelerator": None}}}
+            unlabel: dict[str, Any] = {"metadata": {"labels": {"hodei.test/accelerator": None}}}
             client.patch(
                 f"/api/v1/nodes/{space.node}",
-                content=json.dumps(patch),
+                content=json.dumps(unlabel),
                 headers={"Content-Type": "application/merge-patch+json"},
             )
 
@@ -313,7 +312,7 @@ def test_kill_9_and_a_restart_leave_no_orphan_pod_or_secret(
     wait_for("the idle pod's removal", lambda: nothing_left(space, home), 60)
 
 
-def test_a_pod_deleted_by_someone_else_ends_the_attempt_as_a_platform_fault(
+def test_a_pod_deleted_or_killed_under_a_job_is_a_platform_fault_with_its_reason(
     server_factory: type, home: Path, space: Space
 ) -> None:
     server = start(server_factory, home, space, "--worker-idle", "2s")
@@ -336,6 +335,22 @@ def test_a_pod_deleted_by_someone_else_ends_the_attempt_as_a_platform_fault(
     assert all(a["failure"] in ("worker_lost", "not_run", None) for a in attempts), attempts
     assert len(attempts) <= 3, attempts
     assert any("deleted by someone else" in line for line in server.stderr)
+    # The agent killed outright (SIGKILL: no chance to report): the pod fails, and its end,
+    # in the provider's words, is the job's reason.
+    with server.http() as client:
+        killed = post(client, "sleep 300", no_infra_retry=True)
+    worker = server.wait_state(killed, {"running"}, timeout=90)["worker_id"]
+    [pod] = [p for p in pods(space, home) if p["metadata"]["name"] == f"hodei-{worker}"]
+    engine = docker.from_env(timeout=30)
+    try:
+        label = f"io.hodei.test-pod-uid={pod['metadata']['uid']}"
+        [container] = engine.containers.list(filters={"label": label})
+        container.kill()
+    finally:
+        engine.close()
+    lost = server.wait_state(killed, {"succeeded", "failed"}, timeout=60)
+    assert lost["state"] == "failed", lost
+    assert f"worker {worker} lost (its agent exited with code 137)" in str(lost["reason"]), lost
     wait_for("the idle pod's removal", lambda: nothing_left(space, home), 60)
 
 

@@ -104,13 +104,13 @@ RUNNING = {"running": {"startedAt": "now"}}
 class World:
     def __init__(self, **options: Any) -> None:
         self.api = FakeApi()
-        self.exits: list[tuple[str, int]] = []
+        self.exits: list[tuple[str, int, str]] = []
         self.adopted: list[str] = []
         self.provider = KubernetesProvider(
             KubernetesOptions(**options),
             self.api,  # type: ignore[arg-type]
             SERVER,
-            lambda worker, code: self.exits.append((worker, code)),
+            lambda worker, code, why: self.exits.append((worker, code, why)),
             grace_s=30.0,
             on_adopt=self.adopted.append,
         )
@@ -193,7 +193,10 @@ async def test_ends_and_deletions_by_others_are_reported_once() -> None:
     await world.event("MODIFIED", pod_in("kubernetes-1", "Failed", oom))
     await world.event("DELETED", pod_in("kubernetes-1", "Failed", oom))  # after our delete
     await world.event("DELETED", pod_in("kubernetes-2", "Running", RUNNING))
-    assert world.exits == [("kubernetes-1", 137), ("kubernetes-2", -1)]
+    assert world.exits == [
+        ("kubernetes-1", 137, "OOMKilled: the agent's container went over its memory limit"),
+        ("kubernetes-2", -1, "its pod was deleted by someone else"),
+    ]
     assert ("pods", "hodei-kubernetes-1", 0) in world.api.deleted
     assert world.provider.running() == []
     await world.provider.stop()
@@ -214,7 +217,7 @@ async def test_the_watch_resumes_from_its_version_and_lists_again_after_410() ->
     await world.api.events.put(WatchExpired())
     for _ in range(50):
         await asyncio.sleep(0)
-    assert world.exits == [("kubernetes-2", -1)]  # found by the new list
+    assert world.exits == [("kubernetes-2", -1, "its pod was deleted by someone else")]
     assert world.api.watched_from[-1] == "42"
     await world.provider.stop()
 

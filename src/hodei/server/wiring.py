@@ -8,6 +8,7 @@ them is server.app's part.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -99,10 +100,14 @@ class Services:
 
 
 def make_provider(
-    settings: ServerSettings, on_exit: ExitHandler, on_adopt: AdoptHandler | None = None
+    settings: ServerSettings,
+    on_exit: ExitHandler,
+    on_adopt: AdoptHandler | None = None,
+    on_end: Callable[[str, int, str], None] | None = None,
 ) -> WorkerProvider:
     """The worker provider named by the settings (`on_exit(worker_id, code)` when one ends,
-    `on_adopt(worker_id)` for each worker of an earlier run it keeps at start)."""
+    or `on_end(worker_id, code, why)` from a provider that knows why; `on_adopt(worker_id)`
+    for each worker of an earlier run it keeps at start)."""
     grace = settings.worker_grace_s
     if settings.provider == "local":
         agent = command_in(settings.local_agent) if settings.local_agent else ()
@@ -138,7 +143,7 @@ def make_provider(
             settings.kubernetes_options(),
             KubeApi(connection, settings.k8s_namespace),
             server_instance_id(settings.home),
-            on_exit,
+            on_end or (lambda worker, code, why: on_exit(worker, code)),
             grace_s=grace,
             on_adopt=on_adopt,
         )
@@ -208,6 +213,9 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
         # A worker of an earlier run the provider keeps (at its start, before any agent
         # connects, so the provisioner exists by then).
         lambda worker: provisioner.adopted(worker),
+        # What a provider knows of why a worker ended (a pod OOMKilled, evicted, deleted)
+        # goes into its jobs' reasons.
+        on_end=lambda worker, code, why: bus.publish(WorkerExited(worker, code, why)),
     )
     provisioner = Provisioner(
         provider,
@@ -256,7 +264,7 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
     bus.subscribe(JobChanged, engine.on_job_changed)
     bus.subscribe(JobChanged, timer.on_job_changed)
     bus.subscribe(WorkerExited, lambda e: provisioner.exited(e.worker_id, e.code))
-    bus.subscribe(WorkerExited, lambda e: recovery.process_exited(e.worker_id))
+    bus.subscribe(WorkerExited, lambda e: recovery.process_exited(e.worker_id, detail=e.why))
     bus.subscribe(WorkerConnected, lambda e: provider.connected(e.worker_id))
     link = None
     if cluster is not None:

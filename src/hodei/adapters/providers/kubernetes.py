@@ -50,7 +50,7 @@ from hodei.ports import WorkerLaunch
 
 log = logging.getLogger(__name__)
 
-ExitHandler = Callable[[str, int], None]
+ExitHandler = Callable[[str, int, str], None]  # worker id, exit code, why (pod's words)
 AdoptHandler = Callable[[str], None]
 RETRY_S = (0.5, 1.0, 2.0, 5.0)  # waits between failed watch attempts (then the last, again)
 
@@ -227,7 +227,7 @@ class KubernetesProvider:
             log.warning("worker %s: %s", worker_id, why)
         else:
             log.info("worker %s: %s", worker_id, why)
-        self._on_exit(worker_id, code)
+        self._on_exit(worker_id, code, why)
 
     # ---- provision ---------------------------------------------------------------------------
     def _new_worker(self, worker_id: str, secret: bool = True) -> _Worker:

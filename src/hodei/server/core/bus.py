@@ -45,6 +45,7 @@ class WorkerExited:
 
     worker_id: str
     code: int
+    why: str = ""  # what the provider knows of why (a pod OOMKilled, evicted, deleted...)
 
 
 @dataclass(frozen=True, slots=True)

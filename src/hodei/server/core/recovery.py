@@ -90,13 +90,19 @@ class Recovery:
             lambda: self._background.spawn(self.lose(session, "did not come back in time")),
         )
 
-    def process_exited(self, worker_id: str, why: str = "its process exited") -> None:
+    def process_exited(
+        self, worker_id: str, why: str = "its process exited", detail: str = ""
+    ) -> None:
         """The worker cannot come back (its process ended, or no certificate it could come
-        back with is left): no reason to wait for it once its stream is gone."""
+        back with is left): no reason to wait for it once its stream is gone. `detail`: what
+        the provider said of the end, given in its jobs' reasons."""
         session = self.registry.get(worker_id)
         if session is None:
             return
         session.process_gone = True
+        if detail:
+            session.gone_why = detail
+            why = detail
         if session.closed:
             self._background.spawn(self.lose(session, why))
 
@@ -117,7 +123,7 @@ class Recovery:
         held_jobs = list(session.jobs.values())
         session.jobs.clear()
         for held in held_jobs:
-            await self.reports.lose(session, held)
+            await self.reports.lose(session, held, session.gone_why)
         self.passes.kick()
 
     # ---- a stream comes back -------------------------------------------------------------

@@ -208,14 +208,13 @@ class Reports:
         held = HeldJob(job.id, job.attempts, job)
         await self._settle(held, JobState.FAILED, None, why, failure)
 
-    async def lose(self, session: WorkerSession, held: HeldJob) -> None:
-        """`held` will get no more reports (its worker is gone)."""
+    async def lose(self, session: WorkerSession, held: HeldJob, why: str = "") -> None:
+        """`held` will get no more reports (its worker is gone; `why`, if its provider said)."""
         if held.cancel_sent:
             await self._settle(held, JobState.CANCELLED, None, "cancelled (worker gone)")
         else:
-            await self._settle(
-                held, JobState.FAILED, None, f"worker {session.id} lost", Failure.WORKER_LOST
-            )
+            lost = f"worker {session.id} lost" + (f" ({why})" if why else "")
+            await self._settle(held, JobState.FAILED, None, lost, Failure.WORKER_LOST)
         release(session.view, held.job.spec)
 
     async def _requeue_unrun(self, held: HeldJob, error: str) -> None:

@@ -90,6 +90,7 @@ class WorkerSession:
     closed: bool = False  # no stream attached (dropped, or gone for good)
     shutdown_sent: bool = False
     process_gone: bool = False  # its provider saw the process end: it cannot come back
+    gone_why: str = ""  # what the provider said of that end, for its jobs' reasons
     grace_timer: asyncio.TimerHandle | None = None  # set while a dropped session may resume
     disconnected_at: float | None = None  # when its stream dropped (None while attached)
     reconnect_by: float | None = None  # when the grace period of a dropped stream ends
