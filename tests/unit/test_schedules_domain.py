@@ -310,3 +310,15 @@ def test_pause_after_failures() -> None:
     assert after_result(s.with_changes(failures=1), "succeeded") == {"failures": 0}
     assert after_result(s, "cancelled") == {}
     assert after_result(sched(), "failed") == {"failures": 1}  # never pauses without pause_after
+
+
+def test_clients_may_not_take_a_fire_id_nor_a_step_id() -> None:
+    from hodei.domain.jobs import validate_job_id
+
+    fire = fire_id("s0123456789ab", 1_767_225_600)
+    assert validate_job_id(fire, fire=True) == fire
+    with pytest.raises(ValidationError, match="the scheduler's"):
+        validate_job_id(fire)  # a client's id: it would block that fire
+    with pytest.raises(ValidationError, match="not a schedule fire's job id"):
+        validate_job_id("build-1", fire=True)
+    assert validate_job_id(fire, step=None) == fire  # naming an existing job: any form

@@ -24,6 +24,9 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # The ids the pipeline engine gives its steps' jobs (RUN.INDEX.GENERATION): a client may not
 # choose one, so nobody can create a step's job before the engine does.
 STEP_JOB_ID = re.compile(r"^(r[0-9a-f]{17})\.(\d{1,6})\.(\d{1,6})$")
+# A schedule's fire (SCHEDULE-[n]EPOCH): the job it starts has this id, so the store refuses a
+# second start of one fire. Clients may not use the form, or they could block a fire.
+FIRE_JOB_ID = re.compile(r"^(s[0-9a-f]{12})-(n?)(\d{1,16})$")
 _INPUT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}/\d{1,9}$")
 MAX_ARTIFACT_PATHS = 100
 MAX_IMAGE = 255
@@ -176,19 +179,27 @@ def validate_idempotency_key(key: str) -> str:
     return key
 
 
-def validate_job_id(job_id: str, *, step: bool | None = False) -> str:
+def validate_job_id(job_id: str, *, step: bool | None = False, fire: bool = False) -> str:
     """A job id a client chose; `step`: one the pipeline engine made (RUN.INDEX.GENERATION);
-    None: any existing job's id."""
+    `fire`: one a schedule's fire made (SCHEDULE-EPOCH); `step=None`: any existing job's id."""
     if not _ID_RE.fullmatch(job_id):
         raise ValidationError(
             "job id must be 1-64 characters of letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
-    if step is not None and bool(STEP_JOB_ID.fullmatch(job_id)) is not step:
+    if step is None:
+        return job_id
+    if bool(STEP_JOB_ID.fullmatch(job_id)) is not step:
         raise ValidationError(
             "job ids of the form rHEX.N.N are the pipeline engine's"
             if not step
             else f"{job_id!r} is not a pipeline step's job id"
+        )
+    if not step and bool(FIRE_JOB_ID.fullmatch(job_id)) is not fire:
+        raise ValidationError(
+            "job ids of the form sHEX-N are the scheduler's"
+            if not fire
+            else f"{job_id!r} is not a schedule fire's job id"
         )
     return job_id
 

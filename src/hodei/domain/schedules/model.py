@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from hodei.domain.jobs import JobSpec
+from hodei.domain.jobs import FIRE_JOB_ID, JobSpec
 from hodei.errors import ValidationError
 
 __all__ = [
@@ -35,7 +35,7 @@ __all__ = [
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 SCHEDULE_ID = re.compile(r"^s[0-9a-f]{12}$")
-FIRE_ID = re.compile(r"^(s[0-9a-f]{12})-(n?)(\d{1,16})$")
+FIRE_ID = FIRE_JOB_ID  # the id of a fire is the id of the job it starts
 
 
 class Overlap(StrEnum):

@@ -52,16 +52,22 @@ class Orchestrator:
         return job
 
     async def submit_once(
-        self, spec: JobSpec, job_id: str | None = None, idempotency_key: str | None = None
+        self,
+        spec: JobSpec,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+        *,
+        fire: bool = False,
     ) -> tuple[Job, bool]:
         """Store a new job; returns (job, created). With an idempotency key already used, the
         job created with it comes back (created=False) if it was asked for the same thing, else
-        ConflictError: a key names one submission, never two different ones."""
+        ConflictError: a key names one submission, never two different ones. `fire`: the job
+        of a schedule's fire, under the fire's id (a form clients may not use)."""
         spec = self._with_defaults(validate_spec(spec))
         if idempotency_key is not None:
             validate_idempotency_key(idempotency_key)
         if job_id:
-            validate_job_id(job_id)
+            validate_job_id(job_id, fire=fire)
         return await self._create(spec, job_id, idempotency_key, check_secrets=True)
 
     async def submit_step(self, spec: JobSpec, job_id: str) -> Job:
@@ -176,7 +182,7 @@ class Orchestrator:
         updated = await self.store.transition(
             job.id, (job.state,), target, changes, attempt, spec=job.spec
         )
-        self.bus.publish(JobChanged(updated, job.state))
+        self.bus.publish(JobChanged(updated, job.state, attempt=attempt))
         return updated
 
     async def finish(self, job: Job, target: JobState, exit_code: int | None, reason: str) -> Job:
@@ -223,7 +229,7 @@ class Orchestrator:
         updated = await self.store.transition(
             job.id, (JobState.QUEUED,), JobState.QUEUED, changes, attempt, spec=job.spec
         )
-        self.bus.publish(JobChanged(updated, JobState.QUEUED))
+        self.bus.publish(JobChanged(updated, JobState.QUEUED, attempt=attempt))
         return updated
 
     def now(self) -> float:

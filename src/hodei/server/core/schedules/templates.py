@@ -42,8 +42,10 @@ class Launcher:
         self.pipelines = pipelines
 
     async def job(self, spec: JobSpec, env: Mapping[str, str], job_id: str | None) -> Job:
-        """ConflictError if `job_id` exists (it was started already)."""
-        return await self.orch.submit(replace(spec, env={**spec.env, **env}), job_id)
+        """ConflictError if `job_id` (a fire's id) exists: it was started already."""
+        spec = replace(spec, env={**spec.env, **env})
+        job, _ = await self.orch.submit_once(spec, job_id, fire=job_id is not None)
+        return job
 
     async def pipeline(
         self, source: str, params: Mapping[str, str], by: str, run_id: str | None
