@@ -13,13 +13,14 @@ from hodei.errors import ValidationError
 
 if TYPE_CHECKING:
     from hodei.adapters.providers.kubernetes_spec import KubernetesOptions
+    from hodei.adapters.providers.microvm_spec import MicrovmOptions
 
 
 def default_home() -> Path:
     return Path(os.environ.get("HODEI_HOME") or Path.home() / ".hodei")
 
 
-PROVIDERS = ("local", "docker", "kubernetes")
+PROVIDERS = ("local", "docker", "kubernetes", "microvm")
 
 
 def parse_mount(spec: str) -> tuple[str, str, str]:
@@ -65,6 +66,9 @@ class ServerSettings:
     provider: str = "local"
     http_addr: str = "127.0.0.1:8080"
     grpc_addr: str = "127.0.0.1:50051"
+    # Prometheus without a token: /metrics alone on this loopback address ("" = off).
+    metrics_addr: str = ""
+    log_format: str = "text"  # the server's own log lines: "text" or "json" (one object a line)
     worker_image: str = "hodei-worker:latest"
     max_workers: int = 4  # local provider: agents running at once
     worker_slots: int = 1  # jobs each provisioned agent runs at once
@@ -119,6 +123,19 @@ class ServerSettings:
     k8s_cpu_per_slot: float = 0.0  # a pod's cpu when its job asks none, per slot
     k8s_memory_per_slot: int = 0  # likewise, bytes
     k8s_start_timeout_s: float = 50.0  # a pod whose agent does not run by then is deleted
+    # MicroVM provider (docs/microvm.md): each worker in a VM of its own.
+    microvm_vmm: str = "qemu"  # or "firecracker"
+    microvm_kvm: str = "auto"  # auto (KVM when /dev/kvm works), on, off
+    microvm_dir: str = ""  # the assets' directory (empty: HODEI_HOME/microvm)
+    microvm_kernel: str = ""  # each empty: vmlinux, initramfs.cpio.gz, rootfs.ext4 in it
+    microvm_initrd: str = ""
+    microvm_rootfs: str = ""
+    microvm_vcpus: int = 1  # a VM's vCPUs when its job asks no cpu
+    microvm_memory: int = 512 << 20  # a VM's memory when its job asks none
+    microvm_server_url: str = ""  # gRPC address VMs dial (empty: the server's port at 10.0.2.2)
+    microvm_boot_timeout_s: float = 50.0  # a VM whose agent has not registered by then is killed
+    microvm_tap: str = ""  # Firecracker: the operator's TAP device
+    microvm_jailer: str = ""  # Firecracker: run it under this jailer binary
 
     @property
     def database_kind(self) -> str:
@@ -164,6 +181,8 @@ class ServerSettings:
             parse_mount(mount)
         if self.provider == "kubernetes":
             self.kubernetes_options()
+        if self.provider == "microvm":
+            self.microvm_options()
         if self.max_workers < 0 or self.worker_slots < 1:
             raise ValidationError("max workers must be >= 0 and worker slots >= 1")
         if not 0.05 <= self.heartbeat_interval_s <= 3600:
@@ -190,6 +209,14 @@ class ServerSettings:
             raise ValidationError("schedule minimum interval must be between 1 minute and 1 year")
         if not 1 <= self.cert_lifetime_s <= 366 * 86400:
             raise ValidationError("certificate lifetime must be between 1s and 366 days")
+        if self.metrics_addr and not is_loopback(split_addr(self.metrics_addr, 9464)[0]):
+            raise ValidationError(
+                f"--metrics-addr serves /metrics without a token: a loopback address only, not "
+                f"{self.metrics_addr} (elsewhere, scrape /metrics on the API port with a viewer "
+                "token)"
+            )
+        if self.log_format not in ("text", "json"):
+            raise ValidationError(f"unknown log format {self.log_format[:20]!r} (text or json)")
         if self.dev:
             for addr, port in ((self.http_addr, 8080), (self.grpc_addr, 50051)):
                 if not is_loopback(split_addr(addr, port)[0]):
@@ -199,6 +226,37 @@ class ServerSettings:
                     )
         _ = self.database_kind
         return self
+
+    def microvm_options(self) -> MicrovmOptions:
+        """The microVM provider's options (ValidationError for a malformed one)."""
+        from hodei.adapters.providers.microvm_spec import KVM_MODES, VMMS, MicrovmOptions
+
+        if self.microvm_vmm not in VMMS:
+            raise ValidationError(f"microvm VMM must be one of {', '.join(VMMS)}")
+        if self.microvm_kvm not in KVM_MODES:
+            raise ValidationError(f"microvm KVM must be one of {', '.join(KVM_MODES)}")
+        if not 1 <= self.microvm_vcpus <= 64:
+            raise ValidationError("microvm vCPUs must be between 1 and 64")
+        if not 128 << 20 <= self.microvm_memory <= 1 << 40:
+            raise ValidationError("microvm memory must be between 128M and 1T")
+        if not 1 <= self.microvm_boot_timeout_s <= 3600:
+            raise ValidationError("microvm boot timeout must be between 1s and 1h")
+        if self.microvm_vmm == "firecracker" and not self.microvm_tap:
+            raise ValidationError("the firecracker VMM needs --microvm-tap (docs/microvm.md)")
+        base = Path(self.microvm_dir) if self.microvm_dir else self.home / "microvm"
+        return MicrovmOptions(
+            kernel=Path(self.microvm_kernel) if self.microvm_kernel else base / "vmlinux",
+            initrd=Path(self.microvm_initrd) if self.microvm_initrd else base / "initramfs.cpio.gz",
+            rootfs=Path(self.microvm_rootfs) if self.microvm_rootfs else base / "rootfs.ext4",
+            vmm=self.microvm_vmm,
+            kvm=self.microvm_kvm,
+            vcpus=self.microvm_vcpus,
+            memory_mib=self.microvm_memory >> 20,
+            server_url=self.microvm_server_url,
+            boot_timeout_s=self.microvm_boot_timeout_s,
+            tap_device=self.microvm_tap,
+            jailer_binary=self.microvm_jailer,
+        )
 
     @property
     def k8s_label_keys(self) -> tuple[str, ...]:

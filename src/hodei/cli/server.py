@@ -18,6 +18,19 @@ def server(
     grpc_addr: Annotated[
         str, typer.Option(envvar="HODEI_GRPC_ADDR", help="gRPC address.")
     ] = DEFAULT_GRPC,
+    metrics_addr: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_METRICS_ADDR",
+            help="Serve /metrics without a token on this loopback address (e.g. 127.0.0.1:9464).",
+        ),
+    ] = "",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_LOG_FORMAT", help="The server's log lines: text, or json (one a line)."
+        ),
+    ] = "text",
     database_url: Annotated[
         str,
         typer.Option(
@@ -197,6 +210,68 @@ def server(
             help="A worker pod whose agent is not running by then is deleted (a failed start).",
         ),
     ] = "50s",
+    microvm_vmm: Annotated[
+        str,
+        typer.Option(envvar="HODEI_MICROVM_VMM", help="MicroVM monitor: qemu or firecracker."),
+    ] = "qemu",
+    microvm_kvm: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_MICROVM_KVM",
+            help="auto (KVM when /dev/kvm works, else software emulation), on or off.",
+        ),
+    ] = "auto",
+    microvm_dir: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_MICROVM_DIR",
+            help="MicroVM assets (scripts/build_microvm_assets.sh; default HODEI_HOME/microvm).",
+        ),
+    ] = "",
+    microvm_kernel: Annotated[
+        str, typer.Option(envvar="HODEI_MICROVM_KERNEL", help="Guest kernel (default: vmlinux).")
+    ] = "",
+    microvm_initrd: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_MICROVM_INITRD", help="Guest initramfs (default: initramfs.cpio.gz)."
+        ),
+    ] = "",
+    microvm_rootfs: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_MICROVM_ROOTFS", help="Guest root file system (default: rootfs.ext4)."
+        ),
+    ] = "",
+    microvm_vcpus: Annotated[
+        int,
+        typer.Option(envvar="HODEI_MICROVM_VCPUS", help="vCPUs of a VM whose job asks no cpu."),
+    ] = 1,
+    microvm_memory: Annotated[
+        str,
+        typer.Option(envvar="HODEI_MICROVM_MEMORY", help="Memory of a VM whose job asks none."),
+    ] = "512M",
+    microvm_server_url: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_MICROVM_SERVER_URL",
+            help="gRPC address VMs dial (default: the server's port at 10.0.2.2, the host).",
+        ),
+    ] = "",
+    microvm_boot_timeout: Annotated[
+        str,
+        typer.Option(
+            envvar="HODEI_MICROVM_BOOT_TIMEOUT",
+            help="A VM whose agent has not registered by then is killed (a failed start).",
+        ),
+    ] = "50s",
+    microvm_tap: Annotated[
+        str, typer.Option(envvar="HODEI_MICROVM_TAP", help="Firecracker: the VMs' TAP device.")
+    ] = "",
+    microvm_jailer: Annotated[
+        str,
+        typer.Option(envvar="HODEI_MICROVM_JAILER", help="Firecracker: run it under this jailer."),
+    ] = "",
     home: HomeOpt = None,
     max_workers: Annotated[
         int, typer.Option(envvar="HODEI_MAX_WORKERS", min=0, help="Provisioned workers at most.")
@@ -325,6 +400,8 @@ def server(
         provider=provider,
         http_addr=http_addr,
         grpc_addr=grpc_addr,
+        metrics_addr=metrics_addr,
+        log_format=log_format,
         worker_image=worker_image,
         max_workers=max_workers,
         worker_slots=worker_slots,
@@ -354,6 +431,20 @@ def server(
         local_agent=local_agent,
         docker_socket=docker_socket,
         docker_mounts=tuple(docker_mount or ()),
+        microvm_vmm=microvm_vmm,
+        microvm_kvm=microvm_kvm,
+        microvm_dir=microvm_dir,
+        microvm_kernel=microvm_kernel,
+        microvm_initrd=microvm_initrd,
+        microvm_rootfs=microvm_rootfs,
+        microvm_vcpus=microvm_vcpus,
+        microvm_memory=parse_opt(parse_size, microvm_memory, "--microvm-memory"),
+        microvm_server_url=microvm_server_url,
+        microvm_boot_timeout_s=parse_opt(
+            parse_duration, microvm_boot_timeout, "--microvm-boot-timeout"
+        ),
+        microvm_tap=microvm_tap,
+        microvm_jailer=microvm_jailer,
         k8s_namespace=k8s_namespace,
         k8s_kubeconfig=k8s_kubeconfig,
         k8s_context=k8s_context,

@@ -42,11 +42,15 @@ from hodei.server.api.grpc.guard import MalformedGuard
 from hodei.server.api.grpc.job_service import JobService
 from hodei.server.api.grpc.pipeline_service import PipelineService
 from hodei.server.api.grpc.schedule_service import ScheduleService
+from hodei.server.api.grpc.stream_metrics import StreamCounter
 from hodei.server.api.grpc.worker_service import WorkerService
 from hodei.server.api.http.app import create_http_app
 from hodei.server.api.http.dashboard import SecurityHeaders
 from hodei.server.api.http.deps import HttpServices
+from hodei.server.api.http.http_metrics import HttpMetrics
+from hodei.server.api.metrics_listener import MetricsListener
 from hodei.server.core.service import LogPiece
+from hodei.server.log_format import configure
 from hodei.server.security.api_auth import ensure_admin_token
 from hodei.server.wiring import Services, Tls, build
 
@@ -119,9 +123,12 @@ def prepare_tls(settings: ServerSettings, http_port: int) -> Tls:
     return Tls(paths, agent_env)
 
 
-def bind_grpc(settings: ServerSettings, tls: Tls | None) -> tuple[grpc.aio.Server, int]:
-    """The gRPC server, listening (its services are added before it starts)."""
-    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[MalformedGuard()])
+def bind_grpc(
+    settings: ServerSettings, tls: Tls | None, streams: StreamCounter
+) -> tuple[grpc.aio.Server, int]:
+    """The gRPC server, listening (its services are added before it starts); `streams`
+    counts its open streams."""
+    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[streams, MalformedGuard()])
     host, port = split_addr(settings.grpc_addr, 50051)
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
@@ -229,7 +236,7 @@ async def start_web(
         paths = PkiPaths.of_home(s.settings.home)
         tls = {"ssl_keyfile": str(paths.server_key), "ssl_certfile": str(paths.server_cert)}
     config = uvicorn.Config(
-        SecurityHeaders(s.auth.middleware(app)),
+        HttpMetrics(SecurityHeaders(s.auth.middleware(app)), s.metrics.http, s.sse),
         lifespan="off",
         log_level="warning",
         access_log=False,
@@ -300,14 +307,24 @@ async def serve(
     sock = listen_http(settings.http_addr)
     http_port = sock.getsockname()[1]
     tls = prepare_tls(settings, http_port) if settings.tls else None
-    grpc_server, grpc_port = bind_grpc(settings, tls)
+    streams = StreamCounter()
+    grpc_server, grpc_port = bind_grpc(settings, tls, streams)
     agent_host = loopback_if_any(split_addr(settings.grpc_addr, 50051)[0])
-    s = build(settings, f"{agent_host}:{grpc_port}", tls)
+    s = build(settings, f"{agent_host}:{grpc_port}", tls, grpc_streams=streams)
     add_grpc_services(grpc_server, s)
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(sock.close)
         await start_core(stack, s, grpc_server)
         await start_web(stack, s, sock, started)
+        if settings.metrics_addr:
+            host, port = split_addr(settings.metrics_addr, 9464)
+            listener = MetricsListener(host, port, s.metrics.render)
+            try:
+                await listener.start()
+            except OSError as exc:
+                where = settings.metrics_addr
+                raise HodeiError(f"cannot listen for metrics on {where}: {exc}") from None
+            stack.push_async_callback(listener.stop)
         access = await _access_lines(s, settings, http_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -354,10 +371,7 @@ async def run_demo(s: Services, http_port: int) -> None:
 
 
 def run_server(settings: ServerSettings) -> int:
-    logging.basicConfig(
-        level=os.environ.get("HODEI_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure(os.environ.get("HODEI_LOG_LEVEL", "INFO"), settings.log_format)
     try:
         import uvloop
 

@@ -24,13 +24,18 @@ from hodei.domain.scheduling import Policy
 from hodei.errors import HodeiError
 from hodei.home import server_instance_id
 from hodei.ports import ArtifactStore, Cluster, JobStore, WorkerProvider
+from hodei.server.api.grpc.stream_metrics import StreamCounter
+from hodei.server.api.http.http_metrics import StreamCount
 from hodei.server.core.background import Background
 from hodei.server.core.bus import (
     EventBus,
     ImageUnavailable,
     JobChanged,
+    ProvisioningFailed,
+    RunChanged,
     WorkerConnected,
     WorkerExited,
+    WorkerProvisioned,
 )
 from hodei.server.core.cluster import ClusterLink
 from hodei.server.core.control import JobControl
@@ -47,6 +52,7 @@ from hodei.server.core.scheduler import Scheduler
 from hodei.server.core.schedules import Launcher, Schedules, ScheduleTimer, Templates
 from hodei.server.core.service import JobsApi
 from hodei.server.core.workers import WorkerRegistry
+from hodei.server.metrics_wiring import register_reads
 from hodei.server.security.api_auth import ApiAuth
 from hodei.server.security.audit import Auditor
 from hodei.server.security.otp import OtpRegistry, ResumeTokens
@@ -86,6 +92,7 @@ class Services:
     provisioner: Provisioner
     api: JobsApi
     metrics: Metrics
+    sse: StreamCount  # SSE streams open now (counted by the HTTP metrics middleware)
     auditor: Auditor
     auth: ApiAuth
     link: ClusterLink | None  # on PostgreSQL: the other servers sharing the store
@@ -147,17 +154,34 @@ def make_provider(
             grace_s=grace,
             on_adopt=on_adopt,
         )
+    if settings.provider == "microvm":
+        from hodei.adapters.providers.microvm import MicrovmProvider
+        from hodei.adapters.providers.microvm_firecracker import FirecrackerVmm
+        from hodei.adapters.providers.microvm_qemu import QemuVmm
+
+        vm_options = settings.microvm_options()
+        vmm: QemuVmm | FirecrackerVmm = (
+            QemuVmm(vm_options.qemu_binary)
+            if vm_options.vmm == "qemu"
+            else FirecrackerVmm(vm_options)
+        )
+        run_dir = settings.home / "run" / "microvm"
+        server_id = server_instance_id(settings.home)
+        return MicrovmProvider(vm_options, vmm, run_dir, server_id, on_exit)
     raise HodeiError(f"unknown provider {settings.provider!r}")
 
 
-def make_store(settings: ServerSettings) -> JobStore:
-    """The job store named by HODEI_DATABASE_URL: SQLite in the home (default) or PostgreSQL."""
+def make_store(
+    settings: ServerSettings, on_commit: Callable[[float], None] | None = None
+) -> JobStore:
+    """The job store named by HODEI_DATABASE_URL: SQLite in the home (default) or PostgreSQL;
+    `on_commit(seconds)` hears each group commit's duration."""
     if settings.database_kind == "postgresql":
         # Imported here: asyncpg is loaded only by servers that use it.
         from hodei.adapters.store.postgres import PostgresJobStore
 
-        return PostgresJobStore(settings.database_url)
-    return SqliteJobStore(settings.sqlite_path)
+        return PostgresJobStore(settings.database_url, on_commit=on_commit)
+    return SqliteJobStore(settings.sqlite_path, on_commit=on_commit)
 
 
 def make_cluster(settings: ServerSettings) -> Cluster | None:
@@ -169,10 +193,17 @@ def make_cluster(settings: ServerSettings) -> Cluster | None:
     return PostgresCluster(settings.database_url, server_instance_id(settings.home))
 
 
-def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> Services:
-    """Every component, wired; `agent_url` is the gRPC address local workers dial."""
+def build(
+    settings: ServerSettings,
+    agent_url: str,
+    tls: Tls | None = None,
+    grpc_streams: StreamCounter | None = None,
+) -> Services:
+    """Every component, wired; `agent_url` is the gRPC address local workers dial;
+    `grpc_streams` counts the gRPC server's open streams (its interceptor)."""
     home = settings.home
-    store = make_store(settings)
+    metrics = Metrics(settings.provider)
+    store = make_store(settings, metrics.commit_observed)
     bus = EventBus()
     hub = LogHub(FileLogStore(settings.log_dir), bus)
     # Beside the logs: servers sharing a log directory share the artifacts too.
@@ -254,13 +285,15 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
     timer = ScheduleTimer(store, launcher, control.cancel, pipelines.cancel, auditor)
     schedules = Schedules(store, timer, auditor, min_interval_s=settings.schedule_min_interval_s)
     recovery = Recovery(registry, reports, control, store, passes, settings.worker_grace_s, cluster)
-    metrics = Metrics()
-    metrics.gauge("hodei_jobs_queued", "Jobs waiting for a worker", lambda: scheduler.queued_count)
-    metrics.gauge("hodei_workers_connected", "Connected workers", lambda: len(registry))
+    sse = StreamCount()
+    register_reads(metrics, scheduler, registry, hub, sse, grpc_streams)
     bus.subscribe(JobChanged, scheduler.on_job_changed)
     bus.subscribe(ImageUnavailable, scheduler.on_image_unavailable)
     bus.subscribe(JobChanged, lambda e: hub.job_changed(e.job))
     bus.subscribe(JobChanged, metrics.on_job_changed)
+    bus.subscribe(WorkerProvisioned, metrics.on_provisioned)
+    bus.subscribe(ProvisioningFailed, metrics.on_provisioning_failed)
+    bus.subscribe(RunChanged, metrics.on_run_changed)
     bus.subscribe(JobChanged, engine.on_job_changed)
     bus.subscribe(JobChanged, timer.on_job_changed)
     bus.subscribe(WorkerExited, lambda e: provisioner.exited(e.worker_id, e.code))
@@ -295,6 +328,7 @@ def build(settings: ServerSettings, agent_url: str, tls: Tls | None = None) -> S
         provisioner=provisioner,
         api=JobsApi(orch, store, scheduler, control, hub),
         metrics=metrics,
+        sse=sse,
         auditor=auditor,
         auth=auth,
         link=link,

@@ -5,6 +5,7 @@ and one commit for hundreds of rows instead of one each)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +37,10 @@ class GroupCommit:
         max_batch: int,
         max_in_flight: int = 4,
         unique: bool = False,
+        on_commit: Callable[[float], None] | None = None,
     ) -> None:
         self.batches = 0  # statements run so far; each may carry many calls
+        self._on_commit = on_commit  # told each batch's seconds (its statement and commit)
         self._run = run
         self._max_batch = max(1, max_batch)
         self._max_in_flight = max(1, max_in_flight)
@@ -83,8 +86,11 @@ class GroupCommit:
         return batch
 
     async def _fly(self, batch: list[Pending]) -> None:
+        started = time.perf_counter()
         try:
             await self._run(batch)
+            if self._on_commit is not None:
+                self._on_commit(time.perf_counter() - started)
         except Exception as exc:  # a bug in `run`: its callers get the error, not a hang
             for pending in batch:
                 if not pending.future.done():

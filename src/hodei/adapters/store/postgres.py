@@ -100,7 +100,9 @@ class PostgresJobStore(PostgresPipelines, PostgresSchedules):
         connect_timeout_s: float = 10.0,
         command_timeout_s: float = 60.0,
         migrations: Sequence[Migration] = MIGRATIONS,
+        on_commit: Callable[[float], None] | None = None,
     ) -> None:
+        """`on_commit(seconds)` hears each group commit's duration."""
         self.dsn = dsn
         self.where = f"job store {redact_url(dsn)}"
         self.migrations = tuple(migrations)
@@ -117,9 +119,15 @@ class PostgresJobStore(PostgresPipelines, PostgresSchedules):
         self._pool: asyncpg.Pool | None = None
         # Batches in flight stay below the pool size, so single reads always find a connection.
         flying = max(1, max_size // 3)
-        self.creates = GroupCommit(self._insert_batch, max_batch=max_batch, max_in_flight=flying)
+        self.creates = GroupCommit(
+            self._insert_batch, max_batch=max_batch, max_in_flight=flying, on_commit=on_commit
+        )
         self.moves = GroupCommit(
-            self._move_batch, max_batch=max_batch, max_in_flight=flying, unique=True
+            self._move_batch,
+            max_batch=max_batch,
+            max_in_flight=flying,
+            unique=True,
+            on_commit=on_commit,
         )
         self._closed = False
         self._busy = 0  # operations under way; close() waits for them

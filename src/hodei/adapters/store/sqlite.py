@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,10 @@ class SqliteJobStore(SqlitePipelines, SqliteSchedules):
         max_batch: int = MAX_BATCH,
         busy_timeout_ms: int = 5000,
         migrations: Sequence[Migration] = MIGRATIONS,
+        on_commit: Callable[[float], None] | None = None,
     ) -> None:
+        """`on_commit(seconds)` hears each write transaction's duration (from the writer
+        thread)."""
         self.path = Path(path)
         self.migrations = tuple(migrations)
         what = f"job store {self.path}"
@@ -143,6 +146,7 @@ class SqliteJobStore(SqlitePipelines, SqliteSchedules):
             lambda conn: migrate(conn, self.migrations, what),
             max_batch=max_batch,
             busy_timeout_ms=busy_timeout_ms,
+            on_commit=on_commit,
         )
         self._submit = self._writer.submit
 

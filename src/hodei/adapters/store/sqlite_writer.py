@@ -142,10 +142,12 @@ class SqliteWriter:
         *,
         max_batch: int = MAX_BATCH,
         busy_timeout_ms: int = 5000,
+        on_commit: Callable[[float], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.what = what
         self.commits = 0  # committed write transactions; each may carry many operations
+        self._on_commit = on_commit  # told each write transaction's seconds, in the thread
         self._prepare = prepare
         self._max_batch = max(1, max_batch)
         self._busy_timeout_ms = max(0, int(busy_timeout_ms))
@@ -243,6 +245,7 @@ class SqliteWriter:
             # IMMEDIATE takes the write lock up front (waiting busy_timeout for it) instead of
             # failing with SQLITE_BUSY when a read transaction tries to upgrade.
             begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+            started = time.perf_counter()
             conn.execute(begin)
             try:
                 for op in batch:
@@ -262,6 +265,8 @@ class SqliteWriter:
             return
         if write:
             self.commits += 1
+            if self._on_commit is not None:
+                self._on_commit(time.perf_counter() - started)
         _deliver(outcomes)
 
     def _connect(self) -> _Conn:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from hodei.domain.attempts import Attempt
 from hodei.domain.jobs import Job, JobState
 from hodei.domain.pipelines.runs import PipelineRun, RunStep
 
@@ -23,6 +24,7 @@ class JobChanged:
     job: Job
     previous: JobState | None  # None when the job was just created, or unknown (remote)
     remote: bool = False  # another server sharing the store made the change
+    attempt: Attempt | None = None  # the attempt record this change wrote (local changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,22 @@ class WorkerExited:
     worker_id: str
     code: int
     why: str = ""  # what the provider knows of why (a pod OOMKilled, evicted, deleted...)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerProvisioned:
+    """A worker the provisioner launched registered, `seconds` after its launch began."""
+
+    provider: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisioningFailed:
+    """A launch came to nothing; `reason` is one of provisioning.FAILURE_REASONS."""
+
+    provider: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,11 @@ class LogHub:
         # job id -> its attempts in _live: job_changed runs on every job event and must not
         # walk every live log.
         self._attempts: dict[str, set[int]] = {}
+        # Read by the metrics when scraped: bytes stored from agents, bytes served to
+        # readers and followers, followers attached now.
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.followers = 0
 
     def _put(self, job_id: str, attempt: int, live: LiveLog) -> None:
         self._live[(job_id, attempt)] = live
@@ -86,6 +91,7 @@ class LogHub:
                 offset - live.agent_end,
             )
         live.size = self._store.append(job_id, attempt, data)
+        self.bytes_in += len(data)
         # Only once stored: last_seq is what the agent is told it may forget (a chunk the
         # store refused must not count, or a resend of an earlier one would ack it too).
         live.last_seq = max(live.last_seq, seq)
@@ -153,8 +159,11 @@ class LogHub:
         live = self._live.get((job_id, attempt))
         if live is not None and live.local and offset >= live.tail_start:
             start = offset - live.tail_start
-            return bytes(live.tail[start : start + max(0, limit)])
-        return await asyncio.to_thread(self._store.read, job_id, attempt, offset, limit)
+            data = bytes(live.tail[start : start + max(0, limit)])
+        else:
+            data = await asyncio.to_thread(self._store.read, job_id, attempt, offset, limit)
+        self.bytes_out += len(data)
+        return data
 
     def job_changed(self, job: Job) -> None:
         """Mark attempts of `job` that can produce no more bytes, and wake their followers."""
@@ -168,6 +177,7 @@ class LogHub:
         """Register a follower before reading the job's state, so no end event is missed."""
         live = self._get(job_id, attempt)
         live.followers += 1
+        self.followers += 1
         return live
 
     async def follow(
@@ -181,6 +191,7 @@ class LogHub:
                 data = self.read(job_id, attempt, offset, READ_CHUNK)
                 if data:
                     offset += len(data)
+                    self.bytes_out += len(data)
                     yield offset, data
                     continue
                 if not wait or live.over:
@@ -188,6 +199,7 @@ class LogHub:
                 await changed.wait()
         finally:
             live.followers -= 1
+            self.followers -= 1
             if live.followers == 0 and live.over:
                 self._drop(job_id, attempt)
 

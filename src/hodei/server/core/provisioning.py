@@ -21,7 +21,7 @@ from hodei.domain.scheduling import labels_fit, size_fits
 from hodei.errors import ImageUnavailable
 from hodei.ports import WorkerLaunch, WorkerProvider
 from hodei.server.core.background import Background
-from hodei.server.core.bus import EventBus
+from hodei.server.core.bus import EventBus, ProvisioningFailed, WorkerProvisioned
 from hodei.server.core.bus import ImageUnavailable as ImageUnavailableEvent
 from hodei.server.core.passes import PassSignal
 from hodei.server.core.workers import WorkerRegistry
@@ -30,6 +30,8 @@ from hodei.server.security.otp import OtpRegistry
 log = logging.getLogger(__name__)
 
 REGISTER_DEADLINE_S = 60.0  # a launched worker that has not registered by then is given up
+# Why a launch came to nothing (the metrics' bounded reason label).
+FAILURE_REASONS = ("start_failed", "image_unavailable", "exited_early", "register_timeout")
 
 
 @dataclass(slots=True)
@@ -186,12 +188,15 @@ class Provisioner:
             self.launching.pop(launch.worker_id, None)
             self.owned.discard(launch.worker_id)
             self.otps.revoke_worker(launch.worker_id)
+            self.bus.publish(ProvisioningFailed(self.provider.name, "image_unavailable"))
             self.bus.publish(ImageUnavailableEvent(exc.image, exc.message))
         except Exception as exc:
             log.error("provider %s failed to start a worker: %s", self.provider.name, exc)
-            self._failed(launch.worker_id, f"start failed: {exc}")
+            self._failed(launch.worker_id, f"start failed: {exc}", "start_failed")
 
-    def _failed(self, worker_id: str, error: str) -> None:
+    def _failed(self, worker_id: str, error: str, reason: str) -> None:
+        if worker_id in self.launching:
+            self.bus.publish(ProvisioningFailed(self.provider.name, reason))
         self.launching.pop(worker_id, None)
         self.owned.discard(worker_id)
         self.otps.revoke_worker(worker_id)
@@ -207,7 +212,10 @@ class Provisioner:
 
     # ---- lifecycle events -------------------------------------------------------------------
     def registered(self, worker_id: str) -> None:
-        if self.launching.pop(worker_id, None) is not None:
+        launch = self.launching.pop(worker_id, None)
+        if launch is not None:
+            seconds = time.monotonic() - launch.started
+            self.bus.publish(WorkerProvisioned(self.provider.name, seconds))
             self._failures = 0
             self.last_error = ""
 
@@ -219,7 +227,9 @@ class Provisioner:
     def exited(self, worker_id: str, code: int) -> None:
         """The provider saw a worker process end."""
         if worker_id in self.launching:
-            self._failed(worker_id, f"worker exited with code {code} before registering")
+            self._failed(
+                worker_id, f"worker exited with code {code} before registering", "exited_early"
+            )
         self.owned.discard(worker_id)
 
     # ---- idle scale-down --------------------------------------------------------------------
@@ -241,7 +251,9 @@ class Provisioner:
                 self._background.spawn(self._terminate_later(session.id, 5.0))
         for launch in list(self.launching.values()):
             if time.monotonic() - launch.started > REGISTER_DEADLINE_S:
-                self._failed(launch.worker_id, "worker did not register in time")
+                self._failed(
+                    launch.worker_id, "worker did not register in time", "register_timeout"
+                )
                 self._background.spawn(self.provider.terminate(launch.worker_id))
 
     async def _terminate_later(self, worker_id: str, delay: float) -> None:
