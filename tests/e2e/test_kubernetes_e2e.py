@@ -189,6 +189,9 @@ def test_a_job_bigger_than_any_node_is_unschedulable_in_the_schedulers_words(
         job_id = post(client, "true", memory_bytes="64G")
     error = wait_for("the provisioning error", lambda: provisioning_error(server), 60)
     assert "no node can run its pod: 0/" in error and "Insufficient memory" in error, error
+    shown = server.hodei("workers")  # what a user sees
+    assert b"provisioning: start failed: worker pod hodei-kubernetes-" in shown.stdout, shown
+    assert b"Insufficient memory" in shown.stdout
     reason = wait_for(
         "the pending reason", lambda: "Insufficient memory" in job(server, job_id)["reason"], 30
     )

@@ -16,8 +16,8 @@ from hodei.cli.common import (
     check_labels,
     client,
     fail,
-    get_items,
     guarded,
+    items_of,
     parse_opt,
     parse_pairs,
 )
@@ -26,12 +26,22 @@ from hodei.cli.common import (
 @app.command()
 @guarded
 def workers(output: OutputOpt = Output.table, server: ServerOpt = DEFAULT_URL) -> None:
-    """List connected workers with capacity, usage and running jobs."""
-    from hodei.cli_render import workers_table
+    """List connected workers with capacity, usage and running jobs, and the provider's last
+    error starting one (an image that cannot be pulled, a pod no node can take...)."""
+    from hodei.cli_client import decode_json
+    from hodei.cli_render import clean, workers_table, write_json_verbatim
 
-    items = get_items(server, "/api/v1/workers", output)
-    if items is not None:
-        typer.echo(workers_table(items) if items else "no workers")
+    with client(server) as api:
+        response = api.request("GET", "/api/v1/workers")
+    if output is Output.json:
+        write_json_verbatim(response.content)
+        return
+    body = decode_json(response)
+    items = items_of(body)
+    typer.echo(workers_table(items) if items else "no workers")
+    error = body.get("provisioning_error") if isinstance(body, dict) else None
+    if isinstance(error, str) and error:
+        typer.echo(f"provisioning: {clean(error)}")
 
 
 @app.command("worker-otp")
