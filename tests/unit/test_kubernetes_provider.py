@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hodei.adapters.providers.kubernetes import KubernetesProvider
-from hodei.adapters.providers.kubernetes_api import KubeError, WatchExpired
+from hodei.adapters.providers.kubernetes_api import Connection, KubeApi, KubeError, WatchExpired
 from hodei.adapters.providers.kubernetes_spec import (
     LABEL_SERVER,
     LABEL_WORKER,
@@ -303,3 +304,14 @@ async def test_a_job_label_mapped_to_a_node_selector_gets_a_worker_with_it() -> 
     # Without the mapping, such a job is one no worker of this provider would take.
     plain = Provisioner(recorder, OtpRegistry(), WorkerRegistry(bus), bus, "", 10, 1, 30.0)
     assert plain.ceiling(gpu) == "missing labels gpu=1"
+
+
+async def test_a_missing_configuration_is_a_clear_provider_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(KubeError, match="cannot load the Kubernetes in-cluster configuration"):
+        await KubeApi(Connection(in_cluster=True)).open()
+    missing = str(tmp_path / "no-such-kubeconfig")
+    with pytest.raises(KubeError, match="cannot load the Kubernetes kubeconfig configuration"):
+        await KubeApi(Connection(kubeconfig=missing)).open()

@@ -9,6 +9,7 @@ create). docs/kubernetes.md gives the Role granting exactly these.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -89,8 +90,10 @@ class KubeApi:
     async def open(self) -> None:
         configuration = kclient.Configuration()
         try:
-            if self.connection.in_cluster:
-                kconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            if self.connection.in_cluster:  # reads the token and CA files: off the loop
+                await asyncio.to_thread(
+                    kconfig.load_incluster_config, client_configuration=configuration
+                )
             else:
                 await kconfig.load_kube_config(
                     config_file=self.connection.kubeconfig or None,
@@ -102,7 +105,7 @@ class KubeApi:
             where = "in-cluster" if self.connection.in_cluster else "kubeconfig"
             raise KubeError(f"cannot load the Kubernetes {where} configuration: {exc}") from None
         if not self.namespace:
-            self.namespace = self._default_namespace()
+            self.namespace = await asyncio.to_thread(self._default_namespace)
         self._api = kclient.ApiClient(configuration)
 
     def _default_namespace(self) -> str:
