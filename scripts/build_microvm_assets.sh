@@ -125,7 +125,7 @@ write_guest_init() { # $1: root file system directory
 """PID 1 of a Hodei microVM: mounts, reads the agent's settings from the read-only config drive
 (a JSON object, NUL-padded: {"env": {...}, "args": [...]}), runs the agent as uid 10001,
 reaps orphans, and when the agent ends, powers the VM off (the VMM exits on the reboot)."""
-import ctypes, json, os, sys
+import ctypes, json, os, signal, sys
 
 def say(message):
     print(f"hodei-init: {message}", file=sys.stderr, flush=True)
@@ -182,6 +182,15 @@ if agent == 0:
         os.execve(argv[0], argv, env)
     finally:
         os._exit(127)
+def stop_agent(signum, frame):  # Ctrl-Alt-Del (SIGINT to init) or SIGTERM: stop the agent
+    say("stop requested")
+    try:
+        os.kill(agent, signal.SIGTERM)
+    except OSError:
+        pass
+
+signal.signal(signal.SIGINT, stop_agent)
+signal.signal(signal.SIGTERM, stop_agent)
 code = -1
 while True:
     try:

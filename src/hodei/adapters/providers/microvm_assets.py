@@ -16,7 +16,6 @@ project is installed (`python3 microvm_assets.py extract-vmlinux VMLINUZ VMLINUX
 from __future__ import annotations
 
 import bz2
-import gzip
 import lzma
 import re
 import shutil
@@ -50,9 +49,7 @@ def _unzstd(data: bytes) -> bytes:
     tool = shutil.which("zstd")
     if tool is None:
         return b""
-    done = subprocess.run(
-        [tool, "-dc"], input=data, capture_output=True, timeout=120, check=False
-    )
+    done = subprocess.run([tool, "-dc"], input=data, capture_output=True, timeout=120, check=False)
     return done.stdout  # a stream with trailing garbage exits non-zero, its output is whole
 
 
