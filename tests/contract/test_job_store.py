@@ -239,6 +239,45 @@ async def test_retry_counters_and_failure_kinds_are_kept(store: JobStore) -> Non
     assert third.failure is None
 
 
+async def test_what_an_attempt_used_is_kept(store: JobStore) -> None:
+    await store.create_job(make_job("u1"))
+    await store.transition("u1", {Q}, A, {"attempts": 1}, Attempt("u1", 1, AttemptState.ASSIGNED))
+    await store.transition("u1", {A}, R, {}, Attempt("u1", 1, AttemptState.RUNNING, "w1"))
+    used = Attempt(
+        "u1",
+        1,
+        AttemptState.FAILED,
+        "w1",
+        1,
+        finished_at=3.0,
+        failure=Failure.JOB,
+        cpu_seconds=1.25,
+        peak_memory_bytes=3 << 33,  # past 32 bits
+        read_bytes=0,
+        written_bytes=1 << 40,
+    )
+    await store.transition("u1", {R}, Q, {"attempts": 1}, used)
+    # Not measured (an older agent, a lost worker): None, and the next attempt's own values.
+    await store.transition("u1", {Q}, A, {"attempts": 2}, Attempt("u1", 2, AttemptState.ASSIGNED))
+    io_unknown = Attempt(
+        "u1", 2, AttemptState.SUCCEEDED, "w2", 0, cpu_seconds=0.0, peak_memory_bytes=4096
+    )
+    await store.transition("u1", {A}, JobState.SUCCEEDED, {}, io_unknown)
+    first, second = await store.list_attempts("u1")
+    assert (first.cpu_seconds, first.peak_memory_bytes) == (1.25, 3 << 33)
+    assert (first.read_bytes, first.written_bytes) == (0, 1 << 40)
+    assert first.usage is not None and first.usage.written_bytes == 1 << 40
+    assert (second.cpu_seconds, second.peak_memory_bytes) == (0.0, 4096)
+    assert (second.read_bytes, second.written_bytes) == (None, None)
+    # A later record without figures keeps the stored ones (like its other fields).
+    await store.create_job(make_job("u2"))
+    await store.transition("u2", {Q}, A, {"attempts": 1}, Attempt("u2", 1, AttemptState.ASSIGNED))
+    lost = Attempt("u2", 1, AttemptState.FAILED, "w1", failure=Failure.WORKER_LOST)
+    await store.transition("u2", {A}, Q, {}, lost)
+    (record,) = await store.list_attempts("u2")
+    assert record.usage is None and record.cpu_seconds is None
+
+
 async def test_a_refused_transition_records_no_attempt(store: JobStore) -> None:
     await store.create_job(make_job("a2"))
     with pytest.raises(ConflictError):
@@ -681,6 +720,38 @@ async def test_an_older_database_gets_retry_counters_and_failure_kinds(backend: 
         assert waits.spec.infra_retries is None and not waits.spec.no_infra_retry
         (record,) = await upgraded.list_attempts("waits")
         assert record.failure is None and record.state is AttemptState.FAILED
+    finally:
+        await upgraded.close()
+
+
+async def test_attempts_recorded_before_usage_are_kept_without_it(backend: Backend) -> None:
+    needs_a_database(backend, "no schema: nothing is kept on disk to migrate")
+    assert backend.run_sql is not None
+    # The database as it was just before the step that added what attempts used.
+    step = next(i for i, m in enumerate(backend.migrations) if m.description.startswith("resou"))
+    old = await reopen(backend, migrations=backend.migrations[:step])
+    await old.close()
+    await backend.run_sql(
+        "INSERT INTO jobs (id, state, priority, created_at, attempts, reason, spec) "
+        """VALUES ('old', 'succeeded', 0, 1.0, 1, '', '{"command": "x"}')"""
+    )
+    await backend.run_sql(
+        "INSERT INTO attempts (job_id, number, state, reason, exit_code) "
+        "VALUES ('old', 1, 'succeeded', '', 0)"
+    )
+    upgraded = await reopen(backend)
+    try:
+        assert await backend.version() == len(backend.migrations)
+        (record,) = await upgraded.list_attempts("old")
+        assert record.state is AttemptState.SUCCEEDED and record.exit_code == 0
+        assert record.usage is None and record.read_bytes is None
+        await upgraded.create_job(make_job("new"))
+        assigned = Attempt("new", 1, AttemptState.ASSIGNED)
+        await upgraded.transition("new", {Q}, A, {"attempts": 1}, assigned)
+        done = Attempt("new", 1, AttemptState.SUCCEEDED, cpu_seconds=0.5, peak_memory_bytes=7)
+        await upgraded.transition("new", {A}, JobState.SUCCEEDED, {}, done)
+        (measured,) = await upgraded.list_attempts("new")
+        assert (measured.cpu_seconds, measured.peak_memory_bytes) == (0.5, 7)
     finally:
         await upgraded.close()
 

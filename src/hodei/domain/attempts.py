@@ -45,6 +45,18 @@ class Failure(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ResourceUse:
+    """What one attempt used, as its agent measured it: CPU seconds (user + system), the peak
+    of its memory (RSS, or its cgroup's high-water mark), and bytes read and written (None
+    when they could not be read there)."""
+
+    cpu_seconds: float
+    peak_memory_bytes: int
+    read_bytes: int | None = None
+    written_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """Fields left None keep what the store holds (a RUNNING record keeps its assigned_at)."""
 
@@ -58,6 +70,19 @@ class Attempt:
     finished_at: float | None = None
     reason: str = ""
     failure: Failure | None = None  # set once it ended other than succeeded
+    # What it used (ResourceUse), once it ended on a worker that measured it; None otherwise.
+    cpu_seconds: float | None = None
+    peak_memory_bytes: int | None = None
+    read_bytes: int | None = None
+    written_bytes: int | None = None
+
+    @property
+    def usage(self) -> ResourceUse | None:
+        if self.cpu_seconds is None or self.peak_memory_bytes is None:
+            return None
+        return ResourceUse(
+            self.cpu_seconds, self.peak_memory_bytes, self.read_bytes, self.written_bytes
+        )
 
 
 def attempt_record(
@@ -66,10 +91,12 @@ def attempt_record(
     now: float,
     outcome: AttemptState | None = None,
     failure: Failure | None = None,
+    usage: ResourceUse | None = None,
 ) -> Attempt | None:
     """The attempt record a move from `before` to `after` writes, if any. `outcome` names how
     an attempt that goes back to the queue ended (default: failed, to be retried); `failure`
-    whose fault that was (default: the job's own, or not_run for an attempt never started)."""
+    whose fault that was (default: the job's own, or not_run for an attempt never started);
+    `usage` what an attempt that ended used, when its agent measured it."""
     if after.state is JobState.ASSIGNED and before.state is JobState.QUEUED:
         return Attempt(
             after.id, after.attempts, AttemptState.ASSIGNED, after.worker_id, assigned_at=now
@@ -102,4 +129,8 @@ def attempt_record(
         finished_at=now,
         reason=after.reason,
         failure=failure,
+        cpu_seconds=usage.cpu_seconds if usage else None,
+        peak_memory_bytes=usage.peak_memory_bytes if usage else None,
+        read_bytes=usage.read_bytes if usage else None,
+        written_bytes=usage.written_bytes if usage else None,
     )

@@ -113,7 +113,17 @@ def row_to_job(row: Sequence[Any], spec: JobSpec | None = None) -> Job:
 
 ATTEMPT_FIELDS = tuple(f.name for f in fields(Attempt))
 # Fields left None keep the stored value (a RUNNING record keeps the ASSIGNED one's assigned_at).
-_KEEP = ("worker_id", "exit_code", "assigned_at", "started_at", "finished_at")
+_KEEP = (
+    "worker_id",
+    "exit_code",
+    "assigned_at",
+    "started_at",
+    "finished_at",
+    "cpu_seconds",
+    "peak_memory_bytes",
+    "read_bytes",
+    "written_bytes",
+)
 ATTEMPT_CONFLICT = (
     "ON CONFLICT (job_id, number) DO UPDATE SET state = excluded.state, "
     + ", ".join(

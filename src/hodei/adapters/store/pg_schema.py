@@ -212,6 +212,12 @@ _V9 = (
 )
 # The schema, step by step: a database at version N gets steps N+1.. applied on open. Released
 # steps are never edited; a change is a new step at the end.
+# What an attempt used (NULL: not measured, or recorded before this step).
+ATTEMPT_USAGE = (
+    "ALTER TABLE attempts ADD COLUMN cpu_seconds DOUBLE PRECISION, "
+    "ADD COLUMN peak_memory_bytes BIGINT, ADD COLUMN read_bytes BIGINT, "
+    "ADD COLUMN written_bytes BIGINT",
+)
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("jobs, secrets and queue indexes", _V1),
     Migration("idempotency keys and attempt records", _V2),
@@ -222,6 +228,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("pipeline runs and their steps", _V7),
     Migration("jobs found by pipeline run", _V8),
     Migration("schedules, their fires and job templates", _V9),
+    Migration("resources each attempt used", ATTEMPT_USAGE),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -261,6 +268,10 @@ ATTEMPT_TYPES = {
     "finished_at": "float8",
     "reason": "text",
     "failure": "text",
+    "cpu_seconds": "float8",
+    "peak_memory_bytes": "int8",
+    "read_bytes": "int8",
+    "written_bytes": "int8",
 }
 COLUMNS = ", ".join(JOB_FIELDS)
 SELECT = f"SELECT {COLUMNS} FROM jobs"

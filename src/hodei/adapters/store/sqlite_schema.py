@@ -178,6 +178,13 @@ _V7 = (
         PRIMARY KEY (name, version)
     )""",
 )
+# What an attempt used (NULL: not measured, or recorded before this step).
+ATTEMPT_USAGE = (
+    "ALTER TABLE attempts ADD COLUMN cpu_seconds REAL",
+    "ALTER TABLE attempts ADD COLUMN peak_memory_bytes INTEGER",
+    "ALTER TABLE attempts ADD COLUMN read_bytes INTEGER",
+    "ALTER TABLE attempts ADD COLUMN written_bytes INTEGER",
+)
 # The schema, step by step: a database at version N gets steps N+1.. applied on open.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("jobs, secrets and queue indexes", _V1),
@@ -187,6 +194,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("retries spent by the job and by the platform, attempt failure kinds", _V5),
     Migration("pipeline runs and their steps", _V6),
     Migration("schedules, their fires and job templates", _V7),
+    Migration("resources each attempt used", ATTEMPT_USAGE),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
