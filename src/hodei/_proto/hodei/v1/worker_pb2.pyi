@@ -232,7 +232,7 @@ class RegisterAck(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., session_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., resume_token: _Optional[str] = ..., grace_ms: _Optional[int] = ...) -> None: ...
 
 class AssignJob(_message.Message):
-    __slots__ = ("job_id", "attempt", "name", "command", "arguments", "environment", "secrets", "resources", "timeout_ms", "working_dir", "max_output_bytes", "artifacts", "inputs", "max_artifact_bytes")
+    __slots__ = ("job_id", "attempt", "name", "command", "arguments", "environment", "secrets", "resources", "timeout_ms", "working_dir", "max_output_bytes", "artifacts", "inputs", "max_artifact_bytes", "traceparent")
     class EnvironmentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -261,6 +261,7 @@ class AssignJob(_message.Message):
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     MAX_ARTIFACT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     name: str
@@ -275,7 +276,8 @@ class AssignJob(_message.Message):
     artifacts: _containers.RepeatedScalarFieldContainer[str]
     inputs: _containers.RepeatedCompositeFieldContainer[ArtifactInput]
     max_artifact_bytes: int
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., name: _Optional[str] = ..., command: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., secrets: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., timeout_ms: _Optional[int] = ..., working_dir: _Optional[str] = ..., max_output_bytes: _Optional[int] = ..., artifacts: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[ArtifactInput, _Mapping]]] = ..., max_artifact_bytes: _Optional[int] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., name: _Optional[str] = ..., command: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., secrets: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., timeout_ms: _Optional[int] = ..., working_dir: _Optional[str] = ..., max_output_bytes: _Optional[int] = ..., artifacts: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[ArtifactInput, _Mapping]]] = ..., max_artifact_bytes: _Optional[int] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class ArtifactInput(_message.Message):
     __slots__ = ("key", "sha256", "size")
