@@ -310,6 +310,37 @@ async def test_exit_zero_succeeds_and_acks_the_result(world: World) -> None:
     assert not session.jobs and session.view.free_slots == 1
 
 
+async def test_what_an_attempt_used_is_recorded_with_its_end(world: World) -> None:
+    session = world.worker("w1")
+    job = await world.submit("false", max_retries=1)
+    a1 = await committed(world, session)
+    measured = result(
+        a1, 3, has_usage=True, cpu_seconds=0.75, peak_memory_bytes=5 << 20, has_io=False
+    )
+    await world.reports.on_result(session, measured)  # failed, queued again: still recorded
+    a2 = await committed(world, session)
+    io = {"has_io": True, "read_bytes": 10, "written_bytes": 20}
+    await world.reports.on_result(
+        session, result(a2, 0, has_usage=True, cpu_seconds=2.5, peak_memory_bytes=1 << 30, **io)
+    )
+    await world.until(job.id, JobState.SUCCEEDED)
+    first, second = await world.store.list_attempts(job.id)
+    assert (first.cpu_seconds, first.peak_memory_bytes) == (0.75, 5 << 20)
+    assert (first.read_bytes, first.written_bytes) == (None, None)  # not readable there
+    assert (second.cpu_seconds, second.peak_memory_bytes) == (2.5, 1 << 30)
+    assert (second.read_bytes, second.written_bytes) == (10, 20)
+
+
+async def test_a_result_without_usage_records_none(world: World) -> None:
+    session = world.worker("w1")
+    job = await world.submit()
+    a = await committed(world, session)
+    await world.reports.on_result(session, result(a, 0, cpu_seconds=9.0))  # has_usage unset
+    await world.until(job.id, JobState.SUCCEEDED)
+    (record,) = await world.store.list_attempts(job.id)
+    assert record.usage is None and record.cpu_seconds is None
+
+
 async def test_a_failure_with_retries_left_is_queued_again_after_a_backoff(world: World) -> None:
     session = world.worker("w1")
     job = await world.submit("false", max_retries=1)

@@ -117,6 +117,19 @@ class ResultReport(Protocol):
 class Usage:
     """A worker's resource usage, as its last heartbeat gave it."""
 
+    # What it used (hodei.domain.attempts.ResourceUse), when has_usage; bytes when has_io.
+    @property
+    def has_usage(self) -> bool: ...
+    @property
+    def cpu_seconds(self) -> float: ...
+    @property
+    def peak_memory_bytes(self) -> int: ...
+    @property
+    def has_io(self) -> bool: ...
+    @property
+    def read_bytes(self) -> int: ...
+    @property
+    def written_bytes(self) -> int: ...
     cpu_percent: float = 0.0
     memory_bytes: int = 0  # used
     memory_total_bytes: int = 0

@@ -69,6 +69,12 @@ def attempt_to_dict(attempt: Attempt) -> dict[str, Any]:
         # Why it did not succeed: "job" (its own doing), "not_run", or a platform fault
         # ("worker_lost", "server_restart", "server_lost", "store", "agent"); null while it runs.
         "failure": attempt.failure.value if attempt.failure else None,
+        # What it used, as its agent measured it; null until it ended, or when not measured
+        # (bytes read and written: null where they could not be read).
+        "cpu_seconds": attempt.cpu_seconds,
+        "peak_memory_bytes": attempt.peak_memory_bytes,
+        "read_bytes": attempt.read_bytes,
+        "written_bytes": attempt.written_bytes,
     }
 
 
@@ -84,6 +90,12 @@ def attempt_to_proto(attempt: Attempt) -> jobs_pb2.Attempt:
         finished_at=iso(attempt.finished_at) or "",
         reason=attempt.reason,
         failure=attempt.failure.value if attempt.failure else "",
+        has_usage=attempt.cpu_seconds is not None and attempt.peak_memory_bytes is not None,
+        cpu_seconds=attempt.cpu_seconds or 0.0,
+        peak_memory_bytes=attempt.peak_memory_bytes or 0,
+        has_io=attempt.read_bytes is not None and attempt.written_bytes is not None,
+        read_bytes=attempt.read_bytes or 0,
+        written_bytes=attempt.written_bytes or 0,
     )
 
 

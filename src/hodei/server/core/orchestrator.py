@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
-from hodei.domain.attempts import Attempt, AttemptState, Failure, attempt_record
+from hodei.domain.attempts import Attempt, AttemptState, Failure, ResourceUse, attempt_record
 from hodei.domain.jobs import (
     Job,
     JobSpec,
@@ -169,16 +169,17 @@ class Orchestrator:
         target: JobState,
         outcome: AttemptState | None = None,
         failure: Failure | None = None,
+        usage: ResourceUse | None = None,
         **changes: Any,
     ) -> Job:
         """Move `job` (as last read) to `target`. Raises ConflictError when the transition is
         illegal or the stored state is no longer `job.state` (someone else moved it first).
         The attempt the move starts or ends is recorded with it; `outcome` says how an attempt
         sent back to the queue ended (default: failed), `failure` whose fault an attempt that
-        did not succeed was (default: the job's own)."""
+        did not succeed was (default: the job's own), `usage` what an ending attempt used."""
         check_transition(job.state, target)
         after = job.with_changes(state=target, **changes)
-        attempt = attempt_record(job, after, self._clock(), outcome, failure)
+        attempt = attempt_record(job, after, self._clock(), outcome, failure, usage)
         updated = await self.store.transition(
             job.id, (job.state,), target, changes, attempt, spec=job.spec
         )

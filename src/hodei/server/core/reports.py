@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from hodei.domain.attempts import AttemptState, Failure
+from hodei.domain.attempts import AttemptState, Failure, ResourceUse
 from hodei.domain.jobs import Job, JobState
 from hodei.domain.scheduling import release
 from hodei.domain.work import AGENT_FAILED, NOT_RUN, LogReport, ResultReport, StartReport
@@ -158,7 +158,7 @@ class Reports:
         elif result.exit_code == AGENT_FAILED:
             why = f"the agent of worker {held.job.worker_id} failed to run it: {result.error}"
             target = JobState.CANCELLED if held.cancel_sent else JobState.FAILED
-            await self._settle(held, target, None, why, Failure.AGENT)
+            await self._settle(held, target, None, why, Failure.AGENT, usage_of(result))
         else:
             reason = describe(result, held.cancel_sent)
             if self.hub.last_seq(held.job_id, held.attempt) < result.last_sequence:
@@ -166,7 +166,8 @@ class Reports:
             failure = Failure.JOB
             if result.cancelled and not held.cancel_sent:
                 failure = Failure.WORKER_LOST  # the agent stopped it on its own (host going)
-            await self._settle(held, result_target(result, held), result.exit_code, reason, failure)
+            target = result_target(result, held)
+            await self._settle(held, target, result.exit_code, reason, failure, usage_of(result))
 
     # ---- a store that cannot write ----------------------------------------------------------
     def store_failed(self, session: WorkerSession, exc: HodeiError) -> None:
@@ -243,9 +244,11 @@ class Reports:
         exit_code: int | None,
         reason: str,
         failure: Failure = Failure.JOB,
+        usage: ResourceUse | None = None,
     ) -> None:
         """Record the end of an attempt: retry it when the policy allows, else finish the job.
-        `failure` says whose fault an attempt that did not succeed was."""
+        `failure` says whose fault an attempt that did not succeed was; `usage` what it used,
+        as its agent measured it."""
         job = held.job
         try:
             if not await assignment_stored(held):
@@ -268,6 +271,7 @@ class Reports:
                     job,
                     JobState.QUEUED,
                     failure=failure,
+                    usage=usage,
                     exit_code=exit_code,
                     worker_id=None,
                     **retry,
@@ -278,6 +282,7 @@ class Reports:
                     job,
                     target,
                     failure=failure,
+                    usage=usage,
                     exit_code=exit_code,
                     reason=reason,
                     finished_at=self.orch.now(),
@@ -319,6 +324,19 @@ class Reports:
 def retry_delay(base_s: float, retry: int) -> float:
     """Exponential backoff before retry number `retry`: base, 2*base, 4*base... (<= 5 min)."""
     return min(300.0, base_s * 2.0 ** max(0, retry - 1))
+
+
+def usage_of(result: ResultReport) -> ResourceUse | None:
+    """What the attempt used, when its agent measured it."""
+    if not result.has_usage:
+        return None
+    io = result.has_io
+    return ResourceUse(
+        result.cpu_seconds,
+        result.peak_memory_bytes,
+        result.read_bytes if io else None,
+        result.written_bytes if io else None,
+    )
 
 
 def result_target(result: ResultReport, held: HeldJob) -> JobState:

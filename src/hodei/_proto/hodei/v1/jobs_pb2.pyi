@@ -155,7 +155,7 @@ class Job(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., attempts: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., worker_id: _Optional[str] = ..., created_at: _Optional[str] = ..., started_at: _Optional[str] = ..., finished_at: _Optional[str] = ..., command: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., queued_by: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., attempt_history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., max_retries: _Optional[int] = ..., infra_retries: _Optional[int] = ..., no_infra_retry: _Optional[bool] = ..., retries_used: _Optional[int] = ..., infra_retries_used: _Optional[int] = ..., image: _Optional[str] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("number", "state", "worker_id", "exit_code", "has_exit_code", "assigned_at", "started_at", "finished_at", "reason", "failure")
+    __slots__ = ("number", "state", "worker_id", "exit_code", "has_exit_code", "assigned_at", "started_at", "finished_at", "reason", "failure", "has_usage", "cpu_seconds", "peak_memory_bytes", "has_io", "read_bytes", "written_bytes")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +166,12 @@ class Attempt(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
+    HAS_USAGE_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PEAK_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HAS_IO_FIELD_NUMBER: _ClassVar[int]
+    READ_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_BYTES_FIELD_NUMBER: _ClassVar[int]
     number: int
     state: str
     worker_id: str
@@ -176,7 +182,13 @@ class Attempt(_message.Message):
     finished_at: str
     reason: str
     failure: str
-    def __init__(self, number: _Optional[int] = ..., state: _Optional[str] = ..., worker_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., assigned_at: _Optional[str] = ..., started_at: _Optional[str] = ..., finished_at: _Optional[str] = ..., reason: _Optional[str] = ..., failure: _Optional[str] = ...) -> None: ...
+    has_usage: bool
+    cpu_seconds: float
+    peak_memory_bytes: int
+    has_io: bool
+    read_bytes: int
+    written_bytes: int
+    def __init__(self, number: _Optional[int] = ..., state: _Optional[str] = ..., worker_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., assigned_at: _Optional[str] = ..., started_at: _Optional[str] = ..., finished_at: _Optional[str] = ..., reason: _Optional[str] = ..., failure: _Optional[str] = ..., has_usage: _Optional[bool] = ..., cpu_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., has_io: _Optional[bool] = ..., read_bytes: _Optional[int] = ..., written_bytes: _Optional[int] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("state", "limit", "cursor", "name", "labels", "pipeline")

@@ -154,7 +154,7 @@ class JobStatusUpdate(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., phase: _Optional[_Union[JobStatusUpdate.Phase, str]] = ..., timestamp_ns: _Optional[int] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("job_id", "attempt", "exit_code", "signal", "cancelled", "error", "last_sequence", "timestamp_ns", "timed_out", "artifact_sha256", "artifact_bytes", "outputs")
+    __slots__ = ("job_id", "attempt", "exit_code", "signal", "cancelled", "error", "last_sequence", "timestamp_ns", "timed_out", "artifact_sha256", "artifact_bytes", "outputs", "has_usage", "cpu_seconds", "peak_memory_bytes", "has_io", "read_bytes", "written_bytes")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +167,12 @@ class JobResult(_message.Message):
     ARTIFACT_SHA256_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_BYTES_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    HAS_USAGE_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PEAK_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HAS_IO_FIELD_NUMBER: _ClassVar[int]
+    READ_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_BYTES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     exit_code: int
@@ -179,7 +185,13 @@ class JobResult(_message.Message):
     artifact_sha256: str
     artifact_bytes: int
     outputs: bytes
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., cancelled: _Optional[bool] = ..., error: _Optional[str] = ..., last_sequence: _Optional[int] = ..., timestamp_ns: _Optional[int] = ..., timed_out: _Optional[bool] = ..., artifact_sha256: _Optional[str] = ..., artifact_bytes: _Optional[int] = ..., outputs: _Optional[bytes] = ...) -> None: ...
+    has_usage: bool
+    cpu_seconds: float
+    peak_memory_bytes: int
+    has_io: bool
+    read_bytes: int
+    written_bytes: int
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., cancelled: _Optional[bool] = ..., error: _Optional[str] = ..., last_sequence: _Optional[int] = ..., timestamp_ns: _Optional[int] = ..., timed_out: _Optional[bool] = ..., artifact_sha256: _Optional[str] = ..., artifact_bytes: _Optional[int] = ..., outputs: _Optional[bytes] = ..., has_usage: _Optional[bool] = ..., cpu_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., has_io: _Optional[bool] = ..., read_bytes: _Optional[int] = ..., written_bytes: _Optional[int] = ...) -> None: ...
 
 class ArtifactChunk(_message.Message):
     __slots__ = ("job_id", "attempt", "offset", "data", "last", "sha256", "size")
