@@ -48,6 +48,7 @@ class Jail:
     cgroup: str = ""
     pid: int = 0
     prefix: list[str] = field(default_factory=list)
+    v2: bool = False  # the cgroup is in the unified hierarchy
 
 
 class Containment:
@@ -74,7 +75,7 @@ class CgroupContainment(Containment):
 
     def open(self, job_id: str, attempt: int) -> Jail:
         path = self.cgroups.create(f"{job_id}-{attempt}")
-        return Jail((job_id, attempt), path, prefix=self.cgroups.prefix(path))
+        return Jail((job_id, attempt), path, prefix=self.cgroups.prefix(path), v2=self.cgroups.v2)
 
     async def close(self, jail: Jail) -> None:
         if jail.cgroup:

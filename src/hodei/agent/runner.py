@@ -27,6 +27,7 @@ import errno
 import fcntl
 import logging
 import os
+import resource
 import shutil
 import signal
 import stat
@@ -43,7 +44,9 @@ import psutil
 
 from hodei.agent.containment import Containment, Jail, SubreaperContainment, choose
 from hodei.agent.frozen import job_environment
+from hodei.agent.job_usage import JobMeter
 from hodei.agent.reaper import JobReaper
+from hodei.domain.attempts import ResourceUse
 from hodei.domain.job_output import JobOutput
 from hodei.domain.jobs import JobSpec
 from hodei.domain.work import Assignment
@@ -82,6 +85,7 @@ class JobOutcome:
     timed_out: bool = False
     error: str = ""  # set when the job could not be started
     pid: int = 0
+    usage: ResourceUse | None = None  # what it used (hodei.agent.job_usage), once it ran
 
 
 @lru_cache(maxsize=1)
@@ -315,6 +319,7 @@ class _Child:
         self._exited: asyncio.Future[int] = self._loop.create_future()
         try:
             self._pidfd = os.pidfd_open(popen.pid)
+        self.rusage: resource.struct_rusage | None = None  # once reaped through the pidfd
         except (AttributeError, OSError):  # no pidfd (not Linux, or kernel < 5.3)
             self._pidfd = -1
             waiting = self._loop.run_in_executor(None, popen.wait)
@@ -327,8 +332,18 @@ class _Child:
         return self._popen.returncode
 
     def _reap(self) -> None:
-        if self._popen.poll() is None:  # poll() is waitpid(WNOHANG) and sets returncode
-            return
+        # wait4(WNOHANG): the exit status and the rusage of the job (its CPU time, its largest
+        # RSS, of it and of every descendant it waited for); Popen then knows its returncode.
+        try:
+            pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped already
+            if self._popen.poll() is None:
+                return
+        else:
+            if pid == 0:
+                return
+            self._popen.returncode = os.waitstatus_to_exitcode(status)
+            self.rusage = rusage
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         self._exited.set_result(self._popen.returncode)
@@ -501,6 +516,7 @@ async def _run_in_pty(
     proc: _Child | None = None
     jail = _open_jail(containment, assign)
     try:
+    meter: JobMeter | None = None
         try:
             proc = await _spawn(argv, env, cwd, slave, containment, jail)  # closes the slave
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
@@ -511,16 +527,24 @@ async def _run_in_pty(
         reader = _PtyReader(master, out)
         if on_started is not None:
             on_started(proc.pid)
+        meter = JobMeter(jail.cgroup, jail.v2)
+        meter.start(proc.pid)
         cancelled, timed_out = await _supervise(proc, cancel, assign.timeout_s, grace)
         _kill(proc.pid, signal.SIGKILL)  # nothing the job started is left behind
         REAPER.forget(proc.pid)
+        meter.exited(proc.rusage)
+        usage = meter.finish()  # before its cgroup is removed
         await _close(containment, jail)  # not even what left its group
         await reader.drain(DRAIN_S, cancel)
         assert proc.returncode is not None
-        return _finished(proc.returncode, proc.pid, cancelled, timed_out)
+        outcome = _finished(proc.returncode, proc.pid, cancelled, timed_out)
+        outcome.usage = usage
+        return outcome
     finally:
         if proc is not None and proc.returncode is None:  # we were cancelled ourselves
             _kill(proc.pid, signal.SIGKILL)
+        if meter is not None:
+            meter.finish()  # stops its sampling, if we were cancelled ourselves
             REAPER.forget(proc.pid)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 1.0)  # reap it

@@ -7,9 +7,12 @@ are far too many for a layer in between.
 
 from __future__ import annotations
 
+from typing import Any
+
 from hodei._proto.hodei.v1 import worker_pb2
 from hodei.agent.artifacts import Archive
 from hodei.agent.runner import JobOutcome
+from hodei.domain.attempts import ResourceUse
 from hodei.domain.work import Assignment
 
 
@@ -63,3 +66,18 @@ def result_to_wire(
         artifact_sha256=archive.sha256 if archive is not None else "",
         artifact_bytes=archive.size if archive is not None else 0,
     )
+        **_usage_fields(outcome.usage),
+
+
+def _usage_fields(usage: ResourceUse | None) -> dict[str, Any]:
+    if usage is None:
+        return {}
+    io = usage.read_bytes is not None and usage.written_bytes is not None
+    return {
+        "has_usage": True,
+        "cpu_seconds": usage.cpu_seconds,
+        "peak_memory_bytes": usage.peak_memory_bytes,
+        "has_io": io,
+        "read_bytes": usage.read_bytes or 0,
+        "written_bytes": usage.written_bytes or 0,
+    }
