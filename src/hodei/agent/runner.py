@@ -317,9 +317,9 @@ class _Child:
         self._popen = popen
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = self._loop.create_future()
+        self.rusage: resource.struct_rusage | None = None  # once reaped through the pidfd
         try:
             self._pidfd = os.pidfd_open(popen.pid)
-        self.rusage: resource.struct_rusage | None = None  # once reaped through the pidfd
         except (AttributeError, OSError):  # no pidfd (not Linux, or kernel < 5.3)
             self._pidfd = -1
             waiting = self._loop.run_in_executor(None, popen.wait)
@@ -514,9 +514,9 @@ async def _run_in_pty(
     master, slave = _open_pty()
     reader: _PtyReader | None = None
     proc: _Child | None = None
+    meter: JobMeter | None = None
     jail = _open_jail(containment, assign)
     try:
-    meter: JobMeter | None = None
         try:
             proc = await _spawn(argv, env, cwd, slave, containment, jail)  # closes the slave
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
@@ -525,15 +525,15 @@ async def _run_in_pty(
         # Read from here on (the PTY buffers until then): the job's output never comes
         # before its start is reported, though the spawn ran in a thread.
         reader = _PtyReader(master, out)
-        if on_started is not None:
-            on_started(proc.pid)
         meter = JobMeter(jail.cgroup, jail.v2)
         meter.start(proc.pid)
+        if on_started is not None:
+            on_started(proc.pid)
         cancelled, timed_out = await _supervise(proc, cancel, assign.timeout_s, grace)
-        _kill(proc.pid, signal.SIGKILL)  # nothing the job started is left behind
-        REAPER.forget(proc.pid)
         meter.exited(proc.rusage)
         usage = meter.finish()  # before its cgroup is removed
+        _kill(proc.pid, signal.SIGKILL)  # nothing the job started is left behind
+        REAPER.forget(proc.pid)
         await _close(containment, jail)  # not even what left its group
         await reader.drain(DRAIN_S, cancel)
         assert proc.returncode is not None
@@ -541,10 +541,10 @@ async def _run_in_pty(
         outcome.usage = usage
         return outcome
     finally:
-        if proc is not None and proc.returncode is None:  # we were cancelled ourselves
-            _kill(proc.pid, signal.SIGKILL)
         if meter is not None:
             meter.finish()  # stops its sampling, if we were cancelled ourselves
+        if proc is not None and proc.returncode is None:  # we were cancelled ourselves
+            _kill(proc.pid, signal.SIGKILL)
             REAPER.forget(proc.pid)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 1.0)  # reap it

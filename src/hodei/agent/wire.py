@@ -65,8 +65,8 @@ def result_to_wire(
         outputs=outputs,
         artifact_sha256=archive.sha256 if archive is not None else "",
         artifact_bytes=archive.size if archive is not None else 0,
-    )
         **_usage_fields(outcome.usage),
+    )
 
 
 def _usage_fields(usage: ResourceUse | None) -> dict[str, Any]:

@@ -111,12 +111,6 @@ class ResultReport(Protocol):
     def artifact_bytes(self) -> int: ...
     @property
     def outputs(self) -> bytes: ...  # its HODEI_OUTPUTS file (NAME=value lines)
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """A worker's resource usage, as its last heartbeat gave it."""
-
     # What it used (hodei.domain.attempts.ResourceUse), when has_usage; bytes when has_io.
     @property
     def has_usage(self) -> bool: ...
@@ -130,6 +124,12 @@ class Usage:
     def read_bytes(self) -> int: ...
     @property
     def written_bytes(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A worker's resource usage, as its last heartbeat gave it."""
+
     cpu_percent: float = 0.0
     memory_bytes: int = 0  # used
     memory_total_bytes: int = 0
