@@ -29,6 +29,7 @@ from stats import summary_ms
 
 READY = re.compile(r"ready: (http://\S+) grpc")
 ROUND_TIMEOUT_S = 120.0
+LOG: list[str] = []  # the server's last log lines, shown when a round fails
 
 
 def vm_processes(home: Path) -> list[psutil.Process]:
@@ -54,7 +55,9 @@ def start_server(home: Path, assets: Path) -> tuple[subprocess.Popen[bytes], str
     def pump() -> None:
         assert proc.stderr is not None
         for raw in proc.stderr:
-            match = READY.search(raw.decode(errors="replace"))
+            LOG.append(raw.decode(errors="replace"))
+            del LOG[:-40]
+            match = READY.search(LOG[-1])
             if match and not found:
                 found.append(match.group(1))
                 ready.set()
@@ -86,7 +89,10 @@ def run(assets: Path, vms: int) -> dict[str, Any]:
                             break
                         time.sleep(0.02)
                     else:
-                        raise SystemExit(f"job {job} did not start within {ROUND_TIMEOUT_S}s")
+                        raise SystemExit(
+                            f"job {job} did not start within {ROUND_TIMEOUT_S}s; the server's "
+                            "log ends:\n" + "".join(LOG[-15:])
+                        )
                     samples.append(time.monotonic() - began)
                     time.sleep(2.0)  # the job is done; the VM idles until --worker-idle
                     rss += [p.memory_info().rss for p in vm_processes(home)]
