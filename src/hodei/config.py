@@ -69,6 +69,7 @@ class ServerSettings:
     # Prometheus without a token: /metrics alone on this loopback address ("" = off).
     metrics_addr: str = ""
     log_format: str = "text"  # the server's own log lines: "text" or "json" (one object a line)
+    otlp_endpoint: str = ""  # OpenTelemetry traces go to this OTLP gRPC endpoint ("" = off)
     worker_image: str = "hodei-worker:latest"
     max_workers: int = 4  # local provider: agents running at once
     worker_slots: int = 1  # jobs each provisioned agent runs at once

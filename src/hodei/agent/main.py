@@ -9,6 +9,7 @@ import os
 from hodei.agent.lifeline import tie_to_parent
 from hodei.agent.session import AgentSession
 from hodei.agent.tls import AgentTls
+from hodei.agent.tracing import run_tracing
 from hodei.gc_tuning import long_lived_from_here
 
 
@@ -42,10 +43,16 @@ def run_agent(
         tls = AgentTls.from_file(ca, enroll_url)
     elif ca_pem:
         tls = AgentTls.from_pem(ca_pem.encode(), enroll_url)
-    session = AgentSession(server_url, otp, labels, slots, cancel_grace_s, tls=tls, image=image)
+    tracing = run_tracing(os.environ)
+    session = AgentSession(
+        server_url, otp, labels, slots, cancel_grace_s, tls=tls, image=image, tracing=tracing
+    )
     long_lived_from_here()  # its modules: no pause of the job's log path to walk them again
     try:
-        import uvloop
-    except ImportError:  # optional: the default loop works, only slower
-        return asyncio.run(session.run())
-    return uvloop.run(session.run())
+        try:
+            import uvloop
+        except ImportError:  # optional: the default loop works, only slower
+            return asyncio.run(session.run())
+        return uvloop.run(session.run())
+    finally:
+        tracing.close()  # the spans not sent yet go out before the agent exits

@@ -146,6 +146,8 @@ def job_env(assign: Assignment, base: Mapping[str, str] | None = None) -> dict[s
     env.update(assign.secrets)
     env["HODEI_JOB_ID"] = assign.job_id
     env["HODEI_ATTEMPT"] = str(assign.attempt)
+    if assign.traceparent:  # tools inside the job continue its trace (W3C Trace Context)
+        env["TRACEPARENT"] = assign.traceparent
     env.setdefault("TERM", "xterm-256color")
     return env
 

@@ -38,6 +38,7 @@ from hodei.agent.metrics import capacity, usage
 from hodei.agent.outbox import Key, Outbox
 from hodei.agent.runner import Executor, JobOutcome, run_job
 from hodei.agent.tls import AgentTls, keep_renewed
+from hodei.agent.tracing import NoRunTracing, RunTracing
 from hodei.agent.wire import assignment_from_wire, inputs_from_wire, result_to_wire
 from hodei.domain.masking import mask_all
 from hodei.domain.work import AGENT_FAILED, NOT_RUN, Assignment
@@ -102,8 +103,10 @@ class AgentSession:
         executor: Executor = run_job,
         tls: AgentTls | None = None,
         image: str = "",
+        tracing: RunTracing | None = None,
     ) -> None:
         self.target = grpc_target(server_url)
+        self._tracing = tracing or NoRunTracing()  # a run span per attempt, in its trace
         self._image = image  # the job image it was started in, told to the server
         self._tls = tls  # mTLS: enroll with the OTP first, then connect with a certificate
         self._channel: grpc.aio.Channel | None = None
@@ -464,7 +467,7 @@ class AgentSession:
     # ---- running a job -------------------------------------------------------------------
 
     async def _run_job(self, job: _Job) -> None:
-        a = job.assign
+        a, end_span = self._tracing.start(job.assign)
         key = (a.job_id, a.attempt)
         started: Callable[[int], None] = partial(self._started, a.job_id, a.attempt)
         try:
@@ -486,6 +489,7 @@ class AgentSession:
             outputs, archive = b"", None
         finally:
             self._jobs.pop(key, None)
+        end_span(outcome.exit_code, outcome.error)
         log.debug(
             "job %s finished: exit %d%s",
             a.job_id,

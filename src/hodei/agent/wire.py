@@ -34,6 +34,7 @@ def assignment_from_wire(msg: worker_pb2.AssignJob) -> Assignment:
         artifacts=tuple(msg.artifacts),
         inputs=tuple(i.key for i in msg.inputs),
         max_artifact_bytes=msg.max_artifact_bytes,
+        traceparent=msg.traceparent,
     )
 
 

@@ -31,6 +31,14 @@ def server(
             envvar="HODEI_LOG_FORMAT", help="The server's log lines: text, or json (one a line)."
         ),
     ] = "text",
+    otlp_endpoint: Annotated[
+        str,
+        typer.Option(
+            envvar=["HODEI_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"],
+            help="Send OpenTelemetry traces to this OTLP gRPC endpoint (e.g. "
+            "http://127.0.0.1:4317); off when empty.",
+        ),
+    ] = "",
     database_url: Annotated[
         str,
         typer.Option(
@@ -402,6 +410,7 @@ def server(
         grpc_addr=grpc_addr,
         metrics_addr=metrics_addr,
         log_format=log_format,
+        otlp_endpoint=otlp_endpoint.strip(),
         worker_image=worker_image,
         max_workers=max_workers,
         worker_slots=worker_slots,

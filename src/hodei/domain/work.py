@@ -39,10 +39,15 @@ class Assignment:
     artifacts: tuple[str, ...] = ()  # paths in the work dir archived when the attempt succeeds
     inputs: tuple[str, ...] = ()  # archives ("JOB_ID/ATTEMPT") unpacked there before it starts
     max_artifact_bytes: int = 0  # the archive's size limit; 0: the server's (then agent's) default
+    traceparent: str = ""  # W3C trace context of the attempt ("": not traced)
 
 
 def assignment_of(
-    job: Job, secrets: Mapping[str, str], max_output_bytes: int = 0, max_artifact_bytes: int = 0
+    job: Job,
+    secrets: Mapping[str, str],
+    max_output_bytes: int = 0,
+    max_artifact_bytes: int = 0,
+    traceparent: str = "",
 ) -> Assignment:
     """The assignment of `job`'s current attempt (`job.attempts`), with its secrets' values."""
     spec = job.spec
@@ -61,6 +66,7 @@ def assignment_of(
         artifacts=spec.artifacts,
         inputs=spec.inputs,
         max_artifact_bytes=max_artifact_bytes,
+        traceparent=traceparent,
     )
 
 

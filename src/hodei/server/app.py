@@ -260,6 +260,7 @@ async def start_core(
     stack: contextlib.AsyncExitStack, s: Services, grpc_server: grpc.aio.Server
 ) -> None:
     """Start every component in dependency order; each stop is registered as it starts."""
+    stack.callback(s.tracing.close)  # stopped last: the spans of every stop are sent
     await s.store.open()
     stack.push_async_callback(s.store.close)
     stack.callback(s.hub.close)

@@ -51,6 +51,7 @@ from hodei.server.core.reports import Reports
 from hodei.server.core.scheduler import Scheduler
 from hodei.server.core.schedules import Launcher, Schedules, ScheduleTimer, Templates
 from hodei.server.core.service import JobsApi
+from hodei.server.core.tracing import NO_TRACING, Tracing
 from hodei.server.core.workers import WorkerRegistry
 from hodei.server.metrics_wiring import register_reads
 from hodei.server.security.api_auth import ApiAuth
@@ -104,6 +105,7 @@ class Services:
     schedules: Schedules
     templates: Templates
     links: SignInLinks
+    tracing: Tracing  # NO_TRACING unless an OTLP endpoint is set
 
 
 def make_provider(
@@ -193,6 +195,29 @@ def make_cluster(settings: ServerSettings) -> Cluster | None:
     return PostgresCluster(settings.database_url, server_instance_id(settings.home))
 
 
+def agent_env(settings: ServerSettings, tls: Tls | None) -> dict[str, str]:
+    """What provisioned agents need besides the OTP: with --tls the CA to trust and where to
+    enroll; with traces on, where to send their own spans."""
+    env = dict(tls.agent_env) if tls is not None else {}
+    if settings.otlp_endpoint:
+        env["HODEI_OTLP_ENDPOINT"] = settings.otlp_endpoint
+    return env
+
+
+def make_tracing(settings: ServerSettings) -> Tracing:
+    """OpenTelemetry traces sent to the OTLP endpoint of the settings; none without one (the
+    SDK is then not even imported)."""
+    if not settings.otlp_endpoint:
+        return NO_TRACING
+    from hodei.adapters.tracing.otel import OtelTracing
+    from hodei.telemetry import make_tracer
+
+    tracer, shutdown = make_tracer(
+        "hodei-server", settings.otlp_endpoint, server_instance_id(settings.home)
+    )
+    return OtelTracing(tracer, shutdown)
+
+
 def build(
     settings: ServerSettings,
     agent_url: str,
@@ -217,7 +242,8 @@ def build(
     cluster = make_cluster(settings)
     background = Background()
     passes = PassSignal()
-    orch = Orchestrator(store, bus, infra_retries=settings.infra_retries)
+    tracing = make_tracing(settings)
+    orch = Orchestrator(store, bus, infra_retries=settings.infra_retries, tracing=tracing)
     reports = Reports(
         orch,
         hub,
@@ -226,6 +252,7 @@ def build(
         auditor,
         settings.retry_backoff_s,
         infra_retries=settings.infra_retries,
+        tracing=tracing,
     )
     dispatcher = Dispatcher(
         orch,
@@ -237,6 +264,7 @@ def build(
         # Another server may place the same queued job at the same moment: store first.
         send_before_commit=cluster is None,
         max_output_bytes=settings.max_output_bytes,
+        tracing=tracing,
     )
     provider = make_provider(
         settings,
@@ -263,10 +291,11 @@ def build(
         # its own words, is the provider's start error).
         max_cpus=0.0 if settings.provider == "kubernetes" else float(psutil.cpu_count() or 0),
         max_memory=0 if settings.provider == "kubernetes" else psutil.virtual_memory().total,
-        agent_env=tls.agent_env if tls is not None else None,
+        agent_env=agent_env(settings, tls),
         passes=passes,
         # Kubernetes: job labels mapped to node selectors give their worker those labels.
         label_keys=settings.k8s_label_keys,
+        tracing=tracing,
     )
     scheduler = Scheduler(
         orch,
@@ -277,9 +306,12 @@ def build(
         background,
         policy=Policy(settings.scheduling_policy),
         aging_s=settings.priority_aging_s,
+        tracing=tracing,
     )
     control = JobControl(orch, store, registry, bus, settings.cancel_grace_s)
-    engine = PipelineEngine(store, orch, control.cancel, artifacts, bus, background)
+    engine = PipelineEngine(
+        store, orch, control.cancel, artifacts, bus, background, tracing=tracing
+    )
     pipelines = Pipelines(store, engine, auditor)
     launcher = Launcher(orch, pipelines)
     timer = ScheduleTimer(store, launcher, control.cancel, pipelines.cancel, auditor)
@@ -291,6 +323,8 @@ def build(
     bus.subscribe(ImageUnavailable, scheduler.on_image_unavailable)
     bus.subscribe(JobChanged, lambda e: hub.job_changed(e.job))
     bus.subscribe(JobChanged, metrics.on_job_changed)
+    if tracing.on:  # off: not even a call per change
+        bus.subscribe(JobChanged, tracing.on_job_changed)
     bus.subscribe(WorkerProvisioned, metrics.on_provisioned)
     bus.subscribe(ProvisioningFailed, metrics.on_provisioning_failed)
     bus.subscribe(RunChanged, metrics.on_run_changed)
@@ -340,4 +374,5 @@ def build(
         schedules=schedules,
         templates=Templates(store, launcher, auditor),
         links=SignInLinks(),
+        tracing=tracing,
     )

@@ -53,6 +53,8 @@ IMAGE_HELP = (
 )
 
 Client = Any  # docker.DockerClient: the SDK ships no type information
+# What of the server's agent environment a container is given (host paths mean nothing there).
+AGENT_ENV_KEYS = ("HODEI_CA_PEM", "HODEI_ENROLL_URL", "HODEI_OTLP_ENDPOINT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +104,8 @@ def container_spec(options: DockerOptions, server_id: str, launch: WorkerLaunch)
             "HODEI_TOKEN": launch.otp,
             "HODEI_SERVER_URL": options.server_url or launch.server_url,
             # With --tls: the CA certificate itself (the host's path means nothing in here)
-            # and where to enroll.
-            **{k: v for k, v in launch.env.items() if k in ("HODEI_CA_PEM", "HODEI_ENROLL_URL")},
+            # and where to enroll; with traces on, where the agent sends its spans.
+            **{k: v for k, v in launch.env.items() if k in AGENT_ENV_KEYS},
         },
         "labels": {LABEL_MANAGED: "true", LABEL_SERVER: server_id, LABEL_WORKER: launch.worker_id},
         "network_mode": options.network,

@@ -21,6 +21,7 @@ from hodei.server.core.background import Background
 from hodei.server.core.orchestrator import Orchestrator
 from hodei.server.core.passes import PassSignal
 from hodei.server.core.reports import Reports
+from hodei.server.core.tracing import NO_TRACING, Tracing
 from hodei.server.core.workers import HeldJob, WorkerSession
 from hodei.server.security.audit import Auditor
 from hodei.server.security.vault import SecretVault
@@ -39,8 +40,10 @@ class Dispatcher:
         auditor: Auditor | None = None,
         send_before_commit: bool = True,
         max_output_bytes: int = 0,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.orch = orchestrator
+        self.tracing = tracing  # the dispatch's span; the assignment carries the attempt's
         self.vault = vault
         self.reports = reports  # told of the early logs and of an attempt never sent
         self.passes = passes  # kicked when a reserved slot is freed: the scheduler passes again
@@ -75,7 +78,8 @@ class Dispatcher:
             "reason": "",
         }
         assigned = job.with_changes(state=JobState.ASSIGNED, **changes)
-        held = HeldJob(job.id, assigned.attempts, assigned)
+        traceparent = self.tracing.dispatching(job, session.id)
+        held = HeldJob(job.id, assigned.attempts, assigned, traceparent=traceparent)
         held.committed = asyncio.get_running_loop().create_future()
         session.jobs[job.id] = held
         # The assignment leaves at once, before the `assigned` write commits: the agent starts
@@ -89,6 +93,7 @@ class Dispatcher:
         try:
             held.job = await self.orch.move(job, JobState.ASSIGNED, **changes)
         except HodeiError as exc:  # ConflictError: cancelled meanwhile
+            self.tracing.dispatched(job.id, exc.message)
             held.committed.set_result(False)
             if session.jobs.get(job.id) is held:  # else whoever took it freed its slot
                 del session.jobs[job.id]
@@ -102,6 +107,7 @@ class Dispatcher:
             self.passes.kick()
             return
         held.committed.set_result(True)
+        self.tracing.dispatched(job.id)
         if not self.send_before_commit and not session.closed and session.jobs.get(job.id) is held:
             if not await self._send(session, held, held.job, secrets):
                 return
@@ -120,7 +126,10 @@ class Dispatcher:
         let a bad value through) fails the job with the reason, and frees the slot it held:
         it must never leave the job queued and the slot taken for good."""
         try:
-            session.channel.assign(assignment_of(held.job, secrets, self.max_output_bytes))
+            assignment = assignment_of(
+                held.job, secrets, self.max_output_bytes, traceparent=held.traceparent
+            )
+            session.channel.assign(assignment)
             return True
         except (TypeError, ValueError, OverflowError) as exc:
             log.error("job %s could not be sent to worker %s: %s", job.id, session.id, exc)

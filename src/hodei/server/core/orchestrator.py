@@ -23,6 +23,7 @@ from hodei.domain.jobs import (
 from hodei.errors import ConflictError, HodeiError, ValidationError
 from hodei.ports import JobStore
 from hodei.server.core.bus import EventBus, JobChanged
+from hodei.server.core.tracing import NO_TRACING, Tracing
 
 
 class Orchestrator:
@@ -32,8 +33,10 @@ class Orchestrator:
         bus: EventBus,
         clock: Callable[[], float] = time.time,
         infra_retries: int = 2,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.store = store
+        self.tracing = tracing  # each job's trace starts when it is stored
         self.bus = bus
         self._clock = clock
         # The server's default bound on requeues after platform losses, recorded in the spec
@@ -58,25 +61,35 @@ class Orchestrator:
         idempotency_key: str | None = None,
         *,
         fire: bool = False,
+        traceparent: str | None = None,
     ) -> tuple[Job, bool]:
         """Store a new job; returns (job, created). With an idempotency key already used, the
         job created with it comes back (created=False) if it was asked for the same thing, else
         ConflictError: a key names one submission, never two different ones. `fire`: the job
-        of a schedule's fire, under the fire's id (a form clients may not use)."""
+        of a schedule's fire, under the fire's id (a form clients may not use). `traceparent`:
+        the caller's W3C trace context, which the job's trace continues."""
+        started = time.time_ns() if self.tracing.on else 0
         spec = self._with_defaults(validate_spec(spec))
         if idempotency_key is not None:
             validate_idempotency_key(idempotency_key)
         if job_id:
             validate_job_id(job_id, fire=fire)
-        return await self._create(spec, job_id, idempotency_key, check_secrets=True)
+        job, created = await self._create(spec, job_id, idempotency_key, check_secrets=True)
+        if created and started:
+            self.tracing.submitted(job, traceparent, started)
+        return job, created
 
-    async def submit_step(self, spec: JobSpec, job_id: str) -> Job:
+    async def submit_step(self, spec: JobSpec, job_id: str, traceparent: str | None = None) -> Job:
         """Store the job of a pipeline step under the id the engine chose for it (RUN.N.G).
-        ConflictError if that job exists: the step was started already."""
+        ConflictError if that job exists: the step was started already. `traceparent`: its
+        run's trace context."""
+        started = time.time_ns() if self.tracing.on else 0
         spec = self._with_defaults(validate_spec(spec))
         job, _ = await self._create(
             spec, validate_job_id(job_id, step=True), None, check_secrets=True
         )
+        if started:
+            self.tracing.submitted(job, traceparent, started)
         return job
 
     async def _check_secrets(self, names: Collection[str]) -> None:
@@ -116,12 +129,14 @@ class Orchestrator:
         return job, True
 
     async def submit_many(
-        self, requests: Sequence[tuple[JobSpec, str | None]]
+        self, requests: Sequence[tuple[JobSpec, str | None]], traceparent: str | None = None
     ) -> list[tuple[Job, bool] | HodeiError]:
         """Store many jobs at once (spec, idempotency key), in one group commit. Every spec and
         key is checked first: one invalid request refuses the whole batch (ValidationError
         naming its index) and stores nothing. What can only fail when storing (a key used for
-        a different submission) fails alone, in its place in the answer."""
+        a different submission) fails alone, in its place in the answer. `traceparent`: the
+        caller's trace context, which each new job's trace continues."""
+        started = time.time_ns() if self.tracing.on else 0
         names: set[str] = set()
         checked: list[tuple[JobSpec, str | None]] = []
         for index, (spec, key) in enumerate(requests):
@@ -155,6 +170,8 @@ class Orchestrator:
         for index, result in zip(todo, stored, strict=True):
             key = requests[index][1]
             if isinstance(result, Job):
+                if started:
+                    self.tracing.submitted(result, traceparent, started)
                 self.bus.publish(JobChanged(result, None))
                 answer[index] = (result, True)
             elif key is not None and (earlier := await self.store.job_by_idempotency_key(key)):

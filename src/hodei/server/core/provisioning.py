@@ -24,6 +24,7 @@ from hodei.server.core.background import Background
 from hodei.server.core.bus import EventBus, ProvisioningFailed, WorkerProvisioned
 from hodei.server.core.bus import ImageUnavailable as ImageUnavailableEvent
 from hodei.server.core.passes import PassSignal
+from hodei.server.core.tracing import NO_TRACING, Tracing
 from hodei.server.core.workers import WorkerRegistry
 from hodei.server.security.otp import OtpRegistry
 
@@ -60,8 +61,10 @@ class Provisioner:
         agent_env: dict[str, str] | None = None,
         passes: PassSignal | None = None,
         label_keys: Collection[str] = (),
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.provider = provider
+        self.tracing = tracing  # a provision span in the trace of the job a worker is started for
         self.otps = otps
         self.registry = registry
         self.bus = bus
@@ -166,6 +169,7 @@ class Provisioner:
         otp = self.otps.issue(worker_id, self.otp_ttl_s, labels, image=image)
         self.launching[worker_id] = Launch(worker_id, image, taken=self._taken(job.spec.labels))
         self.owned.add(worker_id)
+        self.tracing.provisioning(job, worker_id, self.provider.name)
         launch = WorkerLaunch(
             worker_id,
             otp,
@@ -188,6 +192,7 @@ class Provisioner:
             self.launching.pop(launch.worker_id, None)
             self.owned.discard(launch.worker_id)
             self.otps.revoke_worker(launch.worker_id)
+            self.tracing.provisioned(launch.worker_id, exc.message)
             self.bus.publish(ProvisioningFailed(self.provider.name, "image_unavailable"))
             self.bus.publish(ImageUnavailableEvent(exc.image, exc.message))
         except Exception as exc:
@@ -195,6 +200,7 @@ class Provisioner:
             self._failed(launch.worker_id, f"start failed: {exc}", "start_failed")
 
     def _failed(self, worker_id: str, error: str, reason: str) -> None:
+        self.tracing.provisioned(worker_id, error)
         if worker_id in self.launching:
             self.bus.publish(ProvisioningFailed(self.provider.name, reason))
         self.launching.pop(worker_id, None)
@@ -214,6 +220,7 @@ class Provisioner:
     def registered(self, worker_id: str) -> None:
         launch = self.launching.pop(worker_id, None)
         if launch is not None:
+            self.tracing.provisioned(worker_id)
             seconds = time.monotonic() - launch.started
             self.bus.publish(WorkerProvisioned(self.provider.name, seconds))
             self._failures = 0

@@ -29,6 +29,7 @@ from hodei.server.core.background import Background
 from hodei.server.core.loghub import LogHub
 from hodei.server.core.orchestrator import Orchestrator
 from hodei.server.core.passes import PassSignal
+from hodei.server.core.tracing import NO_TRACING, Tracing
 from hodei.server.core.workers import HeldJob, WorkerSession, assignment_stored
 from hodei.server.security.audit import Auditor
 
@@ -45,8 +46,10 @@ class Reports:
         auditor: Auditor | None = None,
         retry_backoff_s: float = 1.0,
         infra_retries: int = 2,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.orch = orchestrator
+        self.tracing = tracing  # a result span in the attempt's trace
         self.hub = hub
         self.passes = passes  # kicked when a slot is freed: the scheduler passes again
         self.background = background
@@ -137,13 +140,16 @@ class Reports:
         if session.store_blocked:
             return  # unacked: the agent sends it again after the restart
         del session.jobs[result.job_id]
+        applied = self.tracing.result(result.job_id, result.attempt)
         try:
             await self._apply_result(held, result)
         except HodeiError as exc:  # not stored (the store failed): still held, not acked
             session.jobs[result.job_id] = held
             self.store_failed(session, exc)
+            applied(f"not stored: {exc.message}")
             return
         self._stored(session)
+        applied("not run" if result.exit_code == NOT_RUN else describe(result) or "exit 0")
         session.channel.ack_result(result.job_id, result.attempt, True)
         if result.exit_code == NOT_RUN and not held.cancel_sent:
             # The agent refused the job unasked: it is shutting down (a SIGTERM, say, as a

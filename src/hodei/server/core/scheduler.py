@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import time
 from typing import Protocol
 
 from hodei.domain.jobs import Job, JobSpec, JobState
@@ -24,6 +25,7 @@ from hodei.server.core.dispatch import Dispatcher
 from hodei.server.core.job_queue import JobQueue, Shape
 from hodei.server.core.orchestrator import Orchestrator
 from hodei.server.core.passes import PassSignal
+from hodei.server.core.tracing import NO_TRACING, Tracing
 from hodei.server.core.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -86,8 +88,10 @@ class Scheduler:
         background: Background,
         policy: Policy = Policy.SPREAD,
         aging_s: float = 60.0,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.orch = orchestrator
+        self.tracing = tracing  # told of each placement (the scheduling decision's span)
         self.registry = registry
         self.dispatcher = dispatcher
         self.capacity = capacity
@@ -200,11 +204,13 @@ class Scheduler:
         placed = 0
         waiting_shapes: list[Shape] = []
         by_id = {v.id: v for v in views}
+        traced = self.tracing.on
         while heads and free > 0:
             if placed >= MAX_PLACED_PER_PASS:
                 return True
             shape = heads[0][1]
             job = queue.first(shape)
+            started = time.time_ns() if traced else 0
             outcome = place(job.spec, views, self.policy)
             if isinstance(outcome, Placement):
                 following = queue.take(shape)
@@ -214,6 +220,8 @@ class Scheduler:
                 placed += 1
                 session = self.registry.get(worker.id)
                 assert session is not None
+                if traced:
+                    self.tracing.placed(job, worker.id, started)
                 self.background.spawn(self.dispatcher.dispatch(job, session))
                 if following is None:
                     heapq.heappop(heads)

@@ -44,15 +44,20 @@ class JobsApi:
         return await self.orch.submit(spec, job_id)
 
     async def submit_once(
-        self, spec: JobSpec, job_id: str | None, idempotency_key: str | None
+        self,
+        spec: JobSpec,
+        job_id: str | None,
+        idempotency_key: str | None,
+        traceparent: str | None = None,
     ) -> tuple[Job, bool]:
-        """(job, created): with a known idempotency key, the job it created earlier."""
-        return await self.orch.submit_once(spec, job_id, idempotency_key)
+        """(job, created): with a known idempotency key, the job it created earlier.
+        `traceparent`: the caller's W3C trace context, which the job's trace continues."""
+        return await self.orch.submit_once(spec, job_id, idempotency_key, traceparent=traceparent)
 
     async def submit_many(
-        self, requests: Sequence[tuple[JobSpec, str | None]]
+        self, requests: Sequence[tuple[JobSpec, str | None]], traceparent: str | None = None
     ) -> list[tuple[Job, bool] | HodeiError]:
-        return await self.orch.submit_many(requests)
+        return await self.orch.submit_many(requests, traceparent)
 
     async def attempts(self, job_id: str) -> list[Attempt]:
         await self.get(job_id)  # NotFoundError for an unknown job

@@ -26,6 +26,7 @@ class HeldJob:
     committed: asyncio.Future[bool] | None = None
     started_at: float | None = None  # start reported with the result: stored with it
     early_logs: list[LogReport] = field(default_factory=list)  # came before `committed`
+    traceparent: str = ""  # the attempt's trace context, sent with its assignment
 
 
 async def assignment_stored(held: HeldJob) -> bool:

@@ -58,8 +58,10 @@ class JobService(jobs_pb2_grpc.JobExecutionServiceServicer):
         d = request.job_definition
         spec = spec_from_definition(d, principal.queued_by(request.queued_by))
         key = request.idempotency_key or None
+        # gRPC metadata `traceparent` (W3C): the job's trace continues the caller's.
+        parent = _traceparent(context)
         job, created = await call(
-            context, lambda: self.api.submit_once(spec, d.job_id.value or None, key)
+            context, lambda: self.api.submit_once(spec, d.job_id.value or None, key, parent)
         )
         message = f"job {job.id} queued" if created else f"job {job.id} (same idempotency key)"
         if created:
@@ -145,3 +147,10 @@ class JobService(jobs_pb2_grpc.JobExecutionServiceServicer):
                     exit_code=piece.exit_code or 0,
                 )
             offset = piece.offset if isinstance(piece, LogPiece) else offset
+
+
+def _traceparent(context: Context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "traceparent" and isinstance(value, str):
+            return value[:512]
+    return None

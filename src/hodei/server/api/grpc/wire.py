@@ -34,6 +34,7 @@ def add_assignment(
         artifacts=assignment.artifacts,
         inputs=inputs,
         max_artifact_bytes=assignment.max_artifact_bytes or max_artifact_bytes,
+        traceparent=assignment.traceparent,
     )
 
 

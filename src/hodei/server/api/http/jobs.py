@@ -88,13 +88,15 @@ async def submit(
     response: Response,
     services: Services,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    traceparent: Annotated[str | None, Header(max_length=512)] = None,
 ) -> dict[str, Any]:
     key = body.idempotency_key or idempotency_key  # the body's, else the header's
     if body.idempotency_key and idempotency_key and body.idempotency_key != idempotency_key:
         raise ValidationError("Idempotency-Key header and body idempotency_key differ")
     principal = principal_of(request)
     spec = body.to_spec(principal.queued_by)
-    job, created = await services.api.submit_once(spec, body.id, key)
+    # A W3C `traceparent` header: the job's trace continues the caller's.
+    job, created = await services.api.submit_once(spec, body.id, key, traceparent)
     if not created:
         response.status_code = 200  # the job an earlier submit with this key created
     else:
@@ -103,7 +105,12 @@ async def submit(
 
 
 @router.post("/api/v1/jobs/batch", status_code=201)
-async def submit_batch(body: BatchRequest, request: Request, services: Services) -> dict[str, Any]:
+async def submit_batch(
+    body: BatchRequest,
+    request: Request,
+    services: Services,
+    traceparent: Annotated[str | None, Header(max_length=512)] = None,
+) -> dict[str, Any]:
     """Up to 1,000 jobs in one request and one group commit. The answer lists, in order,
     each job (`created` false for a known idempotency key) or its own error."""
     principal = principal_of(request)
@@ -114,7 +121,7 @@ async def submit_batch(body: BatchRequest, request: Request, services: Services)
         requests.append((item.to_spec(principal.queued_by), item.idempotency_key))
     items: list[dict[str, Any]] = []
     created_ids: list[str] = []
-    for result in await services.api.submit_many(requests):
+    for result in await services.api.submit_many(requests, traceparent):
         if isinstance(result, HodeiError):
             items.append(describe(result)[1])  # the item's error, the request still succeeds
             continue

@@ -43,6 +43,7 @@ from hodei.server.core.background import Background
 from hodei.server.core.bus import EventBus, JobChanged, RunChanged
 from hodei.server.core.orchestrator import Orchestrator
 from hodei.server.core.pipelines.steps import Ancestry, missing_inputs, prepare, settled
+from hodei.server.core.tracing import NO_TRACING, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,11 @@ class PipelineEngine:
         background: Background,
         *,
         clock: Callable[[], float] = time.time,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.store = store
         self.orch = orchestrator
+        self.tracing = tracing  # a run is one trace, its steps' jobs its children
         self._cancel_job = cancel_job
         self.artifacts = artifacts
         self.bus = bus
@@ -177,6 +180,8 @@ class PipelineEngine:
                 run, view.rows.values(), view.tracker.plan(run.approved)
             )
             if concluded is not run:
+                if concluded.state.terminal:
+                    self.tracing.run_ended(concluded)
                 self.bus.publish(RunChanged(concluded, ()))
             return
 
@@ -236,7 +241,8 @@ class PipelineEngine:
         # Queued off the run's lock (the claims are written: nobody else queues them) and
         # together: the store commits them as one group.
         if todo:
-            self._background.spawn(self._submit_all(run.id, todo))
+            parent = self.tracing.run_context(run)
+            self._background.spawn(self._submit_all(run.id, todo, parent))
         ended_now = any(u.changes.get("status") is not JobStatus.RUNNING for u in starts)
         return written, ended_now
 
@@ -325,14 +331,19 @@ class PipelineEngine:
             specs[row.step_id] = prepared.spec
         return updates, specs
 
-    async def _submit_all(self, run_id: str, todo: Sequence[tuple[RunStep, JobSpec]]) -> None:
-        await asyncio.gather(*(self._submit(run_id, row, spec) for row, spec in todo))
+    async def _submit_all(
+        self, run_id: str, todo: Sequence[tuple[RunStep, JobSpec]], parent: str | None = None
+    ) -> None:
+        await asyncio.gather(*(self._submit(run_id, row, spec, parent) for row, spec in todo))
 
-    async def _submit(self, run_id: str, row: RunStep, spec: JobSpec) -> None:
-        """Queue the job of a claimed step (its id is the claim's: a second try is refused)."""
+    async def _submit(
+        self, run_id: str, row: RunStep, spec: JobSpec, parent: str | None = None
+    ) -> None:
+        """Queue the job of a claimed step (its id is the claim's: a second try is refused);
+        `parent`: the run's trace context."""
         assert row.job_id is not None
         try:
-            await self.orch.submit_step(spec, row.job_id)
+            await self.orch.submit_step(spec, row.job_id, parent)
         except ConflictError:
             pass  # queued already (by us before a crash, or by another server)
         except ValidationError as exc:  # a secret deleted since the run started...
