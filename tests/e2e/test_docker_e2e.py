@@ -10,26 +10,18 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from docker_containers import SERVER_LABEL, docker_home, ours
 from harness import RunningServer, stop_server
 
 pytestmark = pytest.mark.e2e
+__all__ = ["docker_home"]  # the `home` fixture
 
 IMAGE = os.environ.get("HODEI_TEST_WORKER_IMAGE", "hodei-worker:latest")
-SERVER_LABEL = "io.hodei.server"
-
-
-@pytest.fixture
-def home(tmp_path: Path, engine: Any) -> Iterator[Path]:
-    path = tmp_path / "home"
-    yield path
-    for container in ours(engine, path):  # a failed test must not leave containers behind
-        container.remove(force=True)
 
 
 def start(factory: type, home: Path, *extra: str) -> RunningServer:
@@ -37,15 +29,6 @@ def start(factory: type, home: Path, *extra: str) -> RunningServer:
         "--provider", "docker", "--worker-image", IMAGE, *extra, home=home
     )
     return server
-
-
-def ours(engine: Any, home: Path) -> list[Any]:
-    """The containers labelled with this home's server id (every state, running or not)."""
-    id_file = home / "server-id"
-    if not id_file.exists():
-        return []
-    label = f"{SERVER_LABEL}={id_file.read_text().strip()}"
-    return list(engine.containers.list(all=True, sparse=True, filters={"label": label}))
 
 
 def post(client: httpx.Client, command: str, **fields: Any) -> str:

@@ -15,20 +15,21 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import psutil
 import pytest
+from docker_containers import docker_home, ours
 from harness import RunningServer, stop_server
 from proc_scan import with_marker
 
 pytestmark = pytest.mark.e2e
+__all__ = ["docker_home"]  # the `home` fixture
 
 IMAGE = os.environ.get("HODEI_TEST_WORKER_IMAGE", "hodei-worker:latest")
-SERVER_LABEL = "io.hodei.server"
 FLAGS = ("--max-workers", "1", "--worker-idle", "60s")
 QUIET = ">/dev/null 2>&1 </dev/null"
 T = TypeVar("T")
@@ -66,22 +67,6 @@ def contained(engine: Any) -> Any:
         "(scripts/build_worker_image.sh)",
     )
     return engine
-
-
-@pytest.fixture
-def home(tmp_path: Path, engine: Any) -> Iterator[Path]:
-    path = tmp_path / "home"
-    yield path
-    for container in ours(engine, path):  # a failed test must not leave containers behind
-        container.remove(force=True)
-
-
-def ours(engine: Any, home: Path) -> list[Any]:
-    id_file = home / "server-id"
-    if not id_file.exists():
-        return []
-    label = f"{SERVER_LABEL}={id_file.read_text().strip()}"
-    return list(engine.containers.list(all=True, sparse=True, filters={"label": label}))
 
 
 def start(factory: type, home: Path) -> RunningServer:
