@@ -167,6 +167,7 @@ def job_detail(job: Mapping[str, Any]) -> str:
         ("created", when(job.get("created_at"))),
         ("started", when(job.get("started_at"))),
         ("finished", when(job.get("finished_at"))),
+        *_latest_usage(job.get("attempt_history")),
     ]
     known = {
         "id",
@@ -229,8 +230,35 @@ def _spent(job: Mapping[str, Any]) -> str:
     return f"{own}; after platform faults {used} of {bound}"
 
 
+def cpu_time(value: object) -> str:
+    """CPU seconds as measured ("-" when not)."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        return "-"
+    return f"{value:.2f}s"
+
+
+def _io(read: object, written: object) -> str:
+    if not isinstance(read, int) or not isinstance(written, int):
+        return "-"
+    return f"{size(read) if read else '0B'}/{size(written) if written else '0B'}"
+
+
+def _latest_usage(history: object) -> list[tuple[str, object]]:
+    """CPU time and peak memory of the latest attempt that has them (none: no lines)."""
+    if not isinstance(history, list):
+        return []
+    for a in reversed(history):
+        if isinstance(a, Mapping) and a.get("cpu_seconds") is not None:
+            number = a.get("number")
+            return [
+                (f"cpu time (attempt {number})", cpu_time(a.get("cpu_seconds"))),
+                (f"peak memory (attempt {number})", size(a.get("peak_memory_bytes"))),
+            ]
+    return []
+
+
 def attempts_table(items: Sequence[Mapping[str, Any]]) -> str:
-    """One row per attempt: how each dispatch of the job ended."""
+    """One row per attempt: how each dispatch of the job ended, and what it used."""
     rows = [
         (
             a.get("number"),
@@ -239,13 +267,28 @@ def attempts_table(items: Sequence[Mapping[str, Any]]) -> str:
             dash(a.get("worker_id")),
             when(a.get("started_at")),
             when(a.get("finished_at")),
+            cpu_time(a.get("cpu_seconds")),
+            size(a.get("peak_memory_bytes")),
+            _io(a.get("read_bytes"), a.get("written_bytes")),
             FAILURE_WORDS.get(str(a.get("failure")), "-") if a.get("failure") else "-",
             a.get("reason") or "-",
         )
         for a in items
         if isinstance(a, Mapping)
     ]
-    headers = ("ATTEMPT", "STATE", "EXIT", "WORKER", "STARTED", "FINISHED", "FAULT", "REASON")
+    headers = (
+        "ATTEMPT",
+        "STATE",
+        "EXIT",
+        "WORKER",
+        "STARTED",
+        "FINISHED",
+        "CPU",
+        "PEAK MEM",
+        "READ/WRITTEN",
+        "FAULT",
+        "REASON",
+    )
     return table(headers, rows)
 
 

@@ -7,9 +7,10 @@ import asyncio
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client.utils import floatToGoString
 
 from hodei.adapters.store.memory import MemoryJobStore
-from hodei.domain.attempts import AttemptState, Failure
+from hodei.domain.attempts import AttemptState, Failure, ResourceUse
 from hodei.domain.jobs import JobSpec, JobState
 from hodei.ports import WorkerLaunch
 from hodei.server.api.http.http_metrics import HttpMetrics, StreamCount
@@ -61,6 +62,30 @@ async def test_a_jobs_phases_are_observed_from_its_attempt_records() -> None:
     assert value(metrics, "hodei_attempts_total", outcome="succeeded", failure="") == 1
     assert value(metrics, "hodei_jobs_finished_total", state="succeeded") == 1
     assert metrics._queued_since == {} and metrics._assigned_at == {}  # nothing kept
+
+
+async def test_what_attempts_used_is_observed_by_outcome() -> None:
+    _, metrics, orch = await world()
+    measured = ResourceUse(1.5, 200 << 20, 4096, 8192)
+    for n, (target, use) in enumerate(
+        [
+            (JobState.SUCCEEDED, measured),
+            (JobState.FAILED, ResourceUse(0.5, 3 << 20)),
+            (JobState.SUCCEEDED, None),
+        ]
+    ):
+        job = await orch.submit(JobSpec(command="true", name=f"j{n}"))
+        job = await orch.move(job, JobState.ASSIGNED, worker_id="w1", attempts=1)
+        job = await orch.move(job, JobState.RUNNING, started_at=1.0)
+        await orch.move(job, target, usage=use, exit_code=0, finished_at=2.0)
+    assert value(metrics, "hodei_attempt_cpu_seconds_count", outcome="succeeded") == 1  # 1 measured
+    assert value(metrics, "hodei_attempt_cpu_seconds_sum", outcome="succeeded") == 1.5
+    assert value(metrics, "hodei_attempt_cpu_seconds_sum", outcome="failed") == 0.5
+    assert value(metrics, "hodei_attempt_peak_memory_bytes_sum", outcome="succeeded") == 200 << 20
+    bucket = {"outcome": "succeeded", "le": floatToGoString(256 << 20)}
+    assert value(metrics, "hodei_attempt_peak_memory_bytes_bucket", **bucket) == 1
+    assert value(metrics, "hodei_attempt_io_bytes_total", direction="read") == 4096  # io: 1 only
+    assert value(metrics, "hodei_attempt_io_bytes_total", direction="write") == 8192
 
 
 async def test_a_retry_waits_from_the_end_of_its_backoff_and_failures_are_by_kind() -> None:

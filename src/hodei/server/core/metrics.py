@@ -28,6 +28,8 @@ START_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 RUN_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600)
 PROVISION_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+CPU_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+MEMORY_BUCKETS = tuple(float(1 << n) for n in range(20, 38, 2))  # 1 MiB .. 128 GiB, x4
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300)
 
 # The provider label takes these values (and "other"): a worker's provider is what its agent
@@ -91,6 +93,26 @@ class Metrics:
             registry=r,
             buckets=RUN_BUCKETS,
         )
+        self.attempt_cpu = Histogram(
+            "hodei_attempt_cpu_seconds",
+            "CPU seconds (user + system) an attempt used, as its agent measured it, by outcome",
+            ["outcome"],
+            registry=r,
+            buckets=CPU_BUCKETS,
+        )
+        self.attempt_memory = Histogram(
+            "hodei_attempt_peak_memory_bytes",
+            "Peak memory of an attempt (its cgroup's high-water mark, or its processes' RSS)",
+            ["outcome"],
+            registry=r,
+            buckets=MEMORY_BUCKETS,
+        )
+        self.attempt_io = Counter(
+            "hodei_attempt_io_bytes",
+            "Bytes ended attempts read and wrote, as their agents measured them",
+            ["direction"],
+            registry=r,
+        )
         self.attempts = Counter(
             "hodei_attempts",
             "Attempts that ended, by outcome and by whose fault (failure) when not succeeded",
@@ -139,6 +161,9 @@ class Metrics:
         r.register(self._reads)
         # Children made once per label value: labels() costs a lock and a dict walk.
         self._run_time = {s: self.run_time.labels(s.value) for s in AttemptState if s.over}
+        self._cpu = {s: self.attempt_cpu.labels(s.value) for s in AttemptState if s.over}
+        self._memory = {s: self.attempt_memory.labels(s.value) for s in AttemptState if s.over}
+        self._read, self._written = self.attempt_io.labels("read"), self.attempt_io.labels("write")
         self._attempts: dict[tuple[AttemptState, Failure | None], Counter] = {}
         # When each local job entered the queue (for this attempt) and was assigned: bounded
         # by the jobs active here, each entry dropped as its job moves on.
@@ -199,6 +224,12 @@ class Metrics:
                 self._run_time[attempt.state].observe(
                     max(0.0, attempt.finished_at - attempt.started_at)
                 )
+            if attempt.cpu_seconds is not None and attempt.peak_memory_bytes is not None:
+                self._cpu[attempt.state].observe(attempt.cpu_seconds)
+                self._memory[attempt.state].observe(attempt.peak_memory_bytes)
+            if attempt.read_bytes is not None and attempt.written_bytes is not None:
+                self._read.inc(attempt.read_bytes)
+                self._written.inc(attempt.written_bytes)
             key = (attempt.state, attempt.failure)
             child = self._attempts.get(key)
             if child is None:
