@@ -130,6 +130,19 @@ def job(server: RunningServer, job_id: str) -> dict[str, Any]:
     return found
 
 
+def wait_state(
+    server: RunningServer, job_id: str, states: set[str], timeout: float = 30
+) -> dict[str, Any]:
+    """server.wait_state, failing with the job's reason and the server's last log lines."""
+    try:
+        found: dict[str, Any] = server.wait_state(job_id, states, timeout)
+    except AssertionError as exc:
+        now = job(server, job_id)
+        tail = "".join(server.stderr[-25:])
+        raise AssertionError(f"{exc}; reason {now.get('reason')!r}; server log:\n{tail}") from None
+    return found
+
+
 def provisioning_error(server: RunningServer) -> str:
     with server.http() as client:
         return str(client.get("/api/v1/workers").json()["provisioning_error"])
@@ -153,7 +166,7 @@ def test_a_job_runs_in_a_pod_that_is_deleted_once_idle(
     server = start(server_factory, home, space, "--worker-idle", "2s", "--max-workers", "2")
     with server.http() as client:
         job_id = post(client, "echo from a pod; sleep 2", cpu=0.5, memory_bytes="192M")
-    running = server.wait_state(job_id, {"running"}, timeout=90)
+    running = wait_state(server, job_id, {"running"}, timeout=90)
     [pod] = [
         p for p in pods(space, home) if p["metadata"]["name"] == f"hodei-{running['worker_id']}"
     ]
@@ -171,7 +184,7 @@ def test_a_job_runs_in_a_pod_that_is_deleted_once_idle(
     # The OTP was spent when the agent registered: its Secret is gone.
     wait_for("the OTP Secret's removal", lambda: not secrets(space, home), 30)
 
-    done = server.wait_state(job_id, {"succeeded", "failed"}, timeout=60)
+    done = wait_state(server, job_id, {"succeeded", "failed"}, timeout=60)
     assert done["state"] == "succeeded", done
     with server.http() as client:
         assert client.get(f"/api/v1/jobs/{job_id}/logs").text == "from a pod\n"
@@ -227,8 +240,8 @@ def test_a_job_label_becomes_a_node_selector_named_when_no_node_matches(
     try:
         with server.http() as client:
             job_id = post(client, "echo on the gpu node", labels={"gpu": "1"})
-        running = server.wait_state(job_id, {"running", "succeeded"}, timeout=90)
-        done = server.wait_state(job_id, {"succeeded", "failed"}, timeout=60)
+        running = wait_state(server, job_id, {"running", "succeeded"}, timeout=90)
+        done = wait_state(server, job_id, {"succeeded", "failed"}, timeout=60)
         assert done["state"] == "succeeded", done
         with server.http() as client:
             [worker] = [
@@ -274,7 +287,7 @@ def test_kill_9_and_a_restart_leave_no_orphan_pod_or_secret(
     first = start(server_factory, home, space, *flags)
     with first.http() as client:
         kept = post(client, "sleep 6; echo survived")
-    running = first.wait_state(kept, {"running"}, timeout=90)
+    running = wait_state(first, kept, {"running"}, timeout=90)
     grpc_port, http_port = first.grpc.rsplit(":", 1)[1], first.url.rsplit(":", 1)[1]
     stop_server(first, signal.SIGKILL)
     assert len(pods(space, home)) == 1  # nothing ties a pod to the server's life
@@ -308,7 +321,7 @@ def test_kill_9_and_a_restart_leave_no_orphan_pod_or_secret(
     assert not secrets(space, home)  # the stray Secret was deleted at start
     [pod] = pods(space, home)  # the live worker was adopted, not deleted
     assert pod["metadata"]["name"] == f"hodei-{running['worker_id']}"
-    done = again.wait_state(kept, {"succeeded", "failed"}, timeout=60)
+    done = wait_state(again, kept, {"succeeded", "failed"}, timeout=60)
     assert done["state"] == "succeeded" and done["attempts"] == 1, done
     with again.http() as client:
         assert client.get(f"/api/v1/jobs/{kept}/logs").text == "survived\n"
@@ -323,11 +336,11 @@ def test_a_pod_deleted_or_killed_under_a_job_is_a_platform_fault_with_its_reason
         job_id = post(
             client, 'echo attempt-$HODEI_ATTEMPT; [ "$HODEI_ATTEMPT" = 1 ] && sleep 300; true'
         )
-    worker = server.wait_state(job_id, {"running"}, timeout=90)["worker_id"]
+    worker = wait_state(server, job_id, {"running"}, timeout=90)["worker_id"]
     with space.cluster.client() as client:  # as `kubectl delete pod` would (graceful)
         answer = client.delete(f"/api/v1/namespaces/{space.name}/pods/hodei-{worker}")
         assert answer.status_code == 200, answer.text
-    done = server.wait_state(job_id, {"succeeded", "failed"}, timeout=120)
+    done = wait_state(server, job_id, {"succeeded", "failed"}, timeout=120)
     assert done["state"] == "succeeded", done
     with server.http() as client:
         attempts = client.get(f"/api/v1/jobs/{job_id}/attempts").json()["items"]
@@ -342,7 +355,7 @@ def test_a_pod_deleted_or_killed_under_a_job_is_a_platform_fault_with_its_reason
     # in the provider's words, is the job's reason.
     with server.http() as client:
         killed = post(client, "sleep 300", no_infra_retry=True)
-    worker = server.wait_state(killed, {"running"}, timeout=90)["worker_id"]
+    worker = wait_state(server, killed, {"running"}, timeout=90)["worker_id"]
     [pod] = [p for p in pods(space, home) if p["metadata"]["name"] == f"hodei-{worker}"]
     engine = docker.from_env(timeout=30)
     try:
@@ -351,7 +364,7 @@ def test_a_pod_deleted_or_killed_under_a_job_is_a_platform_fault_with_its_reason
         container.kill()
     finally:
         engine.close()
-    lost = server.wait_state(killed, {"succeeded", "failed"}, timeout=60)
+    lost = wait_state(server, killed, {"succeeded", "failed"}, timeout=60)
     assert lost["state"] == "failed", lost
     assert f"worker {worker} lost (its agent exited with code 137)" in str(lost["reason"]), lost
     wait_for("the idle pod's removal", lambda: nothing_left(space, home), 60)
@@ -374,7 +387,7 @@ def test_the_watch_survives_an_api_server_restart(
         )
         with server.http() as client:
             before = post(client, "echo before")
-        assert server.wait_state(before, {"succeeded", "failed"}, 90)["state"] == "succeeded"
+        assert wait_state(server, before, {"succeeded", "failed"}, 90)["state"] == "succeeded"
         api.stop()
         api.start()
         # The worker pod is deleted behind the server's back while its watch is being
@@ -389,7 +402,7 @@ def test_the_watch_survives_an_api_server_restart(
         )
         with server.http() as client:
             after = post(client, "echo after")  # a new pod, whose start the watch reports
-        assert server.wait_state(after, {"succeeded", "failed"}, 90)["state"] == "succeeded"
+        assert wait_state(server, after, {"succeeded", "failed"}, 90)["state"] == "succeeded"
         stop_server(server)
         wait_for("no pod left", lambda: not pods(space, home), 30)
     finally:

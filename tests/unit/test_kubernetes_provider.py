@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from hodei.domain.jobs import Job, JobSpec
 from hodei.errors import ProviderError
 from hodei.ports import WorkerLaunch
 from hodei.server.core.bus import EventBus
+from hodei.server.core.passes import PassSignal
 from hodei.server.core.provisioning import Provisioner
 from hodei.server.core.workers import WorkerRegistry
 from hodei.server.security.otp import OtpRegistry
@@ -315,3 +317,27 @@ async def test_a_missing_configuration_is_a_clear_provider_error(
     missing = str(tmp_path / "no-such-kubeconfig")
     with pytest.raises(KubeError, match="cannot load the Kubernetes kubeconfig configuration"):
         await KubeApi(Connection(kubeconfig=missing)).open()
+
+
+class Failing(Recorder):
+    async def provision(self, launch: WorkerLaunch) -> None:
+        raise ProviderError("no node can run its pod: 0/1 nodes are available")
+
+
+async def test_a_failed_start_passes_again_once_its_backoff_is_over() -> None:
+    bus = EventBus()
+    passes = PassSignal()
+    prov = Provisioner(
+        Failing(), OtpRegistry(), WorkerRegistry(bus), bus, "", 10, 1, 30.0, passes=passes
+    )
+    prov.demand([Job("a", JobSpec(command="x"), seq=1)])
+    await asyncio.sleep(0.01)
+    assert "no node can run its pod" in prov.last_error and not prov.can_grow()
+    await asyncio.wait_for(passes.wait(), 1)  # at once: the waiting jobs' reason says why
+    # The retry timer fired early (its loop clock was stale): it waits out the rest.
+    prov._backoff_until = time.monotonic() + 0.2
+    prov._backoff_over()
+    assert not passes._dirty.is_set()
+    await asyncio.wait_for(passes.wait(), 5)  # then passes, with the backoff over
+    assert prov.can_grow()
+    await prov.stop()

@@ -214,7 +214,19 @@ class Provisioner:
             self.passes.kick()
             if self._retry is not None:
                 self._retry.cancel()
-            self._retry = asyncio.get_running_loop().call_later(delay, self.passes.kick)
+            self._retry = asyncio.get_running_loop().call_later(delay, self._backoff_over)
+
+    def _backoff_over(self) -> None:
+        """Pass again once the backoff is over. A loop timer may fire a little early (its
+        clock is read once per loop turn), and a pass that still finds the backoff on would
+        start nothing: then wait out the rest."""
+        left = self._backoff_until - time.monotonic()
+        if left > 0:
+            self._retry = asyncio.get_running_loop().call_later(left + 0.01, self._backoff_over)
+            return
+        self._retry = None
+        if self.passes is not None:
+            self.passes.kick()
 
     # ---- lifecycle events -------------------------------------------------------------------
     def registered(self, worker_id: str) -> None:
