@@ -177,7 +177,7 @@ async def test_a_database_of_the_previous_version_gets_the_schedule_tables(
     assert not await backend.has_table("schedules")
     upgraded = await reopen(backend)
     try:
-        assert await backend.version() == cut + 1
+        assert await backend.version() == len(backend.migrations)  # later steps too
         for table in ("schedules", "schedule_fires", "templates"):
             assert await backend.has_table(table)
         assert await upgraded.get_job("j1") == job
