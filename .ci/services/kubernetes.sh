@@ -142,12 +142,15 @@ hodei_k8s_start() {
   hodei_k8s_wait apiserver "$pid" hodei_k8s_api_answers || return 1
   echo "starting kube-controller-manager and kube-scheduler (logs: $d/*.log)"
   # No node-lifecycle controller (no kubelet heartbeats here); the garbage collector is on.
+  # (Each only when not running yet: the API server may be the only part that had stopped.)
+  pgrep -f "kube-controller-manager --kubeconfig=$d/controller-manager.kubeconfig" >/dev/null ||
   setsid nice "$bin/kube-controller-manager" --kubeconfig="$d/controller-manager.kubeconfig" \
     --leader-elect=false --port=0 --bind-address=127.0.0.1 --secure-port=0 \
     --controllers='*,-nodelifecycle,-nodeipam,-cloud-node-lifecycle,-route,-service,-csrsigning' \
     --service-account-private-key-file="$d/sa.key" --root-ca-file="$d/ca.crt" \
     --use-service-account-credentials=false \
     </dev/null >>"$d/controller-manager.log" 2>&1 &
+  pgrep -f "kube-scheduler --kubeconfig=$d/scheduler.kubeconfig" >/dev/null ||
   setsid nice "$bin/kube-scheduler" --kubeconfig="$d/scheduler.kubeconfig" \
     --leader-elect=false --port=0 --bind-address=127.0.0.1 --secure-port=0 \
     </dev/null >>"$d/scheduler.log" 2>&1 &
