@@ -95,7 +95,7 @@ def test_what_the_cgroup_lacks_comes_from_the_rusage_and_samples(tmp_path: Path)
     meter.sample()  # memory.current, and the RSS of the (no) processes in cgroup.procs
     (tmp_path / "memory.current").write_text("1000\n")
     meter.sample()
-    meter.exited(_rusage(0.5, 0.25, 2048, 3, 5))  # type: ignore[arg-type]
+    meter.exited(_rusage(0.5, 0.25, 2048, 3, 5), 0)  # type: ignore[arg-type]
     use = meter.finish()
     assert use is not None
     assert use.cpu_seconds == 1.53421
@@ -105,11 +105,18 @@ def test_what_the_cgroup_lacks_comes_from_the_rusage_and_samples(tmp_path: Path)
 
 def test_without_a_cgroup_the_rusage_gives_cpu_and_peak() -> None:
     meter = JobMeter()
-    meter.exited(_rusage(0.5, 0.25, 65536, 0, 8))  # type: ignore[arg-type]
+    meter.exited(_rusage(0.5, 0.25, 65536, 0, 8), 1024)  # type: ignore[arg-type]
     use = meter.finish()
     assert use is not None
     assert (use.cpu_seconds, use.peak_memory_bytes) == (0.75, 64 << 20)
     assert (use.read_bytes, use.written_bytes) == (0, 4096)
+
+
+def test_a_largest_rss_below_the_agent_s_own_is_not_the_job_s() -> None:
+    # vfork: the child is charged the agent's RSS at exec; not a figure of the job's.
+    meter = JobMeter()
+    meter.exited(_rusage(0.5, 0.25, 65536, 0, 8), 65536)  # type: ignore[arg-type]
+    assert meter.finish() is None  # no peak known (never sampled): nothing reported
 
 
 def test_nothing_measured_is_none() -> None:

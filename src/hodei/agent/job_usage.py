@@ -6,13 +6,14 @@ From the job's own cgroup when it has one: v2 `cpu.stat` (usage_usec), `memory.p
 containment's hierarchy has those controllers. What the cgroup does not give comes from the
 job's processes: the rusage of its first process, reaped by the runner (wait4: CPU time and
 largest RSS of it and every descendant it waited for, blocks read and written), and the sum of
-the RSS of its processes (those of its cgroup, else its process tree) and their I/O counters,
-sampled while it runs.
+the RSS high-water marks (VmHWM) of its processes (those of its cgroup, else its process tree)
+and their I/O counters, sampled while it runs. The rusage's largest RSS counts only when above
+the agent's own: a child started by vfork (as Popen does) is charged its parent's RSS at exec.
 
 Cheap on the hot path: the cgroup files are read once, when the job has ended (three small
-files); sampling starts only when the cgroup gives no peak, runs every INTERVAL_S in a thread
-of the loop's executor (never on the loop itself), one sample at a time, and a job shorter than
-INTERVAL_S is never sampled.
+files); sampling starts only when the cgroup gives no peak, runs in a thread of the loop's
+executor (never on the loop itself), one sample at a time, FIRST_S after the start then at
+twice the last gap up to every INTERVAL_S, so a job shorter than FIRST_S is never sampled.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import psutil
 from hodei.domain.attempts import ResourceUse
 
 INTERVAL_S = 0.5
+FIRST_S = 0.05
 BLOCK = 512  # rusage's ru_inblock / ru_oublock unit
 
 
@@ -83,6 +85,16 @@ def int_value(text: str) -> int | None:
     anything else ("max", empty)."""
     text = text.strip()
     return int(text) if text.isdigit() else None
+
+
+def _hwm(pid: int) -> int | None:
+    """The RSS high-water mark of a live process (/proc/PID/status VmHWM), in bytes."""
+    text = _read(f"/proc/{pid}/status")
+    for line in (text or "").splitlines():
+        if line.startswith("VmHWM:"):
+            parts = line.split()
+            return int(parts[1]) * 1024 if len(parts) >= 2 and parts[1].isdigit() else None
+    return None
 
 
 def _read(path: str) -> str | None:
@@ -153,6 +165,7 @@ class JobMeter:
         self._files = CgroupFiles.of(cgroup, v2) if cgroup else None
         self._cgroup = cgroup
         self._interval_s = interval_s
+        self._gap_s = min(FIRST_S, interval_s)
         self._pid = 0
         self._rusage: resource.struct_rusage | None = None
         self._peak_rss = 0  # the largest sum of RSS sampled
@@ -161,12 +174,13 @@ class JobMeter:
         self._timer: asyncio.TimerHandle | None = None
         self._sampling: asyncio.Future[None] | Future[None] | None = None
         self._done = False
+        self._own_maxrss = 0
 
     def start(self, pid: int) -> None:
         self._pid = pid
         if self._files is not None and os.path.exists(self._files.peak):
             return  # the kernel keeps the peak: nothing to sample
-        self._timer = asyncio.get_running_loop().call_later(self._interval_s, self._tick)
+        self._timer = asyncio.get_running_loop().call_later(self._gap_s, self._tick)
 
     def _tick(self) -> None:
         self._timer = None
@@ -182,7 +196,8 @@ class JobMeter:
         if not sampling.cancelled():
             sampling.exception()  # sample() catches what it expects; nothing is left unread
         if not self._done:
-            self._timer = asyncio.get_running_loop().call_later(self._interval_s, self._tick)
+            self._gap_s = min(self._gap_s * 2, self._interval_s)
+            self._timer = asyncio.get_running_loop().call_later(self._gap_s, self._tick)
 
     def _processes(self) -> list[psutil.Process]:
         if self._cgroup:
@@ -206,15 +221,23 @@ class JobMeter:
                 self._peak_current = max(self._peak_current, current)
         rss = 0
         for proc in self._processes():
-            with contextlib.suppress(psutil.Error):
-                rss += proc.memory_info().rss
+            hwm = _hwm(proc.pid)
+            if hwm is None:
+                with contextlib.suppress(psutil.Error):
+                    hwm = int(proc.memory_info().rss)
+            rss += hwm or 0
             with contextlib.suppress(psutil.Error, AttributeError, OSError):
                 counters = proc.io_counters()  # AccessDenied where not permitted
                 self._io[proc.pid] = (counters.read_bytes, counters.write_bytes)
         self._peak_rss = max(self._peak_rss, rss)
 
-    def exited(self, rusage: resource.struct_rusage | None) -> None:
+    def exited(self, rusage: resource.struct_rusage | None, own_maxrss: int | None = None) -> None:
+        """The first process's rusage; `own_maxrss` (KiB): the agent's own (read here when
+        None), below which its largest RSS may be the agent's, charged to it by vfork."""
         self._rusage = rusage
+        if own_maxrss is None:
+            own_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self._own_maxrss = own_maxrss
 
     def finish(self) -> ResourceUse | None:
         """What the job used; None when nothing could be measured. Call once it has ended."""
@@ -230,7 +253,7 @@ class JobMeter:
         peak = files.peak_memory() if files is not None else None
         if peak is None:
             sampled = [self._peak_current, self._peak_rss]
-            if ru is not None:
+            if ru is not None and ru.ru_maxrss > self._own_maxrss:
                 sampled.append(ru.ru_maxrss * 1024)  # KiB on Linux
             peak = max(sampled) if any(sampled) else None
         if cpu is None or peak is None:

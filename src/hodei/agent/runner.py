@@ -36,7 +36,7 @@ import subprocess
 import tempfile
 import termios
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol, TypeAlias
 
@@ -85,7 +85,8 @@ class JobOutcome:
     timed_out: bool = False
     error: str = ""  # set when the job could not be started
     pid: int = 0
-    usage: ResourceUse | None = None  # what it used (hodei.agent.job_usage), once it ran
+    # What it used (hodei.agent.job_usage), once it ran: a measurement, not how it ended.
+    usage: ResourceUse | None = field(default=None, compare=False)
 
 
 @lru_cache(maxsize=1)
