@@ -194,6 +194,31 @@ def test_a_job_runs_in_a_pod_that_is_deleted_once_idle(
     assert b"from a pod" in shown.stdout, shown.stderr
 
 
+def test_a_job_in_its_own_image_runs_in_a_pod_with_the_agent_from_an_init_container(
+    server_factory: type, home: Path, space: Space, engine: Any
+) -> None:
+    from services import require_service
+
+    image = "hodei-test-busybox:1"  # busybox only: no Python, no libc (scripts/build_test_images.sh)
+    require_service("test job images", bool(engine.images.list(name=image)), f"{image} missing")
+    server = start(server_factory, home, space, "--worker-idle", "2s", "--max-workers", "2")
+    with server.http() as client:
+        job_id = post(client, "echo in busybox; head -1 /etc/os-release", image=image)
+        missing = post(client, "true", image="hodei-test-missing:404")
+    done = wait_state(server, job_id, {"succeeded", "failed"}, timeout=90)
+    assert done["state"] == "succeeded", done
+    with server.http() as client:
+        assert client.get(f"/api/v1/jobs/{job_id}/logs").text == (
+            'in busybox\nNAME="busybox only"\n'
+        )
+    # The job's image that no node can pull fails its job with the reason, with no pod loop.
+    failed = wait_state(server, missing, {"failed", "succeeded"}, timeout=90)
+    assert failed["state"] == "failed" and "hodei-test-missing:404 cannot be pulled" in (
+        failed["reason"]
+    ), failed
+    wait_for("the idle pod's removal", lambda: nothing_left(space, home), 60)
+
+
 def test_a_job_bigger_than_any_node_is_unschedulable_in_the_schedulers_words(
     server_factory: type, home: Path, space: Space
 ) -> None:

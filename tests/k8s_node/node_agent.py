@@ -6,7 +6,9 @@ exit code, OOMKilled when the kernel killed it; ErrImagePull then ImagePullBackO
 the engine does not have: this node pulls nothing). A pod being deleted has its container
 stopped, then is deleted for good (grace 0), as a kubelet confirms a deletion.
 
-It is small on purpose: no volumes, probes, restarts, init containers or pod networking.
+It is small on purpose: no probes, restarts or pod networking; of volumes only emptyDir (a
+host directory per pod, mode 0777, as a kubelet makes it), and init containers run one after
+the other to completion before the pod's container (a failure fails the pod).
 
 Usage: python tests/k8s_node/node_agent.py KUBECONFIG NODE_NAME [--cpu 2] [--memory 4Gi]
 Ends on SIGTERM, removing its containers.
@@ -19,8 +21,11 @@ import base64
 import contextlib
 import json
 import logging
+import os
+import shutil
 import signal
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -84,6 +89,7 @@ class Node:
         self.engine = docker.from_env(timeout=60)
         self.lock = threading.Lock()
         self.pods: dict[str, str] = {}  # pod uid -> state: starting, running, stopping, done
+        self.dirs: dict[str, list[str]] = {}  # pod uid -> its emptyDir host directories
         self.closed = threading.Event()
 
     # ---- the Node object ---------------------------------------------------------------------
@@ -269,12 +275,10 @@ class Node:
                 return None
         return env
 
-    def _run_pod(self, pod: dict[str, Any]) -> None:
-        uid = pod["metadata"]["uid"]
-        container = pod["spec"]["containers"][0]
-        image = container["image"]
+    def _pullable(self, pod: dict[str, Any], image: str) -> bool:
         try:
             self.engine.images.get(image)
+            return True
         except derr.ImageNotFound:
             message = f'failed to pull image "{image}": not found (this node pulls nothing)'
             self._report(
@@ -284,9 +288,63 @@ class Node:
             back_off = f'Back-off pulling image "{image}"'
             waiting = {"reason": "ImagePullBackOff", "message": back_off}
             self._report(pod, "Pending", {"waiting": waiting})
+            return False
+
+    def _empty_dirs(self, pod: dict[str, Any]) -> dict[str, str]:
+        """The pod's emptyDir volumes as fresh host directories (name -> path)."""
+        uid = pod["metadata"]["uid"]
+        made: dict[str, str] = {}
+        for volume in pod["spec"].get("volumes") or ():
+            if "emptyDir" in volume:
+                path = tempfile.mkdtemp(prefix=f"hodei-k8s-{uid[:8]}-{volume['name']}-")
+                os.chmod(path, 0o777)
+                made[volume["name"]] = path
+        with self.lock:
+            self.dirs[uid] = list(made.values())
+        return made
+
+    @staticmethod
+    def _binds(container: dict[str, Any], dirs: dict[str, str]) -> dict[str, dict[str, str]]:
+        return {
+            dirs[m["name"]]: {"bind": m["mountPath"], "mode": "ro" if m.get("readOnly") else "rw"}
+            for m in container.get("volumeMounts") or ()
+            if m["name"] in dirs
+        }
+
+    def _init(self, pod: dict[str, Any], dirs: dict[str, str]) -> bool:
+        """Run the pod's init containers in order; False (the pod failed) if one fails."""
+        uid = pod["metadata"]["uid"]
+        for init in pod["spec"].get("initContainers") or ():
+            if not self._pullable(pod, init["image"]):
+                return False
+            try:
+                self.engine.containers.run(
+                    init["image"],
+                    entrypoint=init.get("command") or None,
+                    command=init.get("args") or None,
+                    volumes=self._binds(init, dirs),
+                    network_mode="host",
+                    labels={NODE_LABEL: self.name, POD_LABEL: uid},
+                    remove=True,
+                )
+            except derr.ContainerError as exc:
+                message = f"init container {init['name']} exited with {exc.exit_status}"
+                failed = {"exitCode": exc.exit_status, "reason": "Init:Error", "message": message}
+                self._report(pod, "Failed", {"terminated": failed})
+                return False
+        return True
+
+    def _run_pod(self, pod: dict[str, Any]) -> None:
+        uid = pod["metadata"]["uid"]
+        container = pod["spec"]["containers"][0]
+        image = container["image"]
+        if not self._pullable(pod, image):
             return
         env = self._env(pod, container)
         if env is None:
+            return
+        dirs = self._empty_dirs(pod)
+        if not self._init(pod, dirs):
             return
         limits = (container.get("resources") or {}).get("limits") or {}
         options: dict[str, Any] = {}
@@ -307,6 +365,7 @@ class Node:
                 init=True,
                 name=f"k8s-{meta['namespace']}-{meta['name']}-{uid[:8]}",
                 labels={NODE_LABEL: self.name, POD_LABEL: uid},
+                volumes=self._binds(container, dirs),
                 **options,
             )
             self.pods[uid] = "running"
@@ -328,6 +387,10 @@ class Node:
         self._remove(uid)
 
     def _remove(self, uid: str) -> None:
+        with self.lock:
+            dirs = self.dirs.pop(uid, [])
+        for path in dirs:
+            shutil.rmtree(path, ignore_errors=True)
         for container in self.engine.containers.list(
             all=True, filters={"label": f"{POD_LABEL}={uid}"}
         ):

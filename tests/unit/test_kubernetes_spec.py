@@ -237,3 +237,32 @@ def test_a_403_names_the_verb_and_resource() -> None:
     assert "cannot list secrets in namespace x: gone" in str(
         refused("list", "secrets", "x", 500, '{"message": "gone"}')
     )
+
+
+def test_a_job_image_pod_gets_the_agent_from_an_init_container_read_only() -> None:
+    options = KubernetesOptions(image="hodei-worker:7")
+    pod = pod_manifest(options, "s", launch(image="node:20"))
+    spec = pod["spec"]
+    [init] = spec["initContainers"]
+    assert init["image"] == "hodei-worker:7"  # the worker image carries the executable
+    assert init["volumeMounts"] == [{"name": "hodei-agent", "mountPath": "/dst"}]
+    assert "cp -R /opt/hodei/agent/. /dst/" in init["command"][-1]
+    assert {v["name"]: v for v in spec["volumes"]} == {
+        "hodei-agent": {"name": "hodei-agent", "emptyDir": {}},
+        "hodei-tmp": {"name": "hodei-tmp", "emptyDir": {}},
+    }
+    [container] = spec["containers"]
+    assert container["image"] == "node:20"
+    assert container["command"] == [
+        "/.hodei/agent/glibc/ld-linux-x86-64.so.2",
+        "/.hodei/agent/hodei-agent",
+    ]
+    assert {"name": "hodei-agent", "mountPath": "/.hodei/agent", "readOnly": True} in (
+        container["volumeMounts"]
+    )
+    env = {e["name"]: e for e in container["env"]}
+    assert env["HODEI_WORKER_IMAGE"]["value"] == "node:20"
+    assert env["TMPDIR"]["value"] == "/.hodei/tmp"
+    assert "value" not in env["HODEI_TOKEN"]  # still from the Secret
+    plain = pod_manifest(options, "s", launch())["spec"]
+    assert "initContainers" not in plain and plain["containers"][0]["image"] == "hodei-worker:7"

@@ -32,6 +32,7 @@ from hodei.adapters.providers.kubernetes_api import KubeApi, KubeError, WatchExp
 from hodei.adapters.providers.kubernetes_spec import (
     KubernetesOptions,
     Pod,
+    cannot_pull,
     deleting,
     end_reason,
     exit_code,
@@ -45,7 +46,7 @@ from hodei.adapters.providers.kubernetes_spec import (
     start_problem,
     worker_of,
 )
-from hodei.errors import ProviderError
+from hodei.errors import ImageUnavailable, ProviderError
 from hodei.ports import WorkerLaunch
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class _Worker:
 
 class KubernetesProvider:
     name = "kubernetes"
-    runs_images = False  # until the agent executable is injected by an init container
+    runs_images = True  # a job image gets the agent executable from an init container
 
     def __init__(
         self,
@@ -271,6 +272,9 @@ class KubernetesProvider:
         await self._delete_quietly("pods", pod_name(worker_id), grace_s=0)
         if worker.terminated or self._closing:
             return  # given up by the provisioner (or stopping): nothing more to say
+        if launch.image is not None and cannot_pull(worker.last):
+            # A job's own image: its jobs fail with the reason, no backoff for the others.
+            raise ImageUnavailable(launch.image, f"worker pod {pod_name(worker_id)}: {problem}")
         raise ProviderError(f"worker pod {pod_name(worker_id)}: {problem}")
 
     def _not_started(self, worker: _Worker) -> str:

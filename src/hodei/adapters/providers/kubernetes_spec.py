@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hodei.agent_bundle import command_in
 from hodei.ports import WorkerLaunch
 
 LABEL_MANAGED = "io.hodei/managed"
@@ -165,20 +166,59 @@ def agent_container(options: KubernetesOptions, launch: WorkerLaunch, image: str
     return container
 
 
+# A worker in a job's own image: an init container of the worker image copies the agent
+# executable (hodei.agent_bundle) into an emptyDir, which the job image's container mounts
+# read-only and starts through the executable's own loader; another emptyDir is its TMPDIR.
+AGENT_VOLUME, TMP_VOLUME = "hodei-agent", "hodei-tmp"
+AGENT_DIR, TMP_DIR, WORKER_AGENT_DIR = "/.hodei/agent", "/.hodei/tmp", "/opt/hodei/agent"
+
+
+def inject_agent(options: KubernetesOptions, pod_spec: dict[str, Any], image: str) -> None:
+    """Make `pod_spec` (one agent container of the worker image) run in the job's `image`."""
+    copy = f"cp -R {WORKER_AGENT_DIR}/. /dst/"  # not -a: the emptyDir is not ours to touch
+    pod_spec["initContainers"] = [
+        {
+            "name": "hodei-agent-copy",
+            "image": options.image,
+            "imagePullPolicy": options.image_pull_policy,
+            "command": ["/bin/sh", "-c", copy],
+            "volumeMounts": [{"name": AGENT_VOLUME, "mountPath": "/dst"}],
+            "securityContext": {"allowPrivilegeEscalation": False, "privileged": False},
+        }
+    ]
+    pod_spec["volumes"] = [
+        {"name": AGENT_VOLUME, "emptyDir": {}},
+        {"name": TMP_VOLUME, "emptyDir": {}},
+    ]
+    container = pod_spec["containers"][0]
+    container["image"] = image
+    container["command"] = list(command_in(AGENT_DIR))
+    container["env"] = [
+        *container["env"],
+        {"name": "HODEI_WORKER_IMAGE", "value": image},
+        {"name": "TMPDIR", "value": TMP_DIR},
+    ]
+    container["volumeMounts"] = [
+        {"name": AGENT_VOLUME, "mountPath": AGENT_DIR, "readOnly": True},
+        {"name": TMP_VOLUME, "mountPath": TMP_DIR},
+    ]
+
+
 def pod_manifest(
     options: KubernetesOptions, server_id: str, launch: WorkerLaunch
 ) -> dict[str, Any]:
-    """The pod of one worker. One function builds it, so that a later init container (one
-    that copies the agent into an emptyDir for jobs in other images) has one place to go."""
-    image = launch.image or options.image
+    """The pod of one worker: the agent in the worker image, or in the job's image with the
+    agent injected (inject_agent)."""
     labels = {**dict(options.labels), **identity_labels(server_id, launch.worker_id)}
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": options.automount_token,
         "terminationGracePeriodSeconds": max(0, round(options.stop_grace_s)),
         "enableServiceLinks": False,
-        "containers": [agent_container(options, launch, image)],
+        "containers": [agent_container(options, launch, options.image)],
     }
+    if launch.image is not None:
+        inject_agent(options, spec, launch.image)
     if options.service_account:
         spec["serviceAccountName"] = options.service_account
     if options.image_pull_secrets:
@@ -295,6 +335,11 @@ def start_problem(pod: Pod) -> str | None:
     if reason in CREATE_FAILURES:
         return f"its agent container cannot be created ({detail})"
     return None
+
+
+def cannot_pull(pod: Pod) -> bool:
+    """Whether the agent container's image could not be pulled (its last waiting reason)."""
+    return str((agent_state(pod).get("waiting") or {}).get("reason") or "") in PULL_FAILURES
 
 
 def exit_code(pod: Pod) -> int:
