@@ -199,7 +199,7 @@ def test_a_job_in_its_own_image_runs_in_a_pod_with_the_agent_from_an_init_contai
 ) -> None:
     from services import require_service
 
-    image = "hodei-test-busybox:1"  # busybox only: no Python, no libc (scripts/build_test_images.sh)
+    image = "hodei-test-busybox:1"  # no Python, no libc (scripts/build_test_images.sh)
     require_service("test job images", bool(engine.images.list(name=image)), f"{image} missing")
     server = start(server_factory, home, space, "--worker-idle", "2s", "--max-workers", "2")
     with server.http() as client:
@@ -213,9 +213,8 @@ def test_a_job_in_its_own_image_runs_in_a_pod_with_the_agent_from_an_init_contai
         )
     # The job's image that no node can pull fails its job with the reason, with no pod loop.
     failed = wait_state(server, missing, {"failed", "succeeded"}, timeout=90)
-    assert failed["state"] == "failed" and "hodei-test-missing:404 cannot be pulled" in (
-        failed["reason"]
-    ), failed
+    assert failed["state"] == "failed", failed
+    assert "hodei-test-missing:404 cannot be pulled" in failed["reason"], failed
     wait_for("the idle pod's removal", lambda: nothing_left(space, home), 60)
 
 
