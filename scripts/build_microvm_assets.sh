@@ -216,7 +216,8 @@ build_rootfs() { # $1: output file
   write_guest_init "$dir"
   [ -x "$dir/opt/hodei/bin/python" ] || die "$IMAGE has no /opt/hodei/bin/python"
   size_mb=$(($(du -sm "$dir" | cut -f1) * 12 / 10 + ROOTFS_SLACK_MB))
-  mkfs.ext4 -q -F -L hodei-root -d "$dir" "$1" "${size_mb}M"
+  # Its -d prints what it copies even with -q: to stderr, stdout carries only the path.
+  mkfs.ext4 -q -F -L hodei-root -d "$dir" "$1" "${size_mb}M" >&2
 }
 
 main() {
