@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,16 +32,6 @@ ADMIN_KUBECONFIG = Path(
 )
 SERVER_LABEL = "io.hodei/server"
 WORKER_LABEL = "io.hodei/worker-id"
-
-
-def require_service(name: str, available: bool, why: str) -> None:
-    """As tests/conftest.py's: skip loudly, fail under HODEI_REQUIRE_SERVICES=1."""
-    if available:
-        return
-    message = f"{name} is not available: {why}"
-    if os.environ.get("HODEI_REQUIRE_SERVICES") == "1":
-        pytest.fail(message + " (HODEI_REQUIRE_SERVICES=1)")
-    pytest.skip(message)
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:

@@ -32,11 +32,11 @@ from kube import (
     make_namespace,
     manifest_objects,
     ours,
-    require_service,
     server_id,
     unique,
     wait_for,
 )
+from services import require_service
 
 pytestmark = pytest.mark.e2e
 
@@ -197,8 +197,6 @@ def test_a_job_runs_in_a_pod_that_is_deleted_once_idle(
 def test_a_job_in_its_own_image_runs_in_a_pod_with_the_agent_from_an_init_container(
     server_factory: type, home: Path, space: Space, engine: Any
 ) -> None:
-    from services import require_service
-
     image = "hodei-test-busybox:1"  # no Python, no libc (scripts/build_test_images.sh)
     require_service("test job images", bool(engine.images.list(name=image)), f"{image} missing")
     server = start(server_factory, home, space, "--worker-idle", "2s", "--max-workers", "2")
