@@ -48,10 +48,8 @@ def job_image_spec(spec: dict[str, Any], image: str, volume: str, user: str = ""
     changed["labels"] = {**spec["labels"], LABEL_IMAGE: image}
     changed["volumes"] = {**spec["volumes"], volume: {"bind": AGENT_DIR, "mode": "ro"}}
     changed["tmpfs"] = {TMP_DIR: "rw,exec,nosuid,nodev,mode=1777"}
-    changed.pop("user", None)
     if user:
         changed["user"] = user
-    changed.pop("working_dir", None)  # the image's own
     return changed
 
 
